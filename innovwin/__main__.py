@@ -1,0 +1,5 @@
+import sys
+
+from innovwin.cli import main
+
+sys.exit(main())

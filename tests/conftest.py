@@ -1,0 +1,10 @@
+"""Test setup: Triton kernels run under the interpreter when there is no CUDA device.
+
+The variable must be set before triton is first imported, hence here, at collection time.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
