@@ -1,0 +1,202 @@
+"""One run's configuration: plain data, loadable from TOML, every field overridable.
+
+The defaults are the README's main command: a small CPU run that crosses both clocks in a
+few minutes. A config is *resolved* once the per-purpose seeds are filled in from ``seed``;
+``key()`` hashes the resolved config, so two configs that train the same run share a key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+
+ARCHS = ("dit", "gpt")
+DTYPES = ("float32", "bfloat16")
+SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what to learn
+    task: str = "parity:h=6,w=6,g=2"
+    n_train: int = 128
+    # the model
+    arch: str = "dit"
+    depth: int = 2
+    width: int = 64
+    heads: int = 4
+    mlp_ratio: int = 4
+    # seeds: `seed` fills every per-purpose seed left at None (data_seed = 4*seed, init_seed = 4*seed+1, ...)
+    seed: int = 0
+    data_seed: int | None = None
+    init_seed: int | None = None
+    sampling_seed: int | None = None
+    train_seed: int | None = None
+    # optimization: AdamW, linear warmup then a constant rate (decay would confound tau_mem)
+    steps: int = 3000
+    batch: int = 128
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.0
+    warmup: int = 100
+    grad_clip: float = 1.0  # 0 turns clipping off
+    ema: float | None = None  # EMA decay; when set, evaluations use the EMA weights
+    # evaluation
+    evals_per_decade: int = 8
+    first_eval: int = 10
+    eval_samples: int = 256
+    sampler_steps: int = 18  # DiT Heun steps
+    temperature: float = 1.0  # GPT sampling temperature
+    near_copy_radius: int = 2  # Hamming distance counted as a near copy
+    ratio_copy: float = 1 / 3  # DiT ratio test: copy when d(NN1) < ratio_copy * d(NN2)
+    loss_samples: int = 256  # held-out and training samples in each loss evaluation
+    snapshots: bool = True  # keep the model weights at every evaluation step
+    # clocks
+    rule_threshold: float = 0.9
+    mem_threshold: float = 0.1
+    bootstrap: int = 1000  # resamples for the clocks' intervals; 0 turns them off
+    # where
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        checks = [
+            (self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}"),
+            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+             f"device must be auto, cpu or cuda[:i], got {self.device!r}"),
+            (self.n_train > 0, f"n_train must be > 0, got {self.n_train}"),
+            (self.steps > 0, f"steps must be > 0, got {self.steps}"),
+            (self.eval_samples > 0, f"eval_samples must be > 0, got {self.eval_samples}"),
+            (self.batch > 0, f"batch must be > 0, got {self.batch}"),
+            (min(self.depth, self.width, self.heads, self.mlp_ratio) > 0,
+             "depth, width, heads and mlp_ratio must be > 0"),
+            (self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
+            (self.weight_decay >= 0 and self.warmup >= 0 and self.grad_clip >= 0,
+             "weight_decay, warmup and grad_clip must be >= 0"),
+            (self.ema is None or 0 < self.ema < 1, f"ema must be a decay in (0, 1) or unset, got {self.ema}"),
+            (self.evals_per_decade > 0 and self.first_eval > 0, "evals_per_decade and first_eval must be > 0"),
+            (self.sampler_steps > 0 and self.temperature > 0, "sampler_steps and temperature must be > 0"),
+            (self.near_copy_radius >= 0, f"near_copy_radius must be >= 0, got {self.near_copy_radius}"),
+            (0 < self.ratio_copy < 1, f"ratio_copy must be in (0, 1), got {self.ratio_copy}"),
+            (self.loss_samples > 0, f"loss_samples must be > 0, got {self.loss_samples}"),
+            (0 < self.rule_threshold <= 1, f"rule_threshold must be in (0, 1], got {self.rule_threshold}"),
+            (0 < self.mem_threshold <= 1, f"mem_threshold must be in (0, 1], got {self.mem_threshold}"),
+            (self.bootstrap >= 0, f"bootstrap must be >= 0, got {self.bootstrap}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    # --- conversions -------------------------------------------------------------------
+    def resolved(self) -> "RunConfig":
+        """The same run with every per-purpose seed filled in from ``seed``."""
+        filled = {name: 4 * self.seed + i for i, name in enumerate(SEED_FIELDS) if getattr(self, name) is None}
+        return dataclasses.replace(self, **filled)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """Build from a mapping; unknown keys are refused with the nearest valid name."""
+        for name in values:
+            check_field_name(name)
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path) -> "RunConfig":
+        """Load a flat TOML file of field = value lines."""
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ModuleNotFoundError:
+                raise ValueError("reading a TOML config needs Python >= 3.11 or `pip install tomli`") from None
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except OSError as error:
+            raise ValueError(f"cannot read config {path}: {error.strerror or error}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config {path} is not valid TOML: {error}") from None
+        return cls.from_dict(values)
+
+    def override(self, **values) -> "RunConfig":
+        """A copy with some fields changed (names checked like ``from_dict``)."""
+        for name in values:
+            check_field_name(name)
+        return dataclasses.replace(self, **values)
+
+    def key(self) -> str:
+        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs."""
+        text = json.dumps(self.resolved().to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below
+
+
+def field_names() -> list[str]:
+    return [field.name for field in dataclasses.fields(RunConfig)]
+
+
+def check_field_name(name: str) -> None:
+    if name not in FIELD_TYPES:
+        near = difflib.get_close_matches(name, field_names(), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown config key {name!r}{hint}")
+
+
+def optional(name: str) -> bool:
+    """True for fields that may be unset (None)."""
+    return type(None) in typing.get_args(_hints()[name])
+
+
+def parse_value(name: str, text: str):
+    """Parse a command-line string into field ``name``'s type ("none" unsets an optional field)."""
+    check_field_name(name)
+    kind = FIELD_TYPES[name]
+    if optional(name) and text.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
+
+
+def _hints() -> dict:
+    return typing.get_type_hints(RunConfig)
+
+
+def _scalar_type(hint) -> type:
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if args else hint
+
+
+def _check_types(config: RunConfig) -> None:
+    """Refuse values of the wrong type; ints are accepted (and converted) for float fields."""
+    for name, kind in FIELD_TYPES.items():
+        value = getattr(config, name)
+        if value is None and optional(name):
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, name, float(value))
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+
+
+FIELD_TYPES.update({name: _scalar_type(hint) for name, hint in _hints().items()})

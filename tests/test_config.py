@@ -1,0 +1,74 @@
+"""RunConfig: validation, TOML loading, CLI parsing and the stable key."""
+import pytest
+
+from innovwin.config import RunConfig, parse_value
+
+
+def test_defaults_are_valid_and_key_is_stable():
+    assert RunConfig().key() == RunConfig().key()
+    assert len(RunConfig().key()) == 16
+
+
+def test_key_hashes_the_resolved_config():
+    derived = RunConfig(seed=3)
+    explicit = RunConfig(seed=3, data_seed=12, init_seed=13, sampling_seed=14, train_seed=15)
+    assert derived.key() == explicit.key()
+    assert RunConfig(seed=3).key() != RunConfig(seed=4).key()
+    assert RunConfig(lr=2e-3).key() != RunConfig().key()
+
+
+def test_seeds_resolve_to_distinct_values():
+    resolved = RunConfig(seed=2, init_seed=99).resolved()
+    assert (resolved.data_seed, resolved.init_seed, resolved.sampling_seed, resolved.train_seed) == (8, 99, 10, 11)
+
+
+def test_unknown_key_names_the_nearest_field():
+    with pytest.raises(ValueError, match="did you mean 'n_train'"):
+        RunConfig.from_dict({"n_trian": 10})
+    with pytest.raises(ValueError, match="unknown config key 'zzz'"):
+        RunConfig().override(zzz=1)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": 0}, "steps must be > 0"),
+    ({"n_train": -1}, "n_train must be > 0"),
+    ({"eval_samples": 0}, "eval_samples must be > 0"),
+    ({"arch": "rnn"}, "arch must be one of"),
+    ({"width": 30, "heads": 4}, "not divisible"),
+    ({"lr": "fast"}, "lr must be float"),
+    ({"steps": 1.5}, "steps must be int"),
+    ({"device": "tpu"}, "device must be"),
+])
+def test_bad_values_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_ints_are_accepted_for_floats():
+    assert RunConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_from_toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('task = "parity:h=4,w=4,g=2"\narch = "gpt"\nsteps = 50\nema = 0.99\n')
+    config = RunConfig.from_toml(path)
+    assert (config.task, config.arch, config.steps, config.ema) == ("parity:h=4,w=4,g=2", "gpt", 50, 0.99)
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_from_toml_refuses_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="cannot read config"):
+        RunConfig.from_toml(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("steps = = 3\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        RunConfig.from_toml(broken)
+
+
+def test_parse_value():
+    assert parse_value("lr", "3e-4") == 3e-4
+    assert parse_value("steps", "12") == 12
+    assert parse_value("ema", "none") is None
+    assert parse_value("snapshots", "false") is False
+    with pytest.raises(ValueError, match="steps expects int"):
+        parse_value("steps", "many")
