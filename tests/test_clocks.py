@@ -1,0 +1,123 @@
+"""The clocks on synthetic curves: crossing, never crossing, crossing and falling back, noisy."""
+import math
+
+import numpy as np
+import pytest
+
+from innovwin import clocks
+
+STEPS = [10, 20, 40, 80, 160, 320]
+
+
+def test_rule_crossing_is_interpolated_in_log_step():
+    clock = clocks.tau_rule(STEPS, [0.0, 0.5, 0.8, 1.0, 1.0, 1.0], threshold=0.9)
+    # halfway from 0.8 (step 40) to 1.0 (step 80) in log(step): sqrt(40 * 80)
+    assert clock.value == pytest.approx(math.sqrt(40 * 80))
+    assert not clock.censored and not clock.at_first_eval
+
+
+def test_crossing_exactly_at_an_evaluation_gives_that_step():
+    assert clocks.tau_rule(STEPS, [0.0, 0.0, 0.9, 0.95, 1.0, 1.0]).value == pytest.approx(40)
+
+
+def test_never_crossing_is_censored():
+    clock = clocks.tau_rule(STEPS, [0.1, 0.2, 0.3, 0.4, 0.5, 0.89])
+    assert clock.censored and clock.value is None
+    assert clock.render() == "> 320"
+
+
+def test_rule_crossing_then_falling_back_does_not_count():
+    clock = clocks.tau_rule(STEPS, [0.0, 0.95, 0.5, 0.7, 0.92, 0.97])
+    assert clock.value == pytest.approx(math.exp(np.log(80) + (0.2 / 0.22) * (np.log(160) - np.log(80))))
+
+
+def test_rule_crossing_only_at_the_last_evaluation_is_censored():
+    assert clocks.tau_rule(STEPS, [0, 0, 0, 0, 0, 1.0]).censored
+
+
+def test_rule_crossed_at_first_evaluation_is_an_upper_bound():
+    clock = clocks.tau_rule(STEPS, [0.95] * 6)
+    assert clock.value == 10 and clock.at_first_eval and clock.render() == "<= 10"
+
+
+def test_mem_counts_excess_over_chance_and_needs_no_confirmation():
+    chance = [0.25] * 6
+    # 0.30 above chance is below 0.1 excess; the rise at step 160 then falls back: still the crossing.
+    clock = clocks.tau_mem(STEPS, [0.25, 0.30, 0.30, 0.30, 0.45, 0.30], chance, threshold=0.1)
+    assert clock.value == pytest.approx(math.exp(np.log(80) + (0.05 / 0.15) * np.log(2)))
+    assert clocks.tau_mem(STEPS, [0.3] * 6, chance).censored
+
+
+def test_window_states():
+    rule = clocks.tau_rule(STEPS, [0, 0.5, 1, 1, 1, 1])
+    mem = clocks.tau_mem(STEPS, [0, 0, 0, 0, 0.5, 0.9], [0] * 6)
+    never_rule = clocks.tau_rule(STEPS, [0] * 6)
+    never_mem = clocks.tau_mem(STEPS, [0] * 6, [0] * 6)
+    early_mem = clocks.tau_mem(STEPS, [0, 0.9, 1, 1, 1, 1], [0] * 6)
+    span, state, reason = clocks.window(rule, mem)
+    assert state == "open" and span == [rule.value, mem.value] and reason is None
+    assert clocks.window(rule, early_mem)[1:] == ("closed", clocks.window(rule, early_mem)[2])
+    assert "memorized before" in clocks.window(rule, early_mem)[2]
+    assert clocks.window(never_rule, mem)[1] == "closed"
+    assert "rule never learned" in clocks.window(never_rule, mem)[2]
+    assert clocks.window(rule, never_mem)[1] == "open_at_end"
+    assert clocks.window(never_rule, never_mem)[1] == "unknown"
+
+
+def test_batched_crossings_match_one_at_a_time():
+    rng = np.random.default_rng(0)
+    curves = np.cumsum(rng.uniform(0, 0.3, size=(50, len(STEPS))), axis=1)
+    batched = clocks.crossing_steps(STEPS, curves, 0.9, confirm=True)
+    for curve, value in zip(curves, batched):
+        clock = clocks.tau_rule(STEPS, curve)
+        assert (clock.value is None and np.isnan(value)) or clock.value == pytest.approx(value)
+
+
+def noisy_samples(m, seed):
+    """Per-sample validity and copy flags whose rates follow smooth curves, like a real run's."""
+    rng = np.random.default_rng(seed)
+    steps = np.array([10, 14, 20, 28, 40, 56, 80, 113, 160, 226, 320, 452, 640])
+    valid_rate = 1 / (1 + np.exp(-(np.log(steps) - np.log(60)) * 4))
+    copy_rate = 1 / (1 + np.exp(-(np.log(steps) - np.log(300)) * 4))
+    u = rng.uniform(size=(1, m))  # one latent per noise: samples are paired across evaluations
+    return steps, u < valid_rate[:, None], u < copy_rate[:, None]
+
+
+def test_bootstrap_interval_brackets_the_estimate_on_noisy_curves():
+    steps, valid, copy = noisy_samples(256, seed=1)
+    rows = [{"step": int(s), "valid_frac": v.mean(), "copy_frac": c.mean(), "chance_copy": 0.0}
+            for s, v, c in zip(steps, valid, copy)]
+    summary = clocks.summarize(rows, valid, copy, n_resamples=300, seed=0)
+    for name in ("tau_rule", "tau_mem"):
+        lo, hi = summary[f"{name}_ci"]
+        assert lo <= summary[name] <= hi
+        assert hi / lo < 3  # 256 samples pin the clock down within a factor of a few
+    assert summary["tau_rule"] < summary["tau_mem"] and summary["window_state"] == "open"
+    again = clocks.summarize(rows, valid, copy, n_resamples=300, seed=0)
+    assert again == summary  # the seed fixes the resamples
+
+
+def test_bootstrap_interval_is_open_when_resamples_do_not_cross():
+    steps = [10, 20, 40]
+    valid = np.zeros((3, 100), bool)
+    valid[1:, :91] = True  # 0.91 at the last two evaluations: just over 0.9, resamples often fall below
+    rule_ci, _ = clocks.bootstrap_intervals(steps, valid, np.zeros_like(valid), [0.0] * 3, n_resamples=200)
+    assert rule_ci[0] is not None and rule_ci[1] is None
+
+
+def test_censored_clock_has_no_interval_and_describe_reads():
+    steps, valid, copy = noisy_samples(64, seed=2)
+    rows = [{"step": int(s), "valid_frac": v.mean(), "copy_frac": 0.0, "chance_copy": None}
+            for s, v in zip(steps, valid)]
+    summary = clocks.summarize(rows, valid, np.zeros_like(copy), n_resamples=50)
+    assert summary["tau_mem_censored"] and summary["tau_mem_ci"] is None
+    assert "open at the end" in clocks.describe(summary)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        clocks.crossing_steps([1, 2], [[0.1, 0.2, 0.3]], 0.5, confirm=False)
+    with pytest.raises(ValueError, match="increasing"):
+        clocks.crossing_steps([2, 1], [[0.1, 0.2]], 0.5, confirm=False)
+    with pytest.raises(ValueError, match="no evaluation rows"):
+        clocks.summarize([])
