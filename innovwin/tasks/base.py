@@ -1,0 +1,165 @@
+"""What every task shares: spec parameters, input checks and the choice of validation backend.
+
+A task is a set of valid configurations of ``n_cells`` cells (row-major grid ``shape``, values
+0..k-1). Subclasses say how to sample it, how to check it with numpy (the reference) and which
+native validator checks it on packed keys; this class does the rest once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from innovwin import bits
+from innovwin._native_loader import native
+
+BACKENDS = ("auto", "native", "numpy")
+REQUIRED = object()  # marks a spec parameter without a default
+
+
+def as_int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+class Task:
+    """Base of all tasks. Subclasses set ``name``, ``PARAMS`` and, in ``__init__``, the attributes
+    ``params`` (canonical values, in spec order), ``shape``, ``k``, ``complexity``, ``n_valid``,
+    ``n_constraints``."""
+
+    name: str = ""
+    # spec key -> (converter, default); REQUIRED means the spec must give it.
+    PARAMS: dict = {}
+    params: dict
+    shape: tuple[int, int]
+    k: int
+    complexity: float
+    n_valid: int | None
+    n_constraints: int
+
+    @classmethod
+    def from_params(cls, raw: dict[str, str]) -> "Task":
+        """Build from the string values of a spec, naming unknown or malformed parameters."""
+        unknown = sorted(set(raw) - set(cls.PARAMS))
+        if unknown:
+            raise ValueError(
+                f"{cls.name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(cls.PARAMS)}"
+            )
+        kwargs = {}
+        for key, (convert, default) in cls.PARAMS.items():
+            if key in raw:
+                try:
+                    kwargs[key] = convert(raw[key])
+                except ValueError as error:
+                    raise ValueError(f"{cls.name}: parameter {key}: {error}") from None
+            elif default is REQUIRED:
+                raise ValueError(f"{cls.name}: parameter {key}= is required (spec e.g. {cls.example})")
+            else:
+                kwargs[key] = default
+        return cls(**kwargs)
+
+    example: str = ""
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string; ``make(task.spec)`` rebuilds the same task."""
+        return f"{self.name}:" + ",".join(f"{key}={value}" for key, value in self.params.items())
+
+    @property
+    def n_cells(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def n_words(self) -> int:
+        return bits.n_words(self.n_cells, self.k)
+
+    def __repr__(self) -> str:
+        return f"Task({self.spec!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Task) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    # --- sampling -----------------------------------------------------------------------
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """``n`` valid configurations, uint8 (n, n_cells); see each task for the distribution."""
+        n = as_int(n)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        out = self._sample(n, np.random.default_rng(seed))
+        return np.ascontiguousarray(out, dtype=np.uint8).reshape(n, self.n_cells)
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- validation ---------------------------------------------------------------------
+    def validate(self, cells, backend: str = "auto") -> np.ndarray:
+        """bool (n,): is each configuration valid."""
+        cells = self.check_cells(cells)
+        if self._use_native(backend):
+            return self.validate_packed(bits.pack(cells, self.k), backend="native")
+        return self._constraints_numpy(cells).all(axis=1)
+
+    def constraints(self, cells, backend: str = "auto") -> np.ndarray:
+        """bool (n, n_constraints): which constraint (group, check, row/column/box) holds."""
+        cells = self.check_cells(cells)
+        if self._use_native(backend):
+            return self.constraints_packed(bits.pack(cells, self.k), backend="native")
+        return self._constraints_numpy(cells)
+
+    def validate_packed(self, keys, backend: str = "auto", threads: int = 0) -> np.ndarray:
+        """bool (n,) on packed keys (``innovwin.bits.pack``): the hot path, packed once, validated often.
+
+        Bits or nibbles past ``n_cells`` are ignored; a nibble >= k is a violation."""
+        keys = self.check_keys(keys)
+        if self._use_native(backend):
+            return self._native(keys, False, threads)
+        return self._constraints_numpy(bits.unpack(keys, self.n_cells, self.k)).all(axis=1)
+
+    def constraints_packed(self, keys, backend: str = "auto", threads: int = 0) -> np.ndarray:
+        """bool (n, n_constraints) on packed keys."""
+        keys = self.check_keys(keys)
+        if self._use_native(backend):
+            return self._native(keys, True, threads)
+        return self._constraints_numpy(bits.unpack(keys, self.n_cells, self.k))
+
+    def _constraints_numpy(self, cells: np.ndarray) -> np.ndarray:
+        """Reference check on uint8 cells; values >= k (from garbage keys) must count as violations."""
+        raise NotImplementedError
+
+    def _native(self, keys: np.ndarray, per_constraint: bool, threads: int) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- input checks -------------------------------------------------------------------
+    def check_cells(self, cells) -> np.ndarray:
+        if not isinstance(cells, np.ndarray):
+            raise ValueError(f"cells must be a numpy uint8 array, got {type(cells).__name__}")
+        if cells.dtype != np.uint8:
+            raise ValueError(f"cells must be uint8, got {cells.dtype}")
+        if cells.ndim != 2 or cells.shape[1] != self.n_cells:
+            raise ValueError(
+                f"cells for {self.spec} must have shape (n, {self.n_cells}), got {tuple(cells.shape)}"
+            )
+        if cells.size and int(cells.max()) >= self.k:
+            raise ValueError(f"cell value {int(cells.max())} is outside the alphabet 0..{self.k - 1}")
+        return np.ascontiguousarray(cells)
+
+    def check_keys(self, keys) -> np.ndarray:
+        if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64:
+            got = keys.dtype if isinstance(keys, np.ndarray) else type(keys).__name__
+            raise ValueError(f"packed keys must be a numpy uint64 array, got {got}")
+        if keys.ndim != 2 or keys.shape[1] != self.n_words:
+            raise ValueError(
+                f"packed keys for {self.spec} must have shape (n, {self.n_words}), got {tuple(keys.shape)}"
+            )
+        return np.ascontiguousarray(keys)
+
+    @staticmethod
+    def _use_native(backend: str) -> bool:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if backend == "native" and native is None:
+            raise ValueError("backend 'native' requested but the C++ extension innovwin._native is not built")
+        return backend != "numpy" and native is not None and hasattr(native, "linear_validate")
