@@ -1,0 +1,125 @@
+"""Next-token GPT over a task's cells (karpathy/nanoGPT, pre-LN): BOS, then one token per cell in row-major order.
+
+Tokens 0..k-1 are cell values and token k is BOS. The head predicts only the k cell values (BOS never follows),
+and it is untied from the token embedding: with a vocabulary of 3 to 17 tokens, tying saves nothing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from innovwin.models.attention import attention
+from innovwin.models.blocks import MLP, SelfAttention, check_size, init_linear
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), causal=True)
+        return x + self.mlp(self.ln2(x))
+
+    def forward_cached(self, x: torch.Tensor, cache: torch.Tensor, t: int) -> torch.Tensor:
+        """One new token x (B, 1, width) at position t; ``cache`` (2, B, heads, n_cells, head_dim) holds keys and
+        values of positions < t and receives position t's."""
+        q, k, v = self.attn.project(self.ln1(x))
+        cache[0, :, :, t:t + 1] = k
+        cache[1, :, :, t:t + 1] = v
+        x = x + self.attn.merge(attention(q, cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], causal=False))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Autoregressive model of a task's grids; ``nll`` scores cells, ``sample`` generates them."""
+
+    arch = "gpt"
+
+    def __init__(self, task, depth: int = 4, width: int = 128, heads: int = 4, mlp_ratio: float = 4):
+        super().__init__()
+        check_size(depth, width, heads, mlp_ratio)
+        self.n_cells, self.k = int(task.n_cells), int(task.k)
+        self.bos = self.k
+        self.heads = heads
+        self._size = dict(depth=depth, width=width, heads=heads, mlp_ratio=mlp_ratio)
+
+        self.tok_emb = nn.Embedding(self.k + 1, width)
+        self.pos_emb = nn.Embedding(self.n_cells, width)
+        self.blocks = nn.ModuleList(GPTBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, self.k, bias=False)
+
+        init_linear(self)
+        for block in self.blocks:  # GPT-2: residual projections scaled down with depth
+            for proj in (block.attn.proj, block.mlp[-1]):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * depth))
+
+    def size_config(self) -> dict:
+        """The keyword arguments that rebuild this model with ``build(task, "gpt", **size_config())``."""
+        return dict(self._size)
+
+    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        return self.tok_emb(tokens) + self.pos_emb(positions)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) int64, BOS first, L <= n_cells -> logits (B, L, k); logits[:, t] predict cell t."""
+        if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= self.n_cells:
+            raise ValueError(f"tokens must have shape (B, L) with 1 <= L <= {self.n_cells}, got {tuple(tokens.shape)}")
+        x = self._embed(tokens, 0)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    def nll(self, cells: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood (B,) of uint8 cells (B, n_cells), in nats per cell (mean over the cells)."""
+        if cells.ndim != 2 or cells.shape[1] != self.n_cells:
+            raise ValueError(f"cells must have shape (B, {self.n_cells}), got {tuple(cells.shape)}")
+        if cells.dtype != torch.uint8:
+            raise ValueError(f"cells must be uint8, got {cells.dtype}")
+        targets = cells.long()
+        bos = torch.full_like(targets[:, :1], self.bos)
+        logits = self(torch.cat([bos, targets[:, :-1]], dim=1))
+        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+
+    def _draw(self, logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+        """Next cells (B,) by inverse-CDF sampling from one uniform per row (argmax at temperature 0)."""
+        if temperature == 0:
+            return logits.argmax(-1)
+        gen_device = generator.device if generator is not None else logits.device
+        u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)
+        cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
+        return (cdf < u).sum(-1).clamp_max(self.k - 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+               kv_cache: bool = True) -> torch.Tensor:
+        """n grids as uint8 (n, n_cells). ``kv_cache=False`` recomputes the whole prefix at every position (the
+        reference the cache is tested against: both consume the generator identically)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        device = self.pos_emb.weight.device
+        tokens = torch.full((n, 1), self.bos, dtype=torch.long, device=device)
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else self.pos_emb.weight.dtype
+        head_dim = self.pos_emb.weight.shape[1] // self.heads
+        cache = torch.empty(len(self.blocks), 2, n, self.heads, self.n_cells, head_dim, dtype=dtype, device=device)
+        for t in range(self.n_cells):
+            if kv_cache:
+                x = self._embed(tokens[:, -1:], t)
+                for block, block_cache in zip(self.blocks, cache):
+                    x = block.forward_cached(x, block_cache, t)
+                logits = self.head(self.ln_f(x))[:, -1]
+            else:
+                logits = self(tokens)[:, -1]
+            tokens = torch.cat([tokens, self._draw(logits, temperature, generator)[:, None]], dim=1)
+        return tokens[:, 1:].to(torch.uint8)
