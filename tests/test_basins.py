@@ -1,0 +1,113 @@
+"""Basin dissection: the exact memorizing denoiser, outcome classification, radii, and the command on a real run."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from innovwin import basins, bits, data, tasks
+
+TASK = "parity:h=4,w=4,g=2"
+
+
+def encode_bits(cells: torch.Tensor) -> torch.Tensor:
+    return (cells.float() * 2 - 1)[..., None]
+
+
+def decode_bits(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 0] > 0).to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def parity():
+    task = tasks.make(TASK)
+    dataset = data.make_dataset(task, 16, seed=3, n_heldout=32)
+    return task, dataset
+
+
+@pytest.fixture(scope="module")
+def memorizer(parity):
+    """The exact denoiser of the training set, dissected on a small grid."""
+    task, dataset = parity
+    probes = basins.make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes=8, seed=1)
+    denoiser = basins.EmpiricalDenoiser(encode_bits(torch.from_numpy(dataset.train)))
+    sigmas = basins.sigma_grid(0.05, 5.0, 8)
+    result = basins.measure(denoiser, encode_bits, decode_bits, probes, sigmas, draws=4, steps=8, seed=0)
+    return probes, denoiser, sigmas, result
+
+
+def test_empirical_denoiser_is_the_posterior_mean(parity):
+    _, dataset = parity
+    points = encode_bits(torch.from_numpy(dataset.train)).double()
+    x = torch.randn(5, *points.shape[1:], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigma = torch.tensor([0.3, 0.7, 1.0, 2.0, 5.0], dtype=torch.float64)
+    sq = (x[:, None] - points[None]).square().flatten(2).sum(-1)
+    weights = torch.softmax(-sq / (2 * sigma[:, None] ** 2), dim=1)
+    expected = torch.einsum("bn,nlc->blc", weights, points)
+    got = basins.EmpiricalDenoiser(points.float())(x.float(), sigma.float())
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_memorizer_has_basins_only_around_training_points(memorizer):
+    _, _, sigmas, result = memorizer
+    train, novel, invalid = (result["classes"][name] for name in basins.PROBE_CLASSES)
+    assert train["radius_median"] >= 1.0  # neighbouring configurations are >= 2 apart in the +-1 encoding
+    assert train["zero_frac"] == 0.0
+    for other in (novel, invalid):
+        assert other["radius_median"] == 0.0 and other["zero_frac"] == 1.0
+        assert other["return_prob"] == [0.0] * len(sigmas)
+        assert other["outcomes"]["train"] == [1.0] * len(sigmas)  # the memorizer always lands on a training point
+    assert train["return_prob"][0] == 1.0 and train["return_prob"][-1] < 0.5
+    assert train["loss"][0] < 1e-3 < novel["loss"][0]  # training points denoise perfectly, novel ones do not
+
+
+def test_measure_is_seeded_and_independent_of_chunking(memorizer):
+    probes, denoiser, sigmas, result = memorizer
+    again = basins.measure(denoiser, encode_bits, decode_bits, probes, sigmas, draws=4, steps=8, seed=0, chunk=250)
+    for name in basins.PROBE_CLASSES:
+        assert again["classes"][name]["radii"] == result["classes"][name]["radii"]
+        assert again["classes"][name]["outcomes"] == result["classes"][name]["outcomes"]
+        np.testing.assert_allclose(again["classes"][name]["loss"], result["classes"][name]["loss"], rtol=1e-4)
+
+
+def test_probes(parity):
+    task, dataset = parity
+    probes = basins.make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes=12, seed=0)
+    train_keys = {row.tobytes() for row in dataset.train}
+    assert all(row.tobytes() in train_keys for row in probes.cells["train"])
+    assert not any(row.tobytes() in train_keys for row in probes.cells["novel"])
+    assert task.validate(probes.cells["novel"]).all() and not task.validate(probes.cells["invalid"]).any()
+    assert ((probes.cells["invalid"] != probes.cells["novel"]).sum(1) == 1).all()
+    with pytest.raises(ValueError, match="only 16 training"):
+        basins.make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes=17, seed=0)
+
+
+def test_classify_constructed_cases(parity):
+    task, dataset = parity
+    probes = basins.Probes({}, dataset.train, task.validate, task.k)
+    probe, other_train, novel = dataset.train[0], dataset.train[1], dataset.heldout[0]
+    broken = novel.copy()
+    broken[0] ^= 1
+    ends = np.stack([probe, other_train, novel, broken, broken])
+    targets = np.stack([probe, probe, probe, probe, broken])
+    codes = basins.classify(ends, targets, probes)
+    assert [basins.OUTCOMES[c] for c in codes] == ["return", "train", "valid", "invalid", "return"]
+
+
+def test_basin_radius_interpolates_in_log_sigma():
+    sigmas = np.array([0.1, 1.0, 10.0])
+    p = np.array([[1.0, 1.0, 1.0],  # always back: censored at the top
+                  [0.0, 0.0, 0.0],  # never back
+                  [1.0, 0.75, 0.25],  # crosses 0.5 halfway between 1 and 10 in log sigma
+                  [0.25, 1.0, 0.0],  # the largest sigma counts, not the first crossing
+                  [0.5, 0.5, 0.5]])  # exactly 0.5 counts as back
+    radius, censored = basins.basin_radius(p, sigmas)
+    np.testing.assert_allclose(radius, [10.0, 0.0, np.sqrt(10.0), np.sqrt(10.0), 10.0])
+    assert censored.tolist() == [True, False, False, False, True]
+
+
+@pytest.mark.parametrize("sigmas, message", [([0.5, 0.0], "> 0"), ([0.5, -1.0], "> 0"), ([0.001, 1.0], "end point"),
+                                             ([], "at least one"), ([1.0, 1.0], "distinct")])
+def test_bad_sigmas(sigmas, message):
+    with pytest.raises(ValueError, match=message):
+        basins.check_sigmas(sigmas)
