@@ -29,6 +29,7 @@ MAX_SEQ_LEN = 128
 HEAD_DIMS = (16, 32, 64)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 FP32_DOT_PRECISION = "tf32x3"
+NUM_WARPS = {16: 4, 32: 4, 64: 4, 128: 8}  # per padded block size; a first guess, see benches/gpu_attention.py
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -74,12 +75,9 @@ def _check(q, k, v) -> None:
         raise ValueError(reason)
 
 
-def _block(length: int) -> int:
+def block_size(length: int) -> int:
+    """The tile side a sequence of this length is padded to: a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, triton.next_power_of_2(length))
-
-
-def _num_warps(block: int) -> int:
-    return 8 if block >= 128 else 4
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -168,9 +166,9 @@ def _attention_bwd_kernel(
 
 
 def _launch_meta(q: torch.Tensor, causal: bool) -> dict:
-    block = _block(q.shape[-2])
+    block = block_size(q.shape[-2])
     return dict(CAUSAL=causal, BLOCK=block, HEAD_DIM=q.shape[-1],
-                DOT_PRECISION=_dot_precision(q.dtype), num_warps=_num_warps(block))
+                DOT_PRECISION=_dot_precision(q.dtype), num_warps=NUM_WARPS[block])
 
 
 @torch.library.custom_op("innovwin::attention", mutates_args=())
