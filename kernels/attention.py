@@ -36,9 +36,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
     """softmax(q k^T / sqrt(head_dim), causally masked if asked) v, computed in at least fp32."""
     work = torch.promote_types(q.dtype, torch.float32)
     scores = q.to(work) @ k.to(work).transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if causal:
-        length = q.shape[-2]
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+    if causal:  # key j is hidden from query i when j > i (top-left aligned, as SDPA's is_causal)
+        future = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(future, float("-inf"))
     return (scores.softmax(dim=-1) @ v.to(work)).to(q.dtype)
 

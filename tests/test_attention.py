@@ -151,6 +151,18 @@ def test_dispatch_honours_env_override(monkeypatch, backend):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["", *dispatch.BACKENDS])
+def test_cached_decoding_takes_sdpa_or_math_without_warning(monkeypatch, backend):
+    monkeypatch.setenv(dispatch.ENV_VAR, backend)
+    q, _, _ = random_qkv((2, 2, 1, 32), torch.float32, seed=0)
+    _, k, v = random_qkv((2, 2, 36, 32), torch.float32, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dispatch.backend_for(q, k, v) == ("math" if backend == "math" else "sdpa")
+        out = dispatch.attention(q, k, v, False)
+    torch.testing.assert_close(out, fused.attention_reference(q, k, v, False))
+
+
 def test_dispatch_rejects_unknown_backend(monkeypatch):
     monkeypatch.setenv(dispatch.ENV_VAR, "flash")
     q = torch.zeros(1, 1, 16, 16)

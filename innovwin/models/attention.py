@@ -7,6 +7,8 @@
 
 ``INNOVWIN_ATTENTION`` overrides the choice: ``triton`` (the kernel, ValueError if it cannot take
 the inputs), ``sdpa``, or ``math`` (the plain PyTorch reference the kernel is tested against).
+Cached decoding (fewer queries than keys, as in GPT sampling) takes SDPA, or ``math`` if forced,
+without a warning: the kernel is written for self-attention over whole sequences in training.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ BACKENDS = ("triton", "sdpa", "math")
 _warned: set[str] = set()
 
 
+def _is_decoding(q: torch.Tensor, k: torch.Tensor) -> bool:
+    return q.ndim == k.ndim == 4 and q.shape[-2] != k.shape[-2]
+
+
 def backend_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     """The backend ``attention`` uses for these inputs under the current environment."""
     forced = os.environ.get(ENV_VAR, "")
@@ -34,8 +40,8 @@ def backend_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
             raise ValueError(f"{ENV_VAR} must be one of {BACKENDS} or unset, got {forced!r}")
         if forced != "sdpa" and fused is None:
             raise ValueError(f"{ENV_VAR}={forced} needs triton, which is not installed")
-        return forced
-    if q.device.type != "cuda" or fused is None:
+        return "sdpa" if forced == "triton" and _is_decoding(q, k) else forced
+    if q.device.type != "cuda" or fused is None or _is_decoding(q, k):
         return "sdpa"
     reason = fused.unsupported_reason(q, k, v)
     if reason is None:
