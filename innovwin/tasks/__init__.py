@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 from innovwin.tasks.base import Task
+from innovwin.tasks.latin import LatinTask
 from innovwin.tasks.linear import LinearCodeTask
 from innovwin.tasks.parity import GroupParityTask, GroupRuleTask
+from innovwin.tasks.sudoku import SudokuTask
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (GroupParityTask, GroupRuleTask, LinearCodeTask)
+    cls.name: cls for cls in (GroupParityTask, GroupRuleTask, LinearCodeTask, LatinTask, SudokuTask)
 }
 
 

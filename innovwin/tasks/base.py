@@ -30,6 +30,7 @@ class Task:
     name: str = ""
     # spec key -> (converter, default); REQUIRED means the spec must give it.
     PARAMS: dict = {}
+    example: str = ""  # a spec string to show in messages and the CLI
     params: dict
     shape: tuple[int, int]
     k: int
@@ -57,8 +58,6 @@ class Task:
             else:
                 kwargs[key] = default
         return cls(**kwargs)
-
-    example: str = ""
 
     @property
     def spec(self) -> str:
@@ -88,6 +87,8 @@ class Task:
         n = as_int(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:
+            return np.zeros((0, self.n_cells), dtype=np.uint8)
         out = self._sample(n, np.random.default_rng(seed))
         return np.ascontiguousarray(out, dtype=np.uint8).reshape(n, self.n_cells)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from innovwin._native_loader import native
-from innovwin.tasks.base import REQUIRED, Task, as_int
+from innovwin.tasks.base import Task, as_int
 
 CHECK_KINDS = ("rowcol", "sparse")
 
