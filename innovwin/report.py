@@ -1,0 +1,472 @@
+"""`innovwin report STORE --out OUT`: every finished run's clocks as tables, the scaling fits, the
+figures, and an index.html that shows them together.
+
+    OUT/index.html              the page a user opens first
+    OUT/runs.csv, runs.md       one row per finished run: clocks, intervals, censoring, window
+    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.fits), bootstrap interval on alpha
+    OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the fitted lines, DiT | GPT
+    OUT/tau_rule.png            tau_rule against rule complexity, one line per depth, DiT | GPT
+    OUT/window_map.png          the window's width over (task x N), closed windows marked, DiT | GPT
+    OUT/dit_vs_gpt.png          each clock of a GPT run against the same run as a DiT (when both exist)
+    OUT/curves/KEY.png          the two-clock curves of each run
+    OUT/basins/*.png            basin figures found in the run directories
+
+Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas: no pyplot global state.
+Censored clocks ("> last step") are drawn hollow at the last step and never enter a fit.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import math
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from innovwin.fits import fit_all
+from innovwin.rundir import read_metrics
+from innovwin.store import RunStore
+
+CLOCKS = ("tau_rule", "tau_mem")
+CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
+ARCH_TITLE = {"dit": "DiT (EDM diffusion)", "gpt": "GPT (next token)"}
+RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "n_train", "seed", "steps",
+               "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored",
+               "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored",
+               "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac")
+FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "alpha", "alpha_lo", "alpha_hi",
+               "a", "n_points", "n_censored", "x_min", "x_max", "note")
+
+
+def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write the whole report; returns the path of index.html."""
+    out = Path(out_dir)
+    with RunStore(store_dir) as store:
+        rows = store.rows()
+    records = run_records(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    fits = fit_all(records, n_boot=n_boot, seed=seed)
+    write_table(out / "runs", records, RUN_COLUMNS)
+    write_table(out / "fits", fits, FIT_COLUMNS)
+    figures = {}
+    for name, draw in (("tau_vs_n", plot_tau_vs_n), ("tau_rule", plot_tau_rule),
+                       ("window_map", plot_window_map), ("dit_vs_gpt", plot_dit_vs_gpt)):
+        figure = draw(records, fits)
+        if figure is not None:
+            figures[name] = _save(figure, out / f"{name}.png")
+    curves = {}
+    for record in records:
+        metrics = read_metrics(record["run_dir"])
+        if metrics:
+            curves[record["key"]] = _save(plot_curves(record, metrics), out / "curves" / f"{record['key']}.png")
+    basins = collect_basins(records, out / "basins")
+    index = out / "index.html"
+    index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins))
+    return index
+
+
+# --- records ---------------------------------------------------------------------------
+def run_records(rows: list[dict]) -> list[dict]:
+    """One flat record per finished run: its configuration's axes, its clocks and its window."""
+    from innovwin.tasks import make
+
+    tasks = {}
+    records = []
+    for row in rows:
+        summary = row["summary"]
+        if row["status"] != "done" or not summary:
+            continue
+        config = row["config"]
+        task = tasks.setdefault(config["task"], make(config["task"]))
+        final = summary.get("final") or {}
+        record = {
+            "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.name,
+            "complexity": task.complexity, "arch": config["arch"], "depth": config["depth"],
+            "width": config["width"], "n_train": config["n_train"], "seed": config["seed"],
+            "steps": config["steps"], "last_step": final.get("step", config["steps"]),
+            "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
+            "final_valid_frac": final.get("valid_frac"), "final_copy_frac": final.get("copy_frac"),
+            "window_state": window_state(summary), "window_reason": summary.get("window_reason") or "",
+        }
+        for clock in CLOCKS:
+            ci = summary.get(f"{clock}_ci") or [None, None]
+            record.update({clock: summary.get(clock), f"{clock}_lo": ci[0], f"{clock}_hi": ci[1],
+                           f"{clock}_censored": bool(summary.get(f"{clock}_censored"))})
+        window = summary.get("window")
+        record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
+        records.append(record)
+    return records
+
+
+def window_state(summary: dict) -> str:
+    """open, open_at_end (rule learned, not memorizing yet), closed, or unknown (neither clock)."""
+    if summary.get("window_state"):
+        return summary["window_state"]
+    if summary.get("window"):
+        return "open"
+    rule_censored, mem_censored = summary.get("tau_rule_censored"), summary.get("tau_mem_censored")
+    if rule_censored and mem_censored:
+        return "unknown"
+    return "open_at_end" if mem_censored else "closed"
+
+
+def clock_value(record: dict, clock: str) -> tuple[float | None, bool]:
+    """(value to draw, censored): a censored clock is drawn at the last step, as a lower bound."""
+    if record[f"{clock}_censored"] or record[clock] is None:
+        return float(record["last_step"]), True
+    return float(record[clock]), False
+
+
+# --- tables ----------------------------------------------------------------------------
+def write_table(stem: Path, rows: list[dict], columns) -> None:
+    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+# --- figures ---------------------------------------------------------------------------
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
+    """A figure with one column per architecture present (DiT left, GPT right), shared y."""
+    archs = [arch for arch in ("dit", "gpt") if any(r["arch"] == arch for r in records)]
+    figure = Figure(figsize=(5.5 * len(archs), height * n_rows), layout="constrained")
+    axes = figure.subplots(n_rows, len(archs), squeeze=False, sharey=n_rows == 1)
+    return figure, archs, axes
+
+
+def _size_label(depth, width) -> str:
+    return f"depth {depth}, width {width}"
+
+
+def plot_curves(record: dict, metrics: list[dict]) -> Figure:
+    """Validity and copy rate against step (log x), the clocks marked, the window shaded."""
+    rows = [row for row in metrics if row.get("step", 0) > 0]
+    steps = np.array([row["step"] for row in rows], dtype=float)
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = figure.subplots()
+    series = [("valid_frac", "rule-valid", "tab:blue", "-"), ("copy_frac", "exact copy of a training sample",
+                                                               "tab:red", "-"),
+              ("chance_copy", "copy rate by chance (N/|V|)", "tab:red", ":"),
+              ("novel_valid_frac", "new and valid", "tab:green", "-")]
+    for name, label, color, style in series:
+        values = [row.get(name) for row in rows]
+        if any(value is not None for value in values):
+            ax.plot(steps, [np.nan if v is None else v for v in values], style, color=color, label=label,
+                    marker="." if style == "-" else None)
+    ax.axhline(record["rule_threshold"], color="tab:blue", lw=0.6, ls="--", alpha=0.6)
+    for clock, color in (("tau_rule", "tab:blue"), ("tau_mem", "tab:red")):
+        value, censored = clock_value(record, clock)
+        if censored:
+            ax.annotate(f"{CLOCK_STYLE[clock][2]} > {value:.0f}", xy=(value, 0.5), xytext=(-4, 0),
+                        textcoords="offset points", ha="right", color=color, fontsize=8)
+            continue
+        ax.axvline(value, color=color, lw=1.2, ls="--")
+        lo, hi = record[f"{clock}_lo"], record[f"{clock}_hi"]
+        if lo is not None:
+            ax.axvspan(lo, hi if hi is not None else steps[-1], color=color, alpha=0.08, lw=0)
+        ax.annotate(f"{CLOCK_STYLE[clock][2]} = {value:.0f}", xy=(value, 1.02), ha="center", color=color,
+                    fontsize=8, xycoords=("data", "axes fraction"))
+    state = record["window_state"]
+    if state == "open":
+        ax.axvspan(record["tau_rule"], record["tau_mem"], color="tab:green", alpha=0.15, lw=0,
+                   label="innovation window")
+    elif state == "open_at_end":
+        ax.axvspan(record["tau_rule"], steps[-1], color="tab:green", alpha=0.1, lw=0, hatch="//",
+                   label="window (still open at the end)")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step (log scale)")
+    ax.set_ylabel("fraction of generated samples")
+    ax.set_title(f"{record['task']} · {record['arch'].upper()} {_size_label(record['depth'], record['width'])} · "
+                 f"N = {record['n_train']} · seed {record['seed']}", fontsize=9, pad=14)
+    ax.legend(fontsize=7, loc="center left")
+    ax.grid(alpha=0.3, which="both")
+    return figure
+
+
+def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
+    """Both clocks against N on log-log axes, one colour per (task, size), with the fitted lines."""
+    if len({r["n_train"] for r in records}) < 2:
+        return None
+    figure, archs, axes = _arch_panels(records)
+    for ax, arch in zip(axes[0], archs):
+        groups = sorted({(r["task"], r["depth"], r["width"]) for r in records if r["arch"] == arch})
+        for color_index, (task, depth, width) in enumerate(groups):
+            color = f"C{color_index % 10}"
+            members = [r for r in records if (r["arch"], r["task"], r["depth"], r["width"]) == (arch, task, depth,
+                                                                                                  width)]
+            for clock in CLOCKS:
+                _scatter_clock(ax, members, "n_train", clock, color)
+                fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width)
+                if fit and fit["alpha"] is not None:
+                    xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
+                    ax.plot(xs, fit["a"] * xs ** fit["alpha"], CLOCK_STYLE[clock][1], color=color, lw=1.2,
+                            label=f"{CLOCK_STYLE[clock][2]} ∝ N^{fit['alpha']:.2f}  {task}, "
+                                  f"{_size_label(depth, width)}")
+        _clock_legend(ax)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training-set size N (samples)")
+        ax.set_ylabel("clock τ (training steps)")
+        ax.set_title(ARCH_TITLE.get(arch, arch))
+        ax.grid(alpha=0.3, which="both")
+    return figure
+
+
+def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
+    """tau_rule against the rule's complexity, one line per depth (pooled over N and seeds)."""
+    if len({r["complexity"] for r in records}) < 2:
+        return None
+    figure, archs, axes = _arch_panels(records)
+    for ax, arch in zip(axes[0], archs):
+        groups = sorted({(r["family"], r["depth"], r["width"]) for r in records if r["arch"] == arch})
+        for color_index, (family, depth, width) in enumerate(groups):
+            color = f"C{color_index % 10}"
+            members = [r for r in records if (r["arch"], r["family"], r["depth"], r["width"]) == (arch, family,
+                                                                                                    depth, width)]
+            _scatter_clock(ax, members, "complexity", "tau_rule", color)
+            fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width)
+            label = f"{family}, {_size_label(depth, width)}"
+            if fit and fit["alpha"] is not None:
+                xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
+                ax.plot(xs, fit["a"] * xs ** fit["alpha"], "--", color=color, lw=1.2,
+                        label=f"{label}: τ_rule ∝ complexity^{fit['alpha']:.2f}")
+            else:
+                ax.plot([], [], "s", color=color, label=label)
+        _clock_legend(ax)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rule complexity (the task's knob, e.g. parity group size G)")
+        ax.set_ylabel("τ_rule (training steps)")
+        ax.set_title(ARCH_TITLE.get(arch, arch))
+        ax.grid(alpha=0.3, which="both")
+    return figure
+
+
+def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
+    """The window's width in decades over (task x N), one panel per (size, architecture); a cell
+    is the median over seeds, and a cell where no seed's window opened is marked closed."""
+    sizes = sorted({(r["depth"], r["width"]) for r in records})
+    figure, archs, axes = _arch_panels(records, n_rows=len(sizes), height=3.2)
+    tasks = sorted({(r["family"], r["complexity"], r["task"]) for r in records})
+    task_names = [task for _, _, task in tasks]
+    ns = sorted({r["n_train"] for r in records})
+    widths = [r["window_width_decades"] for r in records if r["window_width_decades"] is not None]
+    vmax = max(widths + [1.0])
+    image = None
+    for row_axes, (depth, width) in zip(axes, sizes):
+        for ax, arch in zip(row_axes, archs):
+            cells = defaultdict(list)
+            for r in records:
+                if (r["arch"], r["depth"], r["width"]) == (arch, depth, width):
+                    cells[(task_names.index(r["task"]), ns.index(r["n_train"]))].append(r)
+            grid = np.full((len(task_names), len(ns)), np.nan)
+            for (i, j), members in cells.items():
+                text, value = _window_cell(members)
+                grid[i, j] = value
+                closed = text == "×"
+                if closed:
+                    ax.add_patch(_rectangle(j, i, color="0.75"))
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if closed else 7,
+                        color="black" if closed or value is None or value < 0.6 * vmax else "white")
+            image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=vmax, aspect="auto",
+                              origin="lower")
+            ax.set_xticks(range(len(ns)), [str(n) for n in ns])
+            ax.set_yticks(range(len(task_names)), task_names, fontsize=7)
+            ax.set_xlim(-0.5, len(ns) - 0.5)
+            ax.set_ylim(-0.5, len(task_names) - 0.5)
+            ax.set_xlabel("training-set size N (samples)")
+            if ax is row_axes[0]:
+                ax.set_ylabel("task (complexity increases upward)")
+            ax.set_title(f"{ARCH_TITLE.get(arch, arch)} · {_size_label(depth, width)}", fontsize=9)
+    if image is not None:
+        figure.colorbar(image, ax=axes, shrink=0.8,
+                        label="log10(τ_mem/τ_rule), decades")
+    return figure
+
+
+def _window_cell(members: list[dict]) -> tuple[str, float | None]:
+    """Text and colour value of one window-map cell (one task, N, size, arch; several seeds)."""
+    states = Counter(r["window_state"] for r in members)
+    widths = []
+    for r in members:
+        if r["window_state"] == "open":
+            widths.append(r["window_width_decades"])
+        elif r["window_state"] == "open_at_end":  # a lower bound: tau_mem is past the last step
+            widths.append(math.log10(r["last_step"] / r["tau_rule"]))
+    if not widths:
+        return ("?" if states.get("unknown") == len(members) else "×"), None
+    value = float(np.median(widths))
+    prefix = "≥" if states.get("open_at_end") else ""
+    suffix = f"\n{len(widths)}/{len(members)} open" if len(widths) < len(members) else ""
+    return f"{prefix}{value:.1f}{suffix}", value
+
+
+def _rectangle(x, y, color):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=color, hatch="xx", edgecolor="white", lw=0)
+
+
+def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
+    """Each clock of a GPT run against the DiT run with the same task, N, size and seed."""
+    by_run = {(r["task"], r["n_train"], r["depth"], r["width"], r["seed"], r["arch"]): r for r in records}
+    pairs = [(r, by_run.get((*key[:5], "gpt"))) for key, r in by_run.items() if key[5] == "dit"]
+    pairs = [(dit, gpt) for dit, gpt in pairs if gpt is not None]
+    if not pairs:
+        return None
+    figure = Figure(figsize=(5.2, 4.8), layout="constrained")
+    ax = figure.subplots()
+    values = []
+    for clock, color in (("tau_rule", "tab:blue"), ("tau_mem", "tab:red")):
+        for censored in (False, True):
+            points = [(clock_value(d, clock), clock_value(g, clock)) for d, g in pairs]
+            points = [(x, y) for (x, cx), (y, cy) in points if (cx or cy) == censored]
+            if points:
+                xs, ys = zip(*points)
+                values += xs + ys
+                ax.scatter(xs, ys, marker=CLOCK_STYLE[clock][0], s=30,
+                           facecolors="none" if censored else color, edgecolors=color,
+                           label=f"{CLOCK_STYLE[clock][2]}" + (" (a clock censored: > last step)" if censored else ""))
+    low, high = min(values) / 1.5, max(values) * 1.5
+    ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls=":", label="same step")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("DiT clock (training steps)")
+    ax.set_ylabel("GPT clock (training steps), same task, N, size, seed")
+    ax.set_title("DiT vs GPT: the same two clocks, shifted")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    return figure
+
+
+def _scatter_clock(ax, members, x_name, clock, color) -> None:
+    marker = CLOCK_STYLE[clock][0]
+    for censored in (False, True):
+        points = [(r[x_name], value) for r in members for value, c in [clock_value(r, clock)] if c == censored]
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, marker=marker, s=28, edgecolors=color, linewidths=1.2,
+                       facecolors="none" if censored else color, zorder=3)
+
+
+def _clock_legend(ax) -> None:
+    """Fitted lines carry their own labels; add one entry per marker kind."""
+    for clock in CLOCKS:
+        marker, _, name = CLOCK_STYLE[clock]
+        ax.scatter([], [], marker=marker, color="0.3", label=f"{name} measured")
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.3", label="censored: drawn at the last step "
+                                                                              "(> value, not fitted)")
+    ax.legend(fontsize=6, loc="best")
+
+
+def _find_fit(fits, clock, against, **group):
+    return next((f for f in fits if f["clock"] == clock and f["against"] == against
+                 and all(f.get(name) == value for name, value in group.items())), None)
+
+
+def collect_basins(records: list[dict], out: Path) -> list[Path]:
+    """Copy the basin figures (``basins_*.png``) the basin analysis left in run directories."""
+    copied = []
+    for record in records:
+        for source in sorted(Path(record["run_dir"]).glob("**/basins_*.png")):
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / f"{record['key']}_{source.name}"
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied
+
+
+# --- index.html ------------------------------------------------------------------------
+FIGURE_CAPTIONS = {
+    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Lines: least-squares power laws; "
+                "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits).",
+    "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds).",
+    "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
+                  "(memorized first or rule never learned); ≥ marks windows still open at the last step.",
+    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size and seed.",
+}
+
+
+def render_index(store_dir, rows, records, fits, figures, curves, basins) -> str:
+    counts = Counter(row["status"] for row in rows)
+    status = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("done", "running", "queued", "failed"))
+    parts = [f"<h1>innovwin report</h1><p>Store <code>{html.escape(str(store_dir))}</code>: {status}. "
+             "Tables: <a href='runs.csv'>runs.csv</a>, <a href='fits.csv'>fits.csv</a> (also as .md).</p>"]
+    for name, path in figures.items():
+        parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
+                     "</figcaption></figure>")
+    parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup>, 95% bootstrap interval on α</h2>")
+    parts.append(_html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "alpha",
+                                    "alpha_lo", "alpha_hi", "n_points", "n_censored", "note"))
+                 if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
+    parts.append("<h2>Runs</h2>")
+    parts.append(_html_table([_rendered_run(r) for r in records],
+                             ("run", "task", "arch", "depth", "width", "n_train", "seed", "τ_rule", "τ_mem",
+                              "window")))
+    if curves:
+        parts.append("<h2>Two-clock curves</h2><div class='grid'>")
+        parts += [f"<a id='{key}' href='curves/{path.name}'><img src='curves/{path.name}'></a>"
+                  for key, path in curves.items()]
+        parts.append("</div>")
+    if basins:
+        parts.append("<h2>Basins of attraction</h2><div class='grid'>")
+        parts += [f"<a href='basins/{path.name}'><img src='basins/{path.name}' title='{path.name}'></a>"
+                  for path in basins]
+        parts.append("</div>")
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+             "img{max-width:100%}figure{margin:1.5em 0}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:8px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>innovwin report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _rendered_run(record: dict) -> dict:
+    def clock(name):
+        if record[f"{name}_censored"]:
+            return f"> {record['last_step']}"
+        text = f"{record[name]:.0f}"
+        lo, hi = record[f"{name}_lo"], record[f"{name}_hi"]
+        if lo is not None:
+            text += f" [{lo:.0f}, {'open' if hi is None else f'{hi:.0f}'}]"
+        return text
+
+    window = record["window_state"].replace("_", " ")
+    if record["window_width_decades"] is not None:
+        window += f" ({record['window_width_decades']:.2f} decades)"
+    return {**record, "run": f"<a href='#{record['key']}'>{record['key']}</a>", "τ_rule": clock("tau_rule"),
+            "τ_mem": clock("tau_mem"), "window": window}
+
+
+def _html_table(rows: list[dict], columns) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_html_cell(c, row.get(c))}</td>" for c in columns) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html_cell(column: str, value) -> str:
+    return _cell(value) if column == "run" else html.escape(_cell(value))

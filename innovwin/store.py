@@ -1,0 +1,195 @@
+"""The run store: one SQLite file (the run table) beside one run directory per run.
+
+    STORE/runs.sqlite        key, config, status, attempts, summary, error, timestamps
+    STORE/runs/KEY/          the run directory that ``innovwin.train.train`` writes and resumes
+    STORE/driver.lock        held (flock) by the one sweep driver that writes the table
+
+Only the driver process writes the table: workers (local processes or Ray tasks) return
+summaries to it. Every state change is one committed transaction, so killing the driver at
+any moment loses no finished run; the next driver finds rows left ``running`` by a dead
+driver and queues them again, and ``train`` resumes them from their own training state.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+STATUSES = ("queued", "running", "done", "failed")
+SCHEMA_VERSION = 1
+DB_NAME = "runs.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key      TEXT PRIMARY KEY,
+    config   TEXT NOT NULL,
+    status   TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    summary  TEXT,
+    error    TEXT,
+    cost     REAL NOT NULL DEFAULT 0,
+    added    REAL NOT NULL,
+    started  REAL,
+    finished REAL
+)"""
+
+
+class RunStore:
+    """The run table of one store directory.
+
+    ``RunStore(path)`` opens it for reading (reports); ``RunStore(path, write=True)`` takes the
+    driver lock first and refuses, with a ValueError, when another driver holds it.
+    """
+
+    def __init__(self, path, *, write: bool = False):
+        self.path = Path(path)
+        self.write = write
+        self._lock_file = None
+        db = self.path / DB_NAME
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        elif not db.exists():
+            raise ValueError(f"{self.path} is not a run store (no {DB_NAME})")
+        try:
+            self.db = sqlite3.connect(db, timeout=5.0, isolation_level=None)
+            self._check_and_init()
+        except ValueError:
+            self.close()
+            raise
+        except sqlite3.DatabaseError as error:
+            self.close()
+            raise ValueError(f"run store {db} is unreadable ({error}); it was left untouched — "
+                             "move it aside to start a new store") from None
+
+    # --- opening ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        self._lock_file = open(self.path / "driver.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "unknown"
+            self._lock_file.close()
+            self._lock_file = None
+            raise ValueError(f"run store {self.path} is in use by another sweep (pid {holder}); "
+                             "wait for it or stop it first") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    def _check_and_init(self) -> None:
+        check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and (version != SCHEMA_VERSION or "runs" not in tables):
+            raise sqlite3.DatabaseError(f"not an innovwin run table (schema version {version}, tables {sorted(tables)})")
+        if not self.write:
+            if not tables:
+                raise ValueError(f"{self.path} is not a run store yet (its run table is not created)")
+            return
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        if not tables:
+            self.db.execute(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+            self.db = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the file releases the flock
+            self._lock_file = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing (driver only) -------------------------------------------------------
+    def run_dir(self, key: str) -> Path:
+        return self.path / "runs" / key
+
+    def add(self, runs: dict[str, dict], cost: dict[str, float] | None = None) -> int:
+        """Queue the runs not in the table yet; returns how many were new."""
+        self._require_write()
+        now = time.time()
+        cost = cost or {}
+        with self.db:
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO runs (key, config, status, cost, added) VALUES (?, ?, 'queued', ?, ?)",
+                [(key, json.dumps(config, sort_keys=True), cost.get(key, 0.0), now) for key, config in runs.items()])
+            return self.db.total_changes - before
+
+    def requeue_orphans(self) -> int:
+        """Queue again the rows a dead driver left ``running`` (the lock says it is gone)."""
+        self._require_write()
+        with self.db:
+            return self.db.execute("UPDATE runs SET status='queued' WHERE status='running'").rowcount
+
+    def claim(self, key: str) -> None:
+        self._set(key, "running", "attempts = attempts + 1, started = ?, error = NULL", time.time())
+
+    def finish(self, key: str, summary: dict) -> None:
+        self._set(key, "done", "summary = ?, finished = ?", json.dumps(summary), time.time())
+
+    def fail(self, key: str, error: str) -> None:
+        self._set(key, "failed", "error = ?, finished = ?", error, time.time())
+
+    def release(self, key: str) -> None:
+        """Put a run that was interrupted (not failed) back in the queue, its attempt not counted."""
+        self._set(key, "queued", "attempts = MAX(attempts - 1, 0)")
+
+    def _set(self, key: str, status: str, assignments: str, *values) -> None:
+        self._require_write()
+        with self.db:
+            self.db.execute(f"UPDATE runs SET status = ?, {assignments} WHERE key = ?", (status, *values, key))
+
+    def _require_write(self) -> None:
+        if not self.write:
+            raise ValueError(f"run store {self.path} was opened read-only")
+
+    # --- reading ---------------------------------------------------------------------
+    def pending(self, keys, max_attempts: int) -> list[str]:
+        """Keys among ``keys`` still to run, longest (by cost) first."""
+        wanted = set(keys)
+        rows = self.db.execute(
+            "SELECT key FROM runs WHERE status = 'queued' OR (status = 'failed' AND attempts < ?) "
+            "ORDER BY cost DESC, key", (max_attempts,))
+        return [key for (key,) in rows if key in wanted]
+
+    def counts(self, keys=None) -> dict[str, int]:
+        wanted = None if keys is None else set(keys)
+        counts = dict.fromkeys(STATUSES, 0)
+        for key, status in self.db.execute("SELECT key, status FROM runs"):
+            if wanted is None or key in wanted:
+                counts[status] += 1
+        return counts
+
+    def rows(self) -> list[dict]:
+        """Every run as a dict (config and summary decoded), oldest first."""
+        return self._decoded("SELECT * FROM runs ORDER BY added, key")
+
+    def get(self, key: str) -> dict | None:
+        rows = self._decoded("SELECT * FROM runs WHERE key = ?", key)
+        return rows[0] if rows else None
+
+    def _decoded(self, query: str, *params) -> list[dict]:
+        cursor = self.db.execute(query, params)
+        names = [column[0] for column in cursor.description]
+        rows = []
+        for values in cursor:
+            row = dict(zip(names, values))
+            row["config"] = json.loads(row["config"])
+            row["summary"] = json.loads(row["summary"]) if row["summary"] else None
+            row["run_dir"] = str(self.run_dir(row["key"]))
+            rows.append(row)
+        return rows

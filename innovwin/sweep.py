@@ -1,0 +1,161 @@
+"""A sweep spec: one TOML file that names a grid of runs.
+
+    name = "quick"                 # optional, shown in reports
+    seeds = [0, 1]                 # optional: every run once per seed
+    [base]                         # RunConfig fields shared by every run
+    task = "parity:h=6,w=6,g=2"
+    steps = 2000
+    [grid]                         # Cartesian product of these axes
+    n_train = [64, 128, 256]
+    [zip]                          # optional: axes that move together (equal lengths)
+    depth = [2, 4]
+    width = [64, 128]
+
+Several zipped groups are written ``[[zip]]`` (one table per group). Expansion yields resolved
+RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one run.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from innovwin.config import RunConfig, check_field_name
+
+SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: dict
+    grid: dict[str, list]
+    zips: list[dict[str, list]] = field(default_factory=list)
+    seeds: list[int] | None = None
+
+    def expand(self) -> dict[str, dict]:
+        """Every run of the sweep: key -> resolved config dict, in grid order."""
+        axes = [[dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]]
+        for group in self.zips:
+            axes.append([dict(zip(group, values)) for values in zip(*group.values())])
+        if self.seeds is not None:
+            axes.append([{"seed": seed} for seed in self.seeds])
+        runs: dict[str, dict] = {}
+        for parts in itertools.product(*axes):
+            values = dict(self.base)
+            for part in parts:
+                values.update(part)
+            config = RunConfig.from_dict(values).resolved()
+            runs.setdefault(config.key(), config.to_dict())
+        return runs
+
+
+def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
+    """Check a decoded TOML mapping and build the spec; every problem names its key."""
+    for key in values:
+        if key not in SPEC_KEYS:
+            raise ValueError(f"{source}: unknown key {key!r}{_nearest(key, SPEC_KEYS)}; "
+                             f"a sweep spec has {', '.join(SPEC_KEYS)}")
+    base = _table(values, "base", source)
+    for name in base:
+        _check_config_key(name, f"{source}: [base]")
+    grid = _axes(_table(values, "grid", source), "[grid]", source)
+    if "grid" in values and not grid:
+        raise ValueError(f"{source}: [grid] is empty; give it at least one axis, e.g. n_train = [64, 128]")
+    zips_raw = values.get("zip", [])
+    zips_raw = [zips_raw] if isinstance(zips_raw, dict) else zips_raw
+    if not isinstance(zips_raw, list) or not all(isinstance(group, dict) for group in zips_raw):
+        raise ValueError(f"{source}: zip must be a table [zip] or tables [[zip]] of equal-length lists")
+    zips = []
+    for group in zips_raw:
+        axes = _axes(group, "[zip]", source)
+        if not axes:
+            raise ValueError(f"{source}: a [zip] table is empty")
+        lengths = {name: len(options) for name, options in axes.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{source}: [zip] axes must have equal lengths, got {lengths}")
+        zips.append(axes)
+    names = list(grid) + [name for group in zips for name in group]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{source}: axis {repeated[0]!r} appears more than once in [grid] / [zip]")
+    seeds = values.get("seeds")
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                              for s in seeds):
+            raise ValueError(f"{source}: seeds must be a non-empty list of integers, got {seeds!r}")
+        if "seed" in names:
+            raise ValueError(f"{source}: give seeds either as `seeds = [...]` or as a seed axis, not both")
+    if not names and seeds is None:
+        raise ValueError(f"{source}: the sweep has no [grid], [zip] or seeds: it names a single run "
+                         "(use `innovwin train` for that)")
+    name = values.get("name", Path(source).stem)
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: name must be a string, got {name!r}")
+    spec = SweepSpec(name=name, base=base, grid=grid, zips=zips, seeds=seeds)
+    spec.expand()  # refuse bad values (wrong types, out of range) now, before anything is stored
+    return spec
+
+
+def load_spec(path) -> SweepSpec:
+    """Read a sweep spec from a TOML file."""
+    return parse_spec(_read_toml(Path(path).read_bytes(), str(path)), str(path))
+
+
+def presets() -> list[str]:
+    """Names of the sweep specs shipped in ``innovwin/presets``."""
+    return sorted(entry.name[:-5] for entry in resources.files("innovwin.presets").iterdir()
+                  if entry.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> SweepSpec:
+    available = presets()
+    if name not in available:
+        raise ValueError(f"unknown preset {name!r}{_nearest(name, available)}; presets: {', '.join(available)}")
+    data = resources.files("innovwin.presets").joinpath(f"{name}.toml").read_bytes()
+    return parse_spec(_read_toml(data, f"preset {name}"), f"preset {name}")
+
+
+def _read_toml(data: bytes, source: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ValueError("reading a sweep spec needs Python >= 3.11 or `pip install tomli`") from None
+    try:
+        return tomllib.loads(data.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"{source} is not valid TOML: {error}") from None
+
+
+def _table(values: dict, key: str, source: str) -> dict:
+    table = values.get(key, {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{source}: {key} must be a table [{key}], got {type(table).__name__}")
+    return table
+
+
+def _axes(table: dict, where: str, source: str) -> dict[str, list]:
+    for name, options in table.items():
+        _check_config_key(name, f"{source}: {where}")
+        if not isinstance(options, list):
+            raise ValueError(f"{source}: {where} axis {name!r} must be a list of values, got {options!r}")
+        if not options:
+            raise ValueError(f"{source}: {where} axis {name!r} is empty; give it at least one value")
+    return dict(table)
+
+
+def _check_config_key(name: str, where: str) -> None:
+    try:
+        check_field_name(name)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _nearest(name: str, choices) -> str:
+    near = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""

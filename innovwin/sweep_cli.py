@@ -1,0 +1,65 @@
+"""`innovwin sweep` (run a grid of runs into a store) and `innovwin report` (tables, fits, figures)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    from innovwin.executors import EXECUTORS
+    from innovwin.sweep import presets
+
+    sweep = subparsers.add_parser(
+        "sweep", help="run a grid of runs into a store (skips done runs, resumes interrupted ones)",
+        description="Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones "
+                    "not done yet. Safe to kill and rerun: done runs are kept, interrupted runs resume.")
+    sweep.add_argument("spec", nargs="?", help="sweep spec TOML file (or use --preset)")
+    sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
+    sweep.add_argument("--store", required=True, help="store directory (created if missing)")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local processes (default) or Ray tasks")
+    sweep.add_argument("--workers", type=int,
+                       help="runs at a time (default: one per GPU, else one per core; "
+                            "more than the GPUs puts several runs on each)")
+    sweep.add_argument("--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+                                             "(default: start a local Ray instance)")
+    sweep.add_argument("--max-attempts", type=int, default=3, help="tries per run before it stays failed")
+    sweep.set_defaults(func=run_sweep_command)
+
+    report = subparsers.add_parser("report", help="tables, scaling fits and figures of a store",
+                                   description="Write CSV/Markdown tables, fits and PNG figures of every "
+                                               "finished run in a store, and an index.html showing them.")
+    report.add_argument("store", help="store directory written by `innovwin sweep`")
+    report.add_argument("--out", required=True, help="output directory")
+    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the fits' intervals")
+    report.set_defaults(func=run_report_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from innovwin.executors import run_sweep
+    from innovwin.store import RunStore
+    from innovwin.sweep import load_preset, load_spec
+
+    if (args.spec is None) == (args.preset is None):
+        raise ValueError("give either a spec file or --preset NAME")
+    spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
+    runs = spec.expand()
+    with RunStore(args.store, write=True) as store:
+        counts = run_sweep(store, runs, executor=args.executor, workers=args.workers,
+                           ray_address=args.ray_address, max_attempts=args.max_attempts)
+        for row in store.rows():
+            if row["key"] in runs and row["status"] == "failed":
+                last_line = (row["error"] or "").strip().splitlines()[-1:] or ["?"]
+                print(f"[sweep] failed {row['key']} after {row['attempts']} attempts: {last_line[0]}",
+                      file=sys.stderr)
+    print(f"[sweep] {spec.name}: {counts['done']}/{len(runs)} runs done in {args.store}; "
+          f"next: innovwin report {args.store} --out REPORT_DIR")
+    return 1 if counts["failed"] else 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from innovwin.report import build_report
+
+    index = build_report(args.store, args.out, n_boot=args.n_boot)
+    print(f"report: {index}")
+    return 0

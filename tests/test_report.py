@@ -1,0 +1,129 @@
+"""The report on a store of synthetic runs whose clocks follow known laws.
+
+tau_mem = 3 N^0.9 (times 10% log-normal noise) and tau_rule = 40 G^2.5 (x 2 for GPT): the fits
+must recover both exponents within their bootstrap intervals, censored runs must stay out of
+them, and every table and figure must be written.
+"""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from innovwin import clocks
+from innovwin.config import RunConfig
+from innovwin.fits import fit_groups, fit_power_law
+from innovwin.report import build_report
+from innovwin.store import RunStore
+
+ALPHA_MEM, ALPHA_RULE = 0.9, 2.5
+NS = (64, 128, 256, 512, 1024, 2048)
+STEPS = 2000
+
+
+def synthetic_metrics(tau_rule, tau_mem, chance):
+    """Log-spaced evaluation rows whose curves cross their thresholds (0.9 and 0.1) at the given clocks."""
+    rows = []
+    for step in np.unique(np.geomspace(10, STEPS, 25).astype(int)):
+        s_rule, s_mem = (step / tau_rule) ** 4, (step / tau_mem) ** 3
+        valid = 9 * s_rule / (1 + 9 * s_rule)
+        copy = chance + 0.6 * s_mem / (5 + s_mem)
+        rows.append({"step": int(step), "train_loss": 1.0, "valid_frac": valid, "constraint_frac": valid,
+                     "copy_frac": copy, "chance_copy": chance, "near_copy_frac": copy, "ratio_copy_frac": None,
+                     "novel_valid_frac": valid * (1 - copy), "unique_frac": 1.0, "mean_nn_dist": 3.0,
+                     "heldout_loss": 1.0, "train_eval_loss": 1.0, "eval_seconds": 0.1, "n_samples": 256})
+    return rows
+
+
+def make_store(path):
+    rng = np.random.default_rng(0)
+    with RunStore(path, write=True) as store:
+        for arch in ("dit", "gpt"):
+            for g in (2, 3):
+                for n in NS:
+                    for seed in (0, 1, 2):
+                        config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, arch=arch, seed=seed,
+                                           steps=STEPS).resolved()
+                        key = config.key()
+                        tau_mem = 3 * n ** ALPHA_MEM * math.exp(rng.normal(0, 0.1))
+                        tau_rule = 40 * g ** ALPHA_RULE * (2 if arch == "gpt" else 1) * math.exp(rng.normal(0, 0.1))
+                        rows = synthetic_metrics(tau_rule, tau_mem, chance=n / 2 ** (36 - 36 // g))
+                        summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
+                        summary.update(final=rows[-1], config=config.to_dict(),
+                                       timing={"steps_per_s": 100.0, "eval_share": 0.2, "wall_s": 50.0})
+                        store.add({key: config.to_dict()})
+                        store.claim(key)
+                        store.finish(key, summary)
+                        if seed == 0 and n in (64, 2048):  # curves for a few runs keep the test fast
+                            run_dir = store.run_dir(key)
+                            run_dir.mkdir(parents=True)
+                            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run_dir / "basins_step_00000100.png").write_bytes(b"\x89PNG fake")
+        store.add({"queued-run": RunConfig(seed=99).resolved().to_dict()})
+    return store
+
+
+def test_report_recovers_exponents_and_writes_everything(tmp_path):
+    make_store(tmp_path / "store")
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=200)
+    out = tmp_path / "out"
+    with open(out / "fits.csv") as handle:
+        fits = list(csv.DictReader(handle))
+    mem_fits = [f for f in fits if f["clock"] == "tau_mem" and f["against"] == "n_train"]
+    assert len(mem_fits) == 4  # (g=2, g=3) x (dit, gpt)
+    for fit in mem_fits:
+        # the largest N memorize past the last step: censored, counted, and not fitted
+        assert int(fit["n_censored"]) > 0 and int(fit["n_points"]) + int(fit["n_censored"]) == 3 * len(NS)
+        assert float(fit["alpha_lo"]) <= ALPHA_MEM <= float(fit["alpha_hi"]), fit
+        assert float(fit["alpha_hi"]) - float(fit["alpha_lo"]) < 0.3
+    rule_fits = [f for f in fits if f["clock"] == "tau_rule" and f["against"] == "complexity"]
+    assert len(rule_fits) == 2
+    for fit in rule_fits:
+        assert float(fit["alpha_lo"]) <= ALPHA_RULE <= float(fit["alpha_hi"]), fit
+
+    with open(out / "runs.csv") as handle:
+        runs = list(csv.DictReader(handle))
+    assert len(runs) == 2 * 2 * len(NS) * 3  # done runs only; the queued one is not in the table
+    states = {r["window_state"] for r in runs}
+    assert {"open", "open_at_end", "closed"} <= states
+    for name in ("tau_vs_n", "tau_rule", "window_map", "dit_vs_gpt"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((out / "curves").glob("*.png"))) == 2 * 2 * 2  # the runs with metrics.jsonl
+    assert (out / "runs.md").read_text().count("\n") == len(runs) + 2
+    page = index.read_text()
+    for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued"):
+        assert name in page, name
+    assert len(list((out / "basins").glob("*.png"))) == 1
+
+
+def test_power_law_fit_interval_and_bad_input():
+    rng = np.random.default_rng(1)
+    x = np.repeat([10.0, 30.0, 100.0, 300.0, 1000.0], 4)
+    y = 2.0 * x ** 1.3 * np.exp(rng.normal(0, 0.05, x.size))
+    fit = fit_power_law(x, y, n_boot=500, seed=0)
+    assert fit.alpha_lo <= 1.3 <= fit.alpha_hi and abs(fit.alpha - 1.3) < 0.05
+    assert fit.alpha_lo < fit.alpha < fit.alpha_hi
+    assert fit.predict([10.0])[0] == pytest.approx(2.0 * 10 ** 1.3, rel=0.2)
+    with pytest.raises(ValueError, match="2 distinct"):
+        fit_power_law([5, 5, 5], [1, 2, 3])
+    with pytest.raises(ValueError, match="positive"):
+        fit_power_law([1, 2, 3], [1, 0, 3])
+
+
+def test_groups_with_too_few_measured_points_say_so():
+    records = [{"n_train": n, "arch": "dit", "tau_mem": 10.0 * n if n < 100 else None,
+                "tau_mem_censored": n >= 100} for n in (10, 100, 1000)]
+    (row,) = fit_groups(records, "tau_mem", "n_train", ("arch",))
+    assert row["alpha"] is None and row["n_censored"] == 2 and "distinct" in row["note"]
+    # an axis that does not vary is not a fit to make
+    assert fit_groups(records, "tau_mem", "arch", ("n_train",)) == []
+
+
+def test_report_of_a_missing_or_corrupt_store(tmp_path):
+    with pytest.raises(ValueError, match="not a run store"):
+        build_report(tmp_path / "nothing", tmp_path / "out")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "runs.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ValueError, match="unreadable"):
+        build_report(tmp_path / "bad", tmp_path / "out")

@@ -1,0 +1,137 @@
+"""The run store (SQLite table + run directories) and the local executor's bookkeeping.
+
+The run function here is a stand-in that writes a file instead of training, so these tests
+check the driver loop (skip, retry, worker death, ordering) in a few seconds; the real sweep
+with innovwin.train is in test_sweep.py.
+"""
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from innovwin.config import RunConfig
+from innovwin.executors import estimate_cost, run_sweep
+from innovwin.store import RunStore
+
+
+def configs(**axes):
+    (name, values), = axes.items()
+    runs = [RunConfig(**{name: value}).resolved() for value in values]
+    return {config.key(): config.to_dict() for config in runs}
+
+
+def counting_run(config: dict, run_dir: str) -> dict:
+    """Stand-in run: records each call; seed 1 fails on its first attempt, seed 2 kills its worker."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    calls = run_dir / "calls"
+    calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
+    if config["seed"] == 1 and len(calls.read_text()) == 1:
+        raise RuntimeError("first attempt fails")
+    if config["seed"] == 2 and len(calls.read_text()) == 1:
+        os._exit(3)
+    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "pid": os.getpid()}
+
+
+def calls(store, key):
+    return len((store.run_dir(key) / "calls").read_text())
+
+
+def test_table_lifecycle_and_longest_first(tmp_path):
+    runs = configs(steps=[100, 300, 200])
+    cost = {key: estimate_cost(config) for key, config in runs.items()}
+    with RunStore(tmp_path, write=True) as store:
+        assert store.add(runs, cost) == 3 and store.add(runs, cost) == 0
+        order = store.pending(runs, max_attempts=2)
+        assert [runs[key]["steps"] for key in order] == [300, 200, 100]
+        first, second, third = order
+        store.claim(first)
+        store.finish(first, {"tau_rule": 5.0})
+        store.claim(second)
+        store.fail(second, "boom")
+        store.claim(third)
+        assert store.counts(runs) == {"queued": 0, "running": 1, "done": 1, "failed": 1}
+        assert store.pending(runs, max_attempts=2) == [second]  # one attempt left
+        assert store.pending(runs, max_attempts=1) == []
+    # a driver killed while `third` ran: the next driver finds it running and queues it again
+    with RunStore(tmp_path, write=True) as store:
+        assert store.requeue_orphans() == 1
+        assert store.get(third)["status"] == "queued" and store.get(third)["attempts"] == 1
+        assert store.get(first)["summary"] == {"tau_rule": 5.0}
+    with RunStore(tmp_path) as reader:
+        assert [row["status"] for row in reader.rows() if row["key"] == second] == ["failed"]
+        with pytest.raises(ValueError, match="read-only"):
+            reader.claim(first)
+
+
+def test_second_driver_is_refused_and_nothing_changes(tmp_path):
+    runs = configs(seed=[0])
+    with RunStore(tmp_path, write=True) as store:
+        store.add(runs)
+        with pytest.raises(ValueError, match=f"in use by another sweep \\(pid {os.getpid()}\\)"):
+            RunStore(tmp_path, write=True)
+        assert store.counts()["queued"] == 1
+    with RunStore(tmp_path, write=True) as store:  # free again once the first one closed
+        assert store.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 300, None])
+def test_corrupt_or_foreign_store_is_refused_untouched(tmp_path, content):
+    db = tmp_path / "runs.sqlite"
+    if content is None:  # a valid SQLite file that is not a run table
+        with sqlite3.connect(db) as other:
+            other.execute("CREATE TABLE people (name TEXT)")
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+    with pytest.raises(ValueError, match="unreadable"):
+        RunStore(tmp_path, write=True)
+    assert db.read_bytes() == before
+    assert not (tmp_path / "runs.sqlite-wal").exists()
+
+
+def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path):
+    runs = configs(seed=[0, 1, 2])
+    key_of = {config["seed"]: key for key, config in runs.items()}
+    with RunStore(tmp_path, write=True) as store:
+        counts = run_sweep(store, runs, workers=2, max_attempts=2, run_fn=counting_run, stream=None,
+                           poll_s=0.2)
+        assert counts == {"queued": 0, "running": 0, "done": 3, "failed": 0}
+        assert [calls(store, key_of[seed]) for seed in (0, 1, 2)] == [1, 2, 2]
+        assert store.get(key_of[1])["attempts"] == 2 and store.get(key_of[0])["attempts"] == 1
+        assert store.get(key_of[2])["summary"]["tau_rule"] == 30.0
+        # rerunning the same sweep runs nothing
+        assert run_sweep(store, runs, run_fn=counting_run, stream=None)["done"] == 3
+        assert [calls(store, key_of[seed]) for seed in (0, 1, 2)] == [1, 2, 2]
+
+
+def test_failures_stay_failed_after_max_attempts(tmp_path, capsys):
+    import sys
+
+    runs = configs(seed=[1])
+    (key,) = runs
+    with RunStore(tmp_path, write=True) as store:
+        counts = run_sweep(store, runs, workers=1, max_attempts=1, run_fn=counting_run, stream=sys.stderr,
+                           poll_s=0.2)
+        assert counts["failed"] == 1
+        row = store.get(key)
+        assert row["attempts"] == 1 and "first attempt fails" in row["error"]
+        # a new sweep with a higher limit retries it; the run function sees its second call
+        assert run_sweep(store, runs, workers=1, max_attempts=2, run_fn=counting_run, stream=None)["done"] == 1
+    log = capsys.readouterr().err
+    assert "1 of 1 runs to do" in log and "0 done · 0 running · 0 queued · 1 failed" in log
+
+
+def test_bad_executor_arguments(tmp_path):
+    runs = configs(seed=[0])
+    with RunStore(tmp_path, write=True) as store:
+        with pytest.raises(ValueError, match="max_attempts"):
+            run_sweep(store, runs, max_attempts=0, run_fn=counting_run, stream=None)
+        with pytest.raises(ValueError, match="workers must be >= 1"):
+            run_sweep(store, runs, workers=0, run_fn=counting_run, stream=None)
+        with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+            run_sweep(store, runs, ray_address="auto", run_fn=counting_run, stream=None)
+        with pytest.raises(ValueError, match="unknown executor"):
+            run_sweep(store, runs, executor="slurm", run_fn=counting_run, stream=None)
+        assert store.counts()["queued"] == 1  # refused before anything ran

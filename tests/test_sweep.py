@@ -1,0 +1,171 @@
+"""Sweep specs (grid, zip, seeds, bad input) and a real sweep killed midway and run to completion."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from innovwin.cli import main
+from innovwin.config import RunConfig
+from innovwin.store import RunStore
+from innovwin.sweep import load_preset, load_spec, parse_spec, presets
+
+SPEC = """
+name = "demo"
+seeds = [0, 1]
+[base]
+task = "parity:h=6,w=6,g=2"
+steps = 50
+[grid]
+n_train = [16, 32, 64]
+arch = ["dit", "gpt"]
+[zip]
+depth = [1, 2]
+width = [32, 64]
+"""
+
+
+def write(tmp_path, text, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_expansion_is_grid_times_zip_times_seeds(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC))
+    runs = spec.expand()
+    assert spec.name == "demo" and len(runs) == 3 * 2 * 2 * 2
+    sizes = {(c["depth"], c["width"]) for c in runs.values()}
+    assert sizes == {(1, 32), (2, 64)}  # zipped, not crossed
+    for key, config in runs.items():
+        assert RunConfig.from_dict(config).key() == key
+        assert config["steps"] == 50 and config["data_seed"] == 4 * config["seed"]  # resolved
+    # the same run named twice is one run
+    twice = SPEC.replace("n_train = [16, 32, 64]", "n_train = [16, 16]")
+    assert len(parse_spec(__import__("tomllib").loads(twice)).expand()) == 1 * 2 * 2 * 2
+
+
+def test_several_zip_groups(tmp_path):
+    text = """
+[base]
+steps = 20
+[[zip]]
+depth = [1, 2]
+width = [32, 64]
+[[zip]]
+n_train = [8, 16, 32]
+batch = [8, 16, 32]
+"""
+    runs = load_spec(write(tmp_path, text)).expand()
+    assert len(runs) == 2 * 3
+    assert all(c["batch"] == c["n_train"] for c in runs.values())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[base\nsteps = 3", "is not valid TOML"),
+    ("[base]\nstepz = 3\n[grid]\nseed = [1]", "unknown config key 'stepz' \\(did you mean 'steps'\\?\\)"),
+    ("[grid]\nn_trian = [1, 2]", "\\[grid\\]: unknown config key 'n_trian' \\(did you mean 'n_train'\\?\\)"),
+    ("[gird]\nn_train = [1, 2]", "unknown key 'gird' \\(did you mean 'grid'\\?\\)"),
+    ("[grid]", "\\[grid\\] is empty"),
+    ("[grid]\nn_train = []", "axis 'n_train' is empty"),
+    ("[grid]\nn_train = 5", "must be a list"),
+    ("[base]\nsteps = 3", "no \\[grid\\], \\[zip\\] or seeds"),
+    ("[zip]\ndepth = [1, 2]\nwidth = [32]", "equal lengths"),
+    ("[grid]\ndepth = [1]\n[zip]\ndepth = [2]", "appears more than once"),
+    ("seeds = []\n[grid]\ndepth = [1]", "seeds must be a non-empty list"),
+    ("[grid]\nn_train = [0, 4]", "n_train must be > 0"),
+])
+def test_bad_specs_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_spec(write(tmp_path, text))
+
+
+def test_cli_bad_input_exits_2_and_keeps_the_store(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["sweep", str(write(tmp_path, "[grid]\nn_trian = [1]")), "--store", str(store)]) == 2
+    assert "did you mean 'n_train'" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.toml"), "--store", str(store)]) == 2
+    assert main(["sweep", "--preset", "quik", "--store", str(store)]) == 2
+    assert "did you mean 'quick'" in capsys.readouterr().err
+    # a corrupt store: refused, byte for byte untouched
+    store.mkdir(exist_ok=True)
+    (store / "runs.sqlite").write_bytes(b"not a database" * 200)
+    assert main(["sweep", str(write(tmp_path, SPEC)), "--store", str(store)]) == 2
+    assert "unreadable" in capsys.readouterr().err
+    assert (store / "runs.sqlite").read_bytes() == b"not a database" * 200
+    # a store in use by another driver
+    other = tmp_path / "busy"
+    with RunStore(other, write=True):
+        assert main(["sweep", str(write(tmp_path, SPEC)), "--store", str(other)]) == 2
+    assert "in use by another sweep" in capsys.readouterr().err
+
+
+def test_presets_load():
+    assert "quick" in presets()
+    for name in presets():
+        assert len(load_preset(name).expand()) >= 2
+
+
+REAL_SPEC = """
+name = "tiny"
+[base]
+task = "parity:h=4,w=4,g=2"
+depth = 1
+width = 16
+heads = 2
+steps = 120
+batch = 16
+first_eval = 20
+evals_per_decade = 4
+eval_samples = 32
+loss_samples = 32
+sampler_steps = 4
+bootstrap = 20
+snapshots = false
+device = "cpu"
+[grid]
+n_train = [16, 32, 64]
+"""
+
+
+@pytest.mark.slow
+def test_real_sweep_killed_midway_then_completed(tmp_path):
+    """SIGKILL the driver once the first run is done; the rerun keeps it and finishes the rest."""
+    spec, store = write(tmp_path, REAL_SPEC), tmp_path / "store"
+    command = [sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store), "--workers", "1"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and done_runs(store) < 1:
+            time.sleep(0.2)
+        assert done_runs(store) >= 1, driver.communicate(timeout=5)[0].decode()[-2000:]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    with RunStore(store) as reader:
+        before = {row["key"]: row for row in reader.rows()}
+    finished = {key for key, row in before.items() if row["status"] == "done"}
+    assert finished and any(row["status"] == "running" for row in before.values())
+
+    assert main(["sweep", str(spec), "--store", str(store), "--workers", "2"]) == 0
+    with RunStore(store) as reader:
+        after = {row["key"]: row for row in reader.rows()}
+    assert len(after) == 3 and all(row["status"] == "done" for row in after.values())
+    for key in finished:  # kept as it was, not run again
+        assert after[key]["attempts"] == 1 and after[key]["summary"] == before[key]["summary"]
+    for row in after.values():
+        summary = json.loads((store / "runs" / row["key"] / "summary.json").read_text())
+        assert summary["final"]["step"] == 120 == row["summary"]["final"]["step"]
+
+
+def done_runs(store):
+    try:
+        with RunStore(store) as reader:
+            return reader.counts()["done"]
+    except ValueError:  # not created yet
+        return 0
