@@ -13,8 +13,10 @@ model and batch:
 - ``fast``: ``make_train_step``'s CUDA defaults: compile with the Triton attention op, bf16, fused AdamW;
 - ``fast_default_mode``: as ``fast`` with compile mode "default" (no GEMM autotuning: how much the wait buys);
 - ``fast_cudagraphs``: as ``fast`` with mode "reduce-overhead" (forward and backward replayed as CUDA graphs).
-Each records compile/warm-up seconds, steps/s (CUDA events over ``--steps`` steps), peak memory and the first
-step's loss (all variants must agree to 2e-2: same weights, same batch). The target is fast >= 2x eager_bf16.
+Each records compile/warm-up seconds, steps/s (CUDA events over ``--steps`` steps), peak memory and the losses of
+the warm-up steps (same weights, same batch: the last one must agree with eager_fp32's to 2e-2; the first one is
+not a check for the DiT, whose zero-initialized output makes it c_skip x whatever the path).
+The target is fast >= 2x eager_bf16.
 The file is rewritten after every variant so a run cut short keeps what it measured. Exit 1 if losses disagree.
 """
 from __future__ import annotations
@@ -50,9 +52,7 @@ def measure(arch: str, variant: dict, batch: int, warmup: int, steps: int) -> di
         torch.cuda.reset_peak_memory_stats()
         step, args = bench.make_step(arch, batch=batch, **opts)
         start = time.perf_counter()
-        first_loss = bench.synced(step, args).item()
-        for _ in range(warmup - 1):
-            bench.synced(step, args)
+        warmup_losses = [bench.synced(step, args).item() for _ in range(warmup)]
         warmup_s = time.perf_counter() - start
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
@@ -62,7 +62,7 @@ def measure(arch: str, variant: dict, batch: int, warmup: int, steps: int) -> di
         torch.cuda.synchronize()
     seconds = begin.elapsed_time(end) / 1000
     return {
-        "first_loss": first_loss,
+        "warmup_losses": warmup_losses,
         "last_loss": loss.item(),
         "warmup_s": round(warmup_s, 2),
         "steps_per_s": steps / seconds,
@@ -110,12 +110,13 @@ def main() -> int:
                 ok = False
             print(arch, name, rows[name], flush=True)
             a.out.write_text(json.dumps(record, indent=2))
-        reference = rows.get("eager_fp32", rows.get(BASELINE, {})).get("first_loss")
+        reference = rows.get("eager_fp32", rows.get(BASELINE, {})).get("warmup_losses")
         for name, row in rows.items():
             if "steps_per_s" in row and BASELINE in rows and "steps_per_s" in rows[BASELINE]:
                 row["speedup_vs_" + BASELINE] = row["steps_per_s"] / rows[BASELINE]["steps_per_s"]
-            if reference is not None and "first_loss" in row:
-                row["loss_matches"] = abs(row["first_loss"] - reference) <= LOSS_TOLERANCE * abs(reference)
+            if reference is not None and "warmup_losses" in row:
+                got, want = row["warmup_losses"][-1], reference[-1]
+                row["loss_matches"] = abs(got - want) <= LOSS_TOLERANCE * abs(want)
                 ok &= row["loss_matches"]
         fast = rows.get("fast", {}).get("speedup_vs_" + BASELINE)
         record.setdefault("meets_target", {})[arch] = None if fast is None else fast >= TARGET
