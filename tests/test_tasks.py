@@ -207,3 +207,25 @@ def test_packed_numpy_path_counts_out_of_alphabet_nibbles_as_violations():
     garbage = keys | np.uint64(0xF)  # cell 0 becomes 15
     assert not task.validate_packed(garbage, backend="numpy").any()
     assert task.validate_packed(keys | np.uint64(0xF << 40), backend="numpy").all()  # past n_cells
+
+
+def test_cli_tasks_sample_validate(tmp_path, capsys):
+    from innovwin.cli import main
+
+    assert main(["tasks"]) == 0
+    table = capsys.readouterr().out
+    assert "parity:h=6,w=6,g=3" in table and "2^24" in table and "6.6709e+21" in table
+    assert main(["sample", "sudoku:n=4", "--n", "2", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("# sudoku:n=4 sample") == 2
+    path = tmp_path / "samples.npy"
+    assert main(["sample", "parity:h=6,w=6,g=3", "--n", "8", "--out", str(path)]) == 0
+    cells = np.load(path)
+    cells[2, 0] ^= 1
+    np.save(path, cells)
+    capsys.readouterr()
+    assert main(["validate", "parity:h=6,w=6,g=3", str(path)]) == 0
+    report = capsys.readouterr().out
+    assert "8 samples, 7 valid (87.5%)" in report and "sample 2: 1 constraint(s) fail: 0" in report
+    assert main(["validate", "sudoku:n=4", str(path)]) == 2
+    assert "must have shape (n, 16)" in capsys.readouterr().err
