@@ -1,6 +1,334 @@
-// Hamming top-k nearest-training-sample search (filled in by the memorization work).
+// Nearest training samples by the number of differing cells: the CPU hot path of memorization.
+//
+// Distance between two packed samples, word by word:
+//   bits (alphabet 2):         popcount(a ^ b)
+//   4-bit cells (alphabet 3+): popcount of one marker bit per nonzero nibble of a ^ b
+// Layout: the training set is read word-major, (words, N), so one AVX-512 load holds word w of 8
+// consecutive samples. Work is blocked as (64 queries) x (a training tile that fits L1d): every
+// query of a block scans the tile while it is hot, 4 queries per training load, keeping a running
+// top-k; a distance vector is looked at lane by lane only when some lane beats a current k-th best.
+// Ties: samples are visited in increasing index and one enters the top-k only with a distance
+// strictly below the current k-th, so among equal distances the lowest index stays.
+// Popcount is chosen at run time (AVX-512 VPOPCNTDQ, scalar POPCNT, portable), never by -march.
 #include "common.h"
 
+#include <atomic>
+#include <climits>
+
+#if defined(__x86_64__) || defined(_M_X64)
+// GCC 12's AVX-512 shift intrinsics trip a false -Wmaybe-uninitialized (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#define INNOVWIN_X86 1
+#endif
+
 namespace innovwin {
-void register_search(py::module_& m) { (void)m; }
+namespace {
+
+using i32 = std::int32_t;
+using i64 = std::int64_t;
+
+constexpr u64 kNibbleLow3 = 0x7777777777777777ULL;  // the low three bits of every nibble
+constexpr u64 kNibbleHigh = 0x8888888888888888ULL;  // the high bit of every nibble
+constexpr int kGroup = 4;                            // queries scanned together per training load
+constexpr i64 kQueryBlock = 64;                      // queries that share one pass over a tile
+constexpr i64 kTileBytes = 32 * 1024;                // training words per tile: stays in L1d
+constexpr int kMaxUnrolledWords = 8;                 // word counts compiled as constants
+
+// Training samples [begin, end); word w of sample n is words[w * stride + n].
+struct Tile {
+    const u64* words;
+    i64 stride, begin, end;
+};
+
+// One query and its running top-k (sorted by distance, then index).
+struct Slot {
+    const u64* query;
+    i32* dist;
+    i64* idx;
+};
+
+// Marks each differing cell of one word pair with one bit. For nibbles: the low three bits of a
+// nonzero nibble carry into its high bit when 0b111 is added, so (low3 + 0b111 | x) has the high
+// bit set exactly where the nibble is nonzero.
+template <bool Nibbles>
+inline u64 differing(u64 a, u64 b) {
+    u64 x = a ^ b;
+    if (Nibbles) x = (((x & kNibbleLow3) + kNibbleLow3) | x) & kNibbleHigh;
+    return x;
+}
+
+// Differing cells of query q and sample n. Nibble markers of 4 words moved down by 0..3 bits sit
+// at distinct offsets, so they are merged and counted with one popcount.
+template <int W, bool Nibbles>
+inline int distance(const u64* q, const Tile& t, i64 n, int words_rt) {
+    const int words = W > 0 ? W : words_rt;
+    int d = 0;
+    if (Nibbles) {
+        for (int w0 = 0; w0 < words; w0 += 4) {
+            u64 merged = 0;
+            for (int j = 0; j < 4 && w0 + j < words; ++j)
+                merged |= differing<true>(q[w0 + j], t.words[(w0 + j) * t.stride + n]) >> j;
+            d += __builtin_popcountll(merged);
+        }
+    } else {
+        for (int w = 0; w < words; ++w) d += __builtin_popcountll(q[w] ^ t.words[w * t.stride + n]);
+    }
+    return d;
+}
+
+// Inserts (d, i) into a slot's top-k if it beats the current k-th; later equal distances stay out.
+inline void offer(const Slot& s, int k, i32 d, i64 i) {
+    if (d >= s.dist[k - 1]) return;
+    int p = k - 1;
+    for (; p > 0 && s.dist[p - 1] > d; --p) {
+        s.dist[p] = s.dist[p - 1];
+        s.idx[p] = s.idx[p - 1];
+    }
+    s.dist[p] = d;
+    s.idx[p] = i;
+}
+
+// Scans a tile for kGroup queries with scalar popcounts (the target decides which instruction).
+template <int W, bool Nibbles>
+inline __attribute__((always_inline)) void scan_scalar_body(const Tile& t, const Slot* slots, int k, int words) {
+    i32 worst[kGroup];
+    for (int g = 0; g < kGroup; ++g) worst[g] = slots[g].dist[k - 1];
+    for (i64 n = t.begin; n < t.end; ++n) {
+        for (int g = 0; g < kGroup; ++g) {
+            int d = distance<W, Nibbles>(slots[g].query, t, n, words);
+            if (d < worst[g]) {
+                offer(slots[g], k, d, n);
+                worst[g] = slots[g].dist[k - 1];
+            }
+        }
+    }
+}
+
+template <int W, bool Nibbles>
+void scan_portable(const Tile& t, const Slot* slots, int k, int words) {
+    scan_scalar_body<W, Nibbles>(t, slots, k, words);
+}
+
+#ifdef INNOVWIN_X86
+template <int W, bool Nibbles>
+__attribute__((target("popcnt"))) void scan_popcnt(const Tile& t, const Slot* slots, int k, int words) {
+    scan_scalar_body<W, Nibbles>(t, slots, k, words);
+}
+
+#define INNOVWIN_AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
+
+template <bool Nibbles>
+INNOVWIN_AVX512 inline __m512i differing8(__m512i a, __m512i b) {
+    __m512i x = _mm512_xor_si512(a, b);
+    if (Nibbles) {
+        const __m512i low3 = _mm512_set1_epi64(static_cast<long long>(kNibbleLow3));
+        __m512i carried = _mm512_add_epi64(_mm512_and_si512(x, low3), low3);
+        // (carried | x) & high, as one ternary-logic op (0xA8 = (A | B) & C)
+        x = _mm512_ternarylogic_epi64(carried, x, _mm512_set1_epi64(static_cast<long long>(kNibbleHigh)), 0xA8);
+    }
+    return x;
+}
+
+// Distances from one query to samples n..n+7.
+template <int W, bool Nibbles>
+INNOVWIN_AVX512 inline __m512i distance8(const u64* q, const Tile& t, i64 n, int words) {
+    __m512i d = _mm512_setzero_si512();
+    for (int w0 = 0; w0 < words; w0 += Nibbles ? 4 : 1) {
+        __m512i merged = differing8<Nibbles>(_mm512_set1_epi64(static_cast<long long>(q[w0])),
+                                             _mm512_loadu_si512(t.words + w0 * t.stride + n));
+        if (Nibbles) {
+            for (int j = 1; j < 4 && w0 + j < words; ++j) {
+                __m512i x = differing8<true>(_mm512_set1_epi64(static_cast<long long>(q[w0 + j])),
+                                             _mm512_loadu_si512(t.words + (w0 + j) * t.stride + n));
+                merged = _mm512_or_si512(merged, _mm512_srli_epi64(x, j));
+            }
+        }
+        d = _mm512_add_epi64(d, _mm512_popcnt_epi64(merged));
+    }
+    return d;
+}
+
+template <int W, bool Nibbles>
+INNOVWIN_AVX512 void scan_avx512(const Tile& t, const Slot* slots, int k, int words_rt) {
+    const int words = W > 0 ? W : words_rt;
+    __m512i worst[kGroup];
+    for (int g = 0; g < kGroup; ++g) worst[g] = _mm512_set1_epi64(slots[g].dist[k - 1]);
+    i64 n = t.begin;
+    for (; n + 8 <= t.end; n += 8) {
+        __m512i d[kGroup];
+        __mmask8 better[kGroup], any = 0;
+        for (int g = 0; g < kGroup; ++g) {
+            d[g] = distance8<W, Nibbles>(slots[g].query, t, n, words);
+            better[g] = _mm512_cmplt_epi64_mask(d[g], worst[g]);
+            any |= better[g];
+        }
+        if (__builtin_expect(any == 0, 1)) continue;
+        for (int g = 0; g < kGroup; ++g) {
+            if (!better[g]) continue;
+            alignas(64) long long lane[8];
+            _mm512_store_si512(lane, d[g]);
+            for (unsigned m = better[g]; m; m &= m - 1) {
+                int j = __builtin_ctz(m);
+                offer(slots[g], k, static_cast<i32>(lane[j]), n + j);
+            }
+            worst[g] = _mm512_set1_epi64(slots[g].dist[k - 1]);
+        }
+    }
+    for (; n < t.end; ++n)  // the last < 8 samples
+        for (int g = 0; g < kGroup; ++g) offer(slots[g], k, distance<W, Nibbles>(slots[g].query, t, n, words), n);
+}
+#endif  // INNOVWIN_X86
+
+using ScanFn = void (*)(const Tile&, const Slot*, int, int);
+
+enum class Isa { Portable, Popcnt, Avx512 };
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::Avx512: return "avx512-vpopcntdq";
+        case Isa::Popcnt: return "popcnt";
+        default: return "portable";
+    }
+}
+
+bool isa_supported(Isa isa) {
+#ifdef INNOVWIN_X86
+    if (isa == Isa::Avx512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    if (isa == Isa::Popcnt) return __builtin_cpu_supports("popcnt");
+#endif
+    return isa == Isa::Portable;
+}
+
+Isa best_isa() {
+    static const Isa best = isa_supported(Isa::Avx512)   ? Isa::Avx512
+                            : isa_supported(Isa::Popcnt) ? Isa::Popcnt
+                                                         : Isa::Portable;
+    return best;
+}
+
+Isa parse_isa(const std::string& name) {
+    if (name == "auto") return best_isa();
+    for (Isa isa : {Isa::Avx512, Isa::Popcnt, Isa::Portable}) {
+        if (name != isa_name(isa)) continue;
+        if (!isa_supported(isa)) fail("isa '" + name + "' is not supported by this CPU");
+        return isa;
+    }
+    fail("unknown isa '" + name + "': expected auto, avx512-vpopcntdq, popcnt or portable");
+}
+
+template <int W, bool Nibbles>
+ScanFn scan_for(Isa isa) {
+#ifdef INNOVWIN_X86
+    if (isa == Isa::Avx512) return scan_avx512<W, Nibbles>;
+    if (isa == Isa::Popcnt) return scan_popcnt<W, Nibbles>;
+#endif
+    (void)isa;
+    return scan_portable<W, Nibbles>;
+}
+
+// Picks the scan compiled for this word count (1..kMaxUnrolledWords), else the runtime-count one.
+template <bool Nibbles, int W = kMaxUnrolledWords>
+ScanFn pick_scan(Isa isa, int words) {
+    if constexpr (W == 0) {
+        return scan_for<0, Nibbles>(isa);
+    } else {
+        return words == W ? scan_for<W, Nibbles>(isa) : pick_scan<Nibbles, W - 1>(isa, words);
+    }
+}
+
+// Fills dist/idx (m, k) for every query. Query blocks are handed out through an atomic counter,
+// so a thread slowed by a busy core takes fewer blocks.
+void search(const u64* queries, i64 m, const Tile& train, int words, int k, ScanFn scan, int threads, i32* dist,
+            i64* idx) {
+    std::fill(dist, dist + m * k, INT32_MAX);
+    std::fill(idx, idx + m * k, i64{-1});
+    const i64 tile_n = std::max<i64>(8, (kTileBytes / 8 / words) & ~i64{7});
+    const i64 n_blocks = (m + kQueryBlock - 1) / kQueryBlock;
+    std::atomic<i64> next_block{0};
+    auto worker = [&] {
+        // Padding slots for a short last group: they scan a real query and their results are dropped.
+        std::vector<i32> spare_dist(kGroup * k, INT32_MAX);
+        std::vector<i64> spare_idx(kGroup * k, -1);
+        for (i64 b = next_block++; b < n_blocks; b = next_block++) {
+            const i64 q0 = b * kQueryBlock, q1 = std::min(m, q0 + kQueryBlock);
+            for (i64 t0 = train.begin; t0 < train.end; t0 += tile_n) {
+                const Tile tile{train.words, train.stride, t0, std::min(train.end, t0 + tile_n)};
+                for (i64 g0 = q0; g0 < q1; g0 += kGroup) {
+                    Slot slots[kGroup];
+                    for (int g = 0; g < kGroup; ++g) {
+                        const i64 q = g0 + g;
+                        slots[g] = q < q1 ? Slot{queries + q * words, dist + q * k, idx + q * k}
+                                          : Slot{queries + (q1 - 1) * words, &spare_dist[g * k], &spare_idx[g * k]};
+                    }
+                    scan(tile, slots, k, words);
+                }
+            }
+        }
+    };
+    // One thread per query block at most, and no thread for less than ~4M word comparisons.
+    const i64 work = m * (train.end - train.begin) * words;
+    const int n_threads = static_cast<int>(
+        std::min<i64>(thread_count(n_blocks, threads, 1), std::max<i64>(1, work >> 22)));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < n_threads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+}
+
+py::tuple hamming_topk(const py::array& queries_in, const py::array& train_in, int k, bool nibbles, int threads,
+                       const std::string& isa_name_in) {
+    PackedArray queries = require_packed(queries_in, "queries");
+    PackedArray train = require_packed(train_in, "train");
+    const i64 m = queries.shape(0), n = train.shape(0);
+    const i64 words = train.shape(1);
+    if (queries.shape(1) != words)
+        fail("queries have " + std::to_string(queries.shape(1)) + " words per sample but train has " +
+             std::to_string(words));
+    if (words < 1) fail("packed samples need at least one word");
+    if (m < 1) fail("queries is empty: need at least one query");
+    if (n < 1) fail("train is empty: need at least one training sample");
+    if (k < 1 || k > n) fail("k must be in 1..n_train=" + std::to_string(n) + ", got " + std::to_string(k));
+    if (n > INT32_MAX) fail("train has more than 2^31 - 1 samples");
+    const Isa isa = parse_isa(isa_name_in);
+    ScanFn scan = nibbles ? pick_scan<true>(isa, static_cast<int>(words)) : pick_scan<false>(isa, static_cast<int>(words));
+
+    py::array_t<i32> dist({m, static_cast<i64>(k)});
+    py::array_t<i64> idx({m, static_cast<i64>(k)});
+    const u64* q = queries.data();
+    const u64* t = train.data();
+    i32* d_out = dist.mutable_data();
+    i64* i_out = idx.mutable_data();
+    {
+        py::gil_scoped_release release;
+        std::vector<u64> transposed;  // word-major copy; a one-word set already is word-major
+        Tile whole{t, n, 0, n};
+        if (words > 1) {
+            transposed.resize(static_cast<size_t>(n * words));
+            for (i64 i = 0; i < n; ++i)
+                for (i64 w = 0; w < words; ++w) transposed[w * n + i] = t[i * words + w];
+            whole.words = transposed.data();
+        }
+        search(q, m, whole, static_cast<int>(words), k, scan, threads, d_out, i_out);
+    }
+    return py::make_tuple(dist, idx);
+}
+
+}  // namespace
+
+void register_search(py::module_& m) {
+    m.def("hamming_topk", &hamming_topk, py::arg("queries"), py::arg("train"), py::arg("k") = 2,
+          py::arg("nibbles") = false, py::arg("threads") = 0, py::arg("isa") = "auto",
+          "k nearest training samples of each query by differing cells.\n\n"
+          "queries (M, W), train (N, W): packed uint64 samples. nibbles=False counts differing bits\n"
+          "(binary cells); nibbles=True counts differing 4-bit cells. Returns (dist int32 (M, k),\n"
+          "idx int64 (M, k)), sorted by distance, ties to the lowest training index. threads <= 0\n"
+          "uses every core; isa: auto, avx512-vpopcntdq, popcnt or portable.");
+    m.def("search_isa", [] { return std::string(isa_name(best_isa())); },
+          "The popcount instruction set hamming_topk uses by default on this CPU.");
+}
+
 }  // namespace innovwin
