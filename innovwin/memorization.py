@@ -1,0 +1,309 @@
+"""Nearest training samples: how close each generation is to what the model was trained on.
+
+Distances count differing *cells*: for bits (alphabet 2) the Hamming distance, for k-valued cells
+the number of positions whose values differ (cells, not bits). :func:`nearest` gives each query's
+k nearest training samples, sorted by distance with ties to the lowest training index. Backends,
+all giving identical integers:
+
+    native  C++ ``innovwin._native.hamming_topk``: threads, AVX-512 / POPCNT, GIL released (CPU default)
+    triton  ``innovwin.kernels.hamming.hamming_topk`` on CUDA tensors (GPU default)
+    numpy   brute-force reference (the CPU fallback without the extension)
+    torch   brute-force reference on any device (``innovwin.kernels.hamming.hamming_topk_reference``)
+
+Inputs are either cells or packed keys, told apart by dtype: ``uint8`` (n, n_cells) are cells with
+values < alphabet; ``uint64`` (n, words) are keys as :func:`innovwin.bits.pack` makes them (for torch
+also ``int64``, as :func:`innovwin.bits.pack_torch` makes them). numpy in -> numpy out; torch in ->
+torch out on the queries' device.
+
+:class:`NearestIndex` packs a training set once, keeps it on its device, answers many queries and
+tells exact copies by hashing (O(M + N) after one sort). :func:`nearest_l2` is the float
+counterpart for a DiT's undecoded outputs (the ratio test d1 < d2 / 3).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from innovwin import bits
+from innovwin._native_loader import native, native_available
+
+BACKENDS = ("auto", "native", "triton", "numpy", "torch")
+NIBBLE_LOW = np.uint64(0x1111111111111111)  # the low bit of every nibble
+_REFERENCE_CHUNK = 2**22  # word comparisons (numpy) or distances (l2) held at once
+_KEY_INDEX_MASK = 2**32 - 1
+_HASH_MULT = 0x5851F42D4C957F2D  # odd and < 2^63: the same hash code runs on numpy uint64 and torch int64
+
+
+# ---------------------------------------------------------------- input checks and conversions
+
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _as_keys(samples, alphabet: int, name: str):
+    """Cells or packed keys -> (packed keys, n_cells or None). numpy -> uint64, torch -> int64 words."""
+    if not (_is_torch(samples) or isinstance(samples, np.ndarray)):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(samples).__name__}")
+    if samples.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, n_cells) or (n, words), got shape {tuple(samples.shape)}")
+    if samples.shape[0] == 0:
+        raise ValueError(f"{name} is empty: need at least one sample")
+    if samples.shape[1] == 0:
+        raise ValueError(f"{name} has no cells per sample")
+    dtype = samples.dtype
+    if _is_torch(samples):
+        if dtype == torch.uint8:
+            top = int(samples.max())
+            if top >= alphabet:
+                raise ValueError(f"{name}: cell value {top} is outside the alphabet 0..{alphabet - 1}")
+            return bits.pack_torch(samples, alphabet), samples.shape[1]
+        if dtype in (torch.int64, torch.uint64):
+            return samples.contiguous().view(torch.int64), None
+    elif dtype == np.uint8:
+        return bits.pack(samples, alphabet), samples.shape[1]
+    elif dtype == np.uint64:
+        return np.ascontiguousarray(samples), None
+    raise ValueError(f"{name} must be uint8 cells or uint64 packed keys (torch: int64 words), got dtype {dtype}")
+
+
+def _numpy_keys(keys) -> np.ndarray:
+    return keys.detach().cpu().contiguous().numpy().view(np.uint64) if _is_torch(keys) else keys
+
+
+def _torch_keys(keys, device) -> torch.Tensor:
+    return keys.to(device) if _is_torch(keys) else torch.from_numpy(keys.view(np.int64)).to(device)
+
+
+def _like(result, queries):
+    """Cast a backend's numpy/torch result to the queries' kind (and device)."""
+    if _is_torch(queries):
+        return torch.as_tensor(result).to(queries.device)
+    return result.cpu().numpy() if _is_torch(result) else result
+
+
+def _check_k(k, n_train: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_train:
+        raise ValueError(f"k must be an integer in 1..n_train={n_train}, got {k!r}")
+
+
+# ---------------------------------------------------------------- numpy reference
+
+def _popcount_numpy(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 element (numpy >= 2 has it built in; SWAR otherwise)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def differing_cells_numpy(queries: np.ndarray, train: np.ndarray, nibbles: bool) -> np.ndarray:
+    """All-pairs differing cells of packed uint64 keys: (M, W) x (N, W) -> int64 (M, N)."""
+    x = queries[:, None, :] ^ train[None, :, :]
+    if nibbles:  # one marker bit per nonzero nibble
+        one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+        x = (x | (x >> one) | (x >> two) | (x >> three)) & NIBBLE_LOW
+    return _popcount_numpy(x).sum(axis=-1, dtype=np.int64)
+
+
+def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool):
+    """Reference top-k on packed uint64 keys: (dist int32 (M, k), idx int64 (M, k)).
+
+    Each candidate is the unique key ``distance << 32 | index``, so sorting keys sorts by distance
+    and then by index; the training set is scanned in chunks with a running top-k.
+    """
+    m, words = queries.shape
+    n = train.shape[0]
+    q_chunk = max(1, min(m, _REFERENCE_CHUNK // (words * min(n, 4096))))
+    t_chunk = max(1, min(n, _REFERENCE_CHUNK // (words * q_chunk)))
+    out = []
+    for q0 in range(0, m, q_chunk):
+        best = None
+        for t0 in range(0, n, t_chunk):
+            t = train[t0 : t0 + t_chunk]
+            keys = (differing_cells_numpy(queries[q0 : q0 + q_chunk], t, nibbles) << 32) | np.arange(t0, t0 + len(t))
+            if best is not None:
+                keys = np.concatenate([best, keys], axis=1)
+            take = min(k, keys.shape[1])
+            best = np.sort(np.partition(keys, take - 1, axis=1)[:, :take], axis=1)
+        out.append(best)
+    keys = np.concatenate(out)
+    return (keys >> 32).astype(np.int32), keys & _KEY_INDEX_MASK
+
+
+# ---------------------------------------------------------------- exact copies by hashing
+
+def _row_hash(keys, seed: int):
+    """A 64-bit hash of each packed row; operators only, so one code serves numpy and torch."""
+    h = keys[:, 0] ^ seed
+    for w in range(1, keys.shape[1]):
+        h = (h * _HASH_MULT) ^ keys[:, w]
+    h = h * _HASH_MULT
+    return h ^ (h >> 29)
+
+
+class _CopyTable:
+    """Sorted row hashes of the training set. Distinct rows get distinct hashes (re-seeded until
+    they do), so a query matching a hash has exactly one candidate row to compare."""
+
+    def __init__(self, keys):
+        lib = torch if _is_torch(keys) else np
+        for seed in range(64):
+            hashes = _row_hash(keys, seed)
+            order = lib.argsort(hashes)
+            hashes = hashes[order]
+            tie = hashes[1:] == hashes[:-1]
+            if not tie.any() or (keys[order[1:]][tie] == keys[order[:-1]][tie]).all():
+                self.seed, self.hashes, self.order, self.keys, self.lib = seed, hashes, order, keys, lib
+                return
+        raise RuntimeError("could not find a collision-free hash seed for the training set")  # pragma: no cover
+
+    def contains(self, queries):
+        """bool (M,): each packed query row equals some training row."""
+        h = _row_hash(queries, self.seed)
+        pos = self.lib.searchsorted(self.hashes, h)
+        pos[pos >= len(self.hashes)] = len(self.hashes) - 1
+        candidate = self.keys[self.order[pos]]
+        return (self.hashes[pos] == h) & (candidate == queries).all(1)
+
+
+# ---------------------------------------------------------------- front
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if device.type == "cuda":
+            return "triton"
+        return "native" if native_available() else "numpy"
+    if backend == "native" and not native_available():
+        raise ValueError("backend 'native' needs the C++ extension innovwin._native (reinstall with pip install -e .)")
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"backend 'triton' needs an index on a CUDA device (or TRITON_INTERPRET=1), got {device}")
+    return backend
+
+
+class NearestIndex:
+    """A training set packed once, kept on ``device``, searched by many query batches.
+
+    ``train``: uint8 cells (N, n_cells) or packed keys (see the module docstring); ``alphabet``: the
+    cell alphabet size (2 = bits, 3..16 = 4-bit cells); ``device``: where the packed keys live
+    (default: the training tensor's device, CPU for numpy). On CUDA the default backend is the
+    Triton kernel, on CPU the C++ search (numpy without the extension).
+    """
+
+    def __init__(self, train, alphabet: int = 2, device=None):
+        if isinstance(alphabet, bool) or not isinstance(alphabet, (int, np.integer)):
+            raise ValueError(f"alphabet must be an integer in 2..{bits.MAX_ALPHABET}, got {alphabet!r}")
+        bits.cells_per_word(int(alphabet))  # raises ValueError out of range
+        self.alphabet = int(alphabet)
+        self.nibbles = self.alphabet > 2
+        if device is None:
+            device = train.device if _is_torch(train) else "cpu"
+        self.device = torch.device(device)
+        keys, self.n_cells = _as_keys(train, self.alphabet, "train")
+        self.keys = _numpy_keys(keys) if self.device.type == "cpu" else _torch_keys(keys, self.device)
+        self.n_train, self.words = self.keys.shape
+        self._columns = None  # word-major copy for the Triton kernel, made on first use
+        self._copies = None  # hash table for is_copy, made on first use
+
+    def _query_keys(self, queries):
+        keys, n_cells = _as_keys(queries, self.alphabet, "queries")
+        if n_cells is not None and self.n_cells is not None and n_cells != self.n_cells:
+            raise ValueError(f"queries have {n_cells} cells per sample but the training set has {self.n_cells}")
+        if keys.shape[1] != self.words:
+            raise ValueError(f"queries have {keys.shape[1]} packed words per sample but the training set has {self.words}")
+        return keys
+
+    def query(self, queries, k: int = 2, backend: str = "auto"):
+        """The k nearest training samples of each query: (dist int32 (M, k), idx int64 (M, k))."""
+        _check_k(k, self.n_train)
+        backend = _resolve_backend(backend, self.device)
+        keys = self._query_keys(queries)
+        k = int(k)
+        if backend == "native":
+            dist, idx = native.hamming_topk(_numpy_keys(keys), _numpy_keys(self.keys), k, self.nibbles)
+        elif backend == "numpy":
+            dist, idx = nearest_numpy(_numpy_keys(keys), _numpy_keys(self.keys), k, self.nibbles)
+        else:
+            from innovwin.kernels import hamming  # torch and triton live beside the kernel
+
+            device = self.device if _is_torch(self.keys) else torch.device("cpu")
+            q = _torch_keys(keys, device)
+            if backend == "torch":
+                dist, idx = hamming.hamming_topk_reference(q, _torch_keys(self.keys, device), k, self.nibbles)
+            else:
+                if self._columns is None:
+                    self._columns = _torch_keys(self.keys, device).t().contiguous()
+                dist, idx = hamming.hamming_topk(q, self._columns, k, self.nibbles)
+        return _like(dist, queries), _like(idx, queries)
+
+    def is_copy(self, queries):
+        """bool (M,): the query equals a training sample exactly (hash lookup, not a distance scan)."""
+        keys = self._query_keys(queries)
+        if self._copies is None:
+            self._copies = _CopyTable(self.keys)
+        found = self._copies.contains(_torch_keys(keys, self.device) if _is_torch(self.keys) else _numpy_keys(keys))
+        return _like(found, queries)
+
+
+def nearest(queries, train, k: int = 2, alphabet: int = 2, backend: str = "auto"):
+    """The k nearest training samples of each query by differing cells.
+
+    Returns (dist int32 (M, k), idx int64 (M, k)), sorted by distance, ties to the lowest training
+    index. Runs where the queries live (their CUDA device, else the CPU). To search one training
+    set many times, build a :class:`NearestIndex` once instead.
+    """
+    device = queries.device if _is_torch(queries) else torch.device("cpu")
+    return NearestIndex(train, alphabet=alphabet, device=device).query(queries, k=k, backend=backend)
+
+
+def nearest_l2(queries, train, k: int = 2):
+    """The k nearest training vectors of each query in Euclidean distance (a DiT's undecoded outputs).
+
+    queries (M, D), train (N, D), float (numpy or torch; computed in float32 on the queries' device)
+    -> (dist float32 (M, k), idx int64 (M, k)): distances (not squared), sorted, ties to the lowest
+    index among equal float32 values. Chunked GEMM: |q|^2 - 2 q.t + |t|^2, clamped at 0.
+    """
+    q = _float_matrix(queries, "queries")
+    t = _float_matrix(train, "train").to(q.device)
+    if q.shape[1] != t.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} features but train has {t.shape[1]}")
+    _check_k(k, len(t))
+    k = int(k)
+    q_norm, t_norm = (q * q).sum(1), (t * t).sum(1)
+    q_chunk = max(1, min(len(q), _REFERENCE_CHUNK // min(len(t), 4096)))
+    t_chunk = max(1, min(len(t), _REFERENCE_CHUNK // q_chunk))
+    out = []
+    for q0 in range(0, len(q), q_chunk):
+        qc = q[q0 : q0 + q_chunk]
+        best = None
+        for t0 in range(0, len(t), t_chunk):
+            tc = t[t0 : t0 + t_chunk]
+            d2 = (q_norm[q0 : q0 + q_chunk, None] - 2 * qc @ tc.T + t_norm[None, t0 : t0 + t_chunk]).clamp_min(0)
+            # non-negative float32 bits order like the floats: key = bits << 32 | index is unique and sortable
+            keys = (d2.view(torch.int32).to(torch.int64) << 32) | torch.arange(t0, t0 + len(tc), device=q.device)
+            if best is not None:
+                keys = torch.cat([best, keys], dim=1)
+            best = torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
+        out.append(best)
+    keys = torch.cat(out)
+    dist = (keys >> 32).to(torch.int32).view(torch.float32).sqrt()
+    return _like(dist, queries), _like(keys & _KEY_INDEX_MASK, queries)
+
+
+def _float_matrix(x, name: str) -> torch.Tensor:
+    if not (_is_torch(x) or isinstance(x, np.ndarray)):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    t = torch.as_tensor(x)
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {t.dtype}")
+    if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (n, D) with n, D >= 1, got shape {tuple(t.shape)}")
+    t = t.to(torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return t

@@ -1,0 +1,161 @@
+"""Top-k nearest training samples by differing cells on the GPU: XOR + popcount over packed words.
+
+One program holds BLOCK_M queries and walks its share of the training set in tiles of BLOCK_N
+samples. Per tile it computes the (BLOCK_M, BLOCK_N) distances word by word, turns each into a
+32-bit key ``distance << LOG_BLOCK_N | column`` (so a plain min picks the smallest distance, then
+the lowest index) and merges the tile into a running top-k kept as 64-bit keys
+``distance << 32 | training index``: k rounds, each taking the smaller of the tile's and the
+running list's minimum. The training set is split over the grid's second axis in chunks
+(``n_per_split`` samples) so that every SM has work even for few queries and 10^7 samples fit;
+the host merges the chunks' top-k with one ``torch.topk`` over unique keys.
+
+Words are int64 tensors holding uint64 bits (as ``innovwin.bits.pack_torch`` gives them). The
+training set is passed word-major, (words, N), so a tile's loads are contiguous.
+Distances: bits count ``popcount(a ^ b)``; 4-bit cells count nonzero nibbles of ``a ^ b``.
+On the GPU popcount is the hardware instruction; under ``TRITON_INTERPRET=1`` (where libdevice
+calls do not run) a SWAR popcount does the same, so CPU tests check everything else.
+
+``hamming_topk_reference`` is the plain PyTorch definition the kernel is tested against.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+NIBBLE_LOW = 0x1111111111111111  # the low bit of every nibble
+_INT32_MAX = tl.constexpr(2**31 - 1)  # "no candidate" for tile keys
+_INT64_MAX = tl.constexpr(2**63 - 1)  # "no candidate" for running keys
+_KEY_INDEX_MASK = 2**32 - 1
+_REFERENCE_CHUNK = 2**22  # word comparisons held at once by the reference
+
+
+def _differing_cells_torch(x: torch.Tensor, nibbles: bool) -> torch.Tensor:
+    """x = a ^ b (int64 words) -> per-word count of differing cells (SWAR popcount, exact on int64 bits)."""
+    if nibbles:  # one marker bit per nonzero nibble; sign-filled high bits are masked away
+        x = (x | (x >> 1) | (x >> 2) | (x >> 3)) & NIBBLE_LOW
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return (x * 0x0101010101010101) >> 56
+
+
+def hamming_topk_reference(queries: torch.Tensor, train: torch.Tensor, k: int, nibbles: bool):
+    """Brute force on any device: queries (M, W), train (N, W) int64 words -> (dist int32, idx int64) (M, k).
+
+    Sorted by distance, ties to the lowest training index (each candidate is the unique key
+    ``distance << 32 | index``, so ``torch.topk`` has no ties to break).
+    """
+    m, words = queries.shape
+    n = train.shape[0]
+    q_chunk = max(1, min(m, _REFERENCE_CHUNK // (words * min(n, 4096))))
+    t_chunk = max(1, min(n, _REFERENCE_CHUNK // (words * q_chunk)))
+    out = []
+    for q0 in range(0, m, q_chunk):
+        q = queries[q0 : q0 + q_chunk]
+        best = None
+        for t0 in range(0, n, t_chunk):
+            t = train[t0 : t0 + t_chunk]
+            dist = _differing_cells_torch(q[:, None, :] ^ t[None, :, :], nibbles).sum(-1)
+            index = torch.arange(t0, t0 + len(t), device=q.device)
+            keys = (dist << 32) | index
+            if best is not None:
+                keys = torch.cat([best, keys], dim=1)
+            best = torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
+        out.append(best)
+    keys = torch.cat(out)
+    return (keys >> 32).to(torch.int32), keys & _KEY_INDEX_MASK
+
+
+@triton.jit
+def _popcount64(x, HW_POPC: tl.constexpr):
+    """Set bits of each int64 as int32: the hardware instruction, or SWAR (same steps as the reference)."""
+    if HW_POPC:
+        count = libdevice.popc(x)
+    else:
+        x = x - ((x >> 1) & 0x5555555555555555)
+        x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+        count = ((x * 0x0101010101010101) >> 56).to(tl.int32)
+    return count
+
+
+@triton.jit
+def _hamming_topk_kernel(
+    q_ptr, t_ptr, out_ptr, M, N, n_per_split, stride_tw,
+    W: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, NIBBLES: tl.constexpr, HW_POPC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LOG_BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    n_begin = split * n_per_split
+    n_end = tl.minimum(N, n_begin + n_per_split)
+    slot = tl.arange(0, KP)
+    columns = tl.arange(0, BLOCK_N)
+    best = tl.full((BLOCK_M, KP), _INT64_MAX, tl.int64)  # running top-k keys, sorted
+    for n0 in range(n_begin, n_end, BLOCK_N):
+        col_ok = n0 + columns < n_end
+        dist = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
+        for w in tl.static_range(W):
+            qw = tl.load(q_ptr + rows * W + w, mask=row_ok, other=0)
+            tw = tl.load(t_ptr + w * stride_tw + n0 + columns, mask=col_ok, other=0)
+            x = qw[:, None] ^ tw[None, :]
+            if NIBBLES:
+                x = (x | (x >> 1) | (x >> 2) | (x >> 3)) & 0x1111111111111111
+            dist += _popcount64(x, HW_POPC)
+        tile = tl.where(col_ok[None, :], (dist << LOG_BLOCK_N) | columns[None, :], _INT32_MAX)
+        rest = best
+        for r in tl.static_range(K):
+            tile_min = tl.min(tile, axis=1)
+            tile_key = ((tile_min >> LOG_BLOCK_N).to(tl.int64) << 32) | (n0 + (tile_min & (BLOCK_N - 1))).to(tl.int64)
+            tile_key = tl.where(tile_min == _INT32_MAX, _INT64_MAX, tile_key)
+            rest_min = tl.min(rest, axis=1)
+            from_tile = tile_key < rest_min
+            best = tl.where(slot[None, :] == r, tl.where(from_tile, tile_key, rest_min)[:, None], best)
+            if r < K - 1:  # take the chosen key out of its list
+                tile = tl.where(from_tile[:, None] & (tile == tile_min[:, None]), _INT32_MAX, tile)
+                rest = tl.where(~from_tile[:, None] & (rest == rest_min[:, None]), _INT64_MAX, rest)
+    out = out_ptr + (rows[:, None] * tl.num_programs(1) + split) * K + slot[None, :]
+    tl.store(out, best, mask=row_ok[:, None] & (slot[None, :] < K))
+
+
+def hamming_topk(
+    queries: torch.Tensor, train_columns: torch.Tensor, k: int, nibbles: bool,
+    block_m: int = 64, block_n: int = 128, num_warps: int = 4, splits: int | None = None,
+):
+    """Top-k by differing cells: queries (M, W) int64, train_columns (W, N) int64 (word-major).
+
+    Returns (dist int32 (M, k), idx int64 (M, k)), equal to :func:`hamming_topk_reference`.
+    ``splits`` (chunks of the training set, one grid column each) defaults to enough programs for
+    about two waves on the GPU. Inputs are trusted to be checked (innovwin.memorization does).
+    """
+    m, words = queries.shape
+    n = train_columns.shape[1]
+    train_columns = train_columns.contiguous()
+    if train_columns.shape[0] != words or not 1 <= k <= n:
+        raise ValueError(f"hamming_topk: shapes {tuple(queries.shape)}, {tuple(train_columns.shape)} and k={k} disagree")
+    log_block_n = block_n.bit_length() - 1
+    if block_n != 1 << log_block_n or 64 * words >= 2 ** (31 - log_block_n) - 1:
+        raise ValueError(f"block_n must be a power of two and 64 * words < 2^(31 - log2 block_n), got {block_n}, {words}")
+    m_blocks = triton.cdiv(m, block_m)
+    if splits is None:
+        sms = torch.cuda.get_device_properties(queries.device).multi_processor_count if queries.is_cuda else 1
+        splits = triton.cdiv(2 * sms, m_blocks)
+    n_per_split = triton.cdiv(triton.cdiv(n, max(1, min(splits, triton.cdiv(n, block_n)))), block_n) * block_n
+    splits = triton.cdiv(n, n_per_split)
+    keys = torch.empty((m, splits, k), dtype=torch.int64, device=queries.device)
+    _hamming_topk_kernel[(m_blocks, splits)](
+        queries.contiguous(), train_columns, keys, m, n, n_per_split, train_columns.stride(0),
+        W=words, K=k, KP=max(2, triton.next_power_of_2(k)), NIBBLES=nibbles,
+        HW_POPC=queries.is_cuda and os.environ.get("TRITON_INTERPRET") != "1",
+        BLOCK_M=block_m, BLOCK_N=block_n, LOG_BLOCK_N=log_block_n, num_warps=num_warps,
+    )
+    if splits > 1:
+        keys = torch.topk(keys.view(m, splits * k), k, dim=1, largest=False, sorted=True).values
+    keys = keys.view(m, k)
+    return (keys >> 32).to(torch.int32), keys & _KEY_INDEX_MASK
