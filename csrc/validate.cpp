@@ -149,49 +149,64 @@ BoolArray group_count_validate(const py::array& keys_in, const py::array& masks_
 // ---------------------------------------------------------------------------------------------
 // Latin squares and Sudoku: OR one bit per digit into each row, column and box; a unit of n cells
 // holds every digit 0..n-1 exactly once iff its mask is all n low bits (a garbage nibble >= n sets
-// a bit above them). Templated on the order N (0: read from the arguments) so the common sizes
-// get fully unrolled loops from the one body.
+// a bit above them). The key is read byte by byte (two nibbles per byte, little-endian words) and
+// each nibble turned into its bit through a 16-entry table, which keeps the portable build free of
+// variable shifts. Templated on the order N (0: read from the arguments) so the common sizes get
+// fully unrolled loops from the one body.
 struct GridArgs {
     const u64* keys;
     std::int64_t words;
-    int n, box_h, box_w, bits_per_cell;  // box_h = 0: no boxes (Latin squares)
+    int n, box_h, box_w, bits_per_cell;  // box_h = 0: no boxes (Latin squares); 1 bit per cell for n = 2
     bool* out;
     bool per_constraint;
 };
 
 constexpr int kMaxOrder = 16;
+constexpr std::uint16_t kDigitBit[16] = {1,    2,    4,    8,     16,    32,    64,    128,
+                                         256,  512,  1024, 2048,  4096,  8192,  16384, 32768};
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "grid_rows reads packed words as little-endian bytes");
 
 template <int N, int BH, int BW>
 void grid_rows(const GridArgs& a, std::int64_t begin, std::int64_t end) {
     const int n = N ? N : a.n;
     const int bh = N ? BH : a.box_h, bw = N ? BW : a.box_w;
-    const int bpc = N ? (N == 2 ? 1 : 4) : a.bits_per_cell;
-    const int per_word = 64 / bpc;
-    const u64 cell_mask = (u64{1} << bpc) - 1;
-    const int n_units = bh ? 3 * n : 2 * n;
+    const bool bit_packed = !N && a.bits_per_cell == 1;
+    const int cells = n * n, n_units = bh ? 3 * n : 2 * n;
     const std::uint32_t full = (std::uint32_t{1} << n) - 1;
     for (std::int64_t i = begin; i < end; ++i) {
-        const u64* key = a.keys + i * a.words;
-        std::uint32_t units[3 * kMaxOrder] = {0};
-        std::uint32_t* rows = units;
-        std::uint32_t* cols = units + n;
-        std::uint32_t* boxes = units + 2 * n;
-        for (int r = 0; r < n; ++r) {
-            for (int c = 0; c < n; ++c) {
-                int cell = r * n + c;
-                std::uint32_t bit = std::uint32_t{1} << ((key[cell / per_word] >> ((cell % per_word) * bpc)) & cell_mask);
-                rows[r] |= bit;
-                cols[c] |= bit;
-                if (bh) boxes[(r / bh) * (n / bw) + c / bw] |= bit;
+        const auto* bytes = reinterpret_cast<const unsigned char*>(a.keys + i * a.words);
+        std::uint16_t bit[kMaxOrder * kMaxOrder + 1];  // +1: the pair loop may write one past the last cell
+        if (bit_packed) {
+            for (int c = 0; c < cells; ++c) bit[c] = kDigitBit[(bytes[c >> 3] >> (c & 7)) & 1];
+        } else {
+#pragma GCC unroll 128
+            for (int j = 0; j < (cells + 1) / 2; ++j) {
+                bit[2 * j] = kDigitBit[bytes[j] & 15];
+                bit[2 * j + 1] = kDigitBit[bytes[j] >> 4];
             }
         }
-        if (a.per_constraint) {
-            for (int u = 0; u < n_units; ++u) a.out[i * n_units + u] = units[u] == full;
-        } else {
-            std::uint32_t bad = 0;
-            for (int u = 0; u < n_units; ++u) bad |= units[u] ^ full;
-            a.out[i] = bad == 0;
+        std::uint32_t bad = 0;
+#pragma GCC unroll 16
+        for (int u = 0; u < n; ++u) {
+            std::uint32_t row = 0, col = 0, box = 0;
+#pragma GCC unroll 16
+            for (int c = 0; c < n; ++c) {
+                row |= bit[u * n + c];
+                col |= bit[c * n + u];
+                if (bh) {  // cell c of box u; boxes are numbered band by band
+                    int r = (u / (n / bw)) * bh + c / bw, cc = (u % (n / bw)) * bw + c % bw;
+                    box |= bit[r * n + cc];
+                }
+            }
+            if (a.per_constraint) {
+                bool* held = a.out + i * n_units;
+                held[u] = row == full;
+                held[n + u] = col == full;
+                if (bh) held[2 * n + u] = box == full;
+            }
+            bad |= (row ^ full) | (col ^ full) | (bh ? box ^ full : 0);
         }
+        if (!a.per_constraint) a.out[i] = bad == 0;
     }
 }
 

@@ -12,6 +12,7 @@ from innovwin import bits
 from innovwin._native_loader import native
 
 BACKENDS = ("auto", "native", "numpy")
+NUMPY_CHUNK = 1 << 16  # rows per numpy reference call: bounds its temporaries (~100 MB for 9x9 Sudoku)
 REQUIRED = object()  # marks a spec parameter without a default
 
 
@@ -101,14 +102,14 @@ class Task:
         cells = self.check_cells(cells)
         if self._use_native(backend):
             return self.validate_packed(bits.pack(cells, self.k), backend="native")
-        return self._constraints_numpy(cells).all(axis=1)
+        return self._numpy_reference(cells).all(axis=1)
 
     def constraints(self, cells, backend: str = "auto") -> np.ndarray:
         """bool (n, n_constraints): which constraint (group, check, row/column/box) holds."""
         cells = self.check_cells(cells)
         if self._use_native(backend):
             return self.constraints_packed(bits.pack(cells, self.k), backend="native")
-        return self._constraints_numpy(cells)
+        return self._numpy_reference(cells)
 
     def validate_packed(self, keys, backend: str = "auto", threads: int = 0) -> np.ndarray:
         """bool (n,) on packed keys (``innovwin.bits.pack``): the hot path, packed once, validated often.
@@ -117,14 +118,21 @@ class Task:
         keys = self.check_keys(keys)
         if self._use_native(backend):
             return self._native(keys, False, threads)
-        return self._constraints_numpy(bits.unpack(keys, self.n_cells, self.k)).all(axis=1)
+        return self._numpy_reference(bits.unpack(keys, self.n_cells, self.k)).all(axis=1)
 
     def constraints_packed(self, keys, backend: str = "auto", threads: int = 0) -> np.ndarray:
         """bool (n, n_constraints) on packed keys."""
         keys = self.check_keys(keys)
         if self._use_native(backend):
             return self._native(keys, True, threads)
-        return self._constraints_numpy(bits.unpack(keys, self.n_cells, self.k))
+        return self._numpy_reference(bits.unpack(keys, self.n_cells, self.k))
+
+    def _numpy_reference(self, cells: np.ndarray) -> np.ndarray:
+        """``_constraints_numpy`` over chunks of rows, so a million samples fit in memory."""
+        out = np.empty((len(cells), self.n_constraints), dtype=bool)
+        for start in range(0, len(cells), NUMPY_CHUNK):
+            out[start:start + NUMPY_CHUNK] = self._constraints_numpy(cells[start:start + NUMPY_CHUNK])
+        return out
 
     def _constraints_numpy(self, cells: np.ndarray) -> np.ndarray:
         """Reference check on uint8 cells; values >= k (from garbage keys) must count as violations."""
