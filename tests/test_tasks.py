@@ -229,3 +229,14 @@ def test_cli_tasks_sample_validate(tmp_path, capsys):
     assert "8 samples, 7 valid (87.5%)" in report and "sample 2: 1 constraint(s) fail: 0" in report
     assert main(["validate", "sudoku:n=4", str(path)]) == 2
     assert "must have shape (n, 16)" in capsys.readouterr().err
+
+
+def test_without_the_extension_auto_falls_back_to_numpy(monkeypatch):
+    import innovwin.tasks.base as base
+
+    monkeypatch.setattr(base, "native", None)
+    task = tasks.make("parity:h=6,w=6,g=3")
+    cells = task.sample(10, seed=0)
+    assert task.validate(cells).all() and task.validate_packed(bits.pack(cells)).all()
+    with pytest.raises(ValueError, match="not built"):
+        task.validate(cells, backend="native")

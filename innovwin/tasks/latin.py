@@ -40,8 +40,8 @@ def mixing_steps(n: int) -> int:
     stay there up to 4 n^3: the agreement with the start square (1/n) and the mean number of
     intercalates (2x2 subsquares; 3.6, 10.5, 18.1, 27.3). On order 4 the share of the
     Klein-group class (exactly 1/4) is right from 8 landings on, and tests/test_tasks.py runs an
-    exact chi-square test over all 576 squares. A landing costs about n moves (the chain spends
-    most moves on improper squares), which is why we do not run longer: n = 7 takes ~20 s per
+    exact chi-square test over all 576 squares. A landing costs many moves (about 13 for n = 7:
+    the chain spends most moves on improper squares), which is why we do not run longer: n = 7 takes ~20 s per
     10^4 squares in numpy. No mixing-time bound is proven for this chain."""
     return n ** 3 // 2
 
