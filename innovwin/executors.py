@@ -24,7 +24,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Callable
 from innovwin.store import RunStore
 
 EXECUTORS = ("local", "ray")
+STOP_GRACE_S = 30.0  # how long a stopped sweep waits for runs to save their state
 RunFn = Callable[[dict, str], dict]
 
 
@@ -102,14 +102,17 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn, gpu: str | None, threads: int, run_fn: RunFn) -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt stops
+    os.setpgrp()  # out of the terminal's process group: Ctrl-C reaches the driver, which stops the runs
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
     torch.set_num_threads(threads)
-    while (task := conn.recv()) is not None:
-        conn.send(execute(run_fn, *task))
+    try:
+        while (task := conn.recv()) is not None:
+            conn.send(execute(run_fn, *task))
+    except KeyboardInterrupt:  # the driver stopped the sweep; train saved its state first
+        pass
 
 
 class LocalExecutor:
@@ -172,19 +175,23 @@ class LocalExecutor:
         return results
 
     def close(self) -> None:
-        """Stop every worker; runs still in flight are killed (they resume on the next sweep)."""
-        for slot, worker in enumerate(self._workers):
-            if worker is None:
-                continue
-            process, conn = worker
+        """Stop every worker. A run in flight gets SIGTERM, on which ``train`` saves its state before it
+        exits (so the next sweep resumes it from there); a worker that does not stop in time is killed."""
+        workers = [(slot, *worker) for slot, worker in enumerate(self._workers) if worker is not None]
+        for slot, process, conn in workers:  # tell every worker first, then wait for all of them
             if slot in self._busy:
-                process.kill()
+                process.terminate()
             else:
                 try:
                     conn.send(None)
                 except OSError:
                     process.kill()
-            process.join(timeout=10)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for slot, process, conn in workers:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
             conn.close()
         self._workers = [None] * self.capacity
         self._busy.clear()
@@ -211,8 +218,7 @@ class RayExecutor:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
             except ConnectionError as error:
                 raise ValueError(f"cannot reach a Ray cluster at {address!r}: {error}") from None
         resources = ray.cluster_resources()
@@ -253,8 +259,15 @@ class RayExecutor:
         return results
 
     def close(self) -> None:
-        for ref in self._busy:
-            self.ray.cancel(ref, force=True)
+        """Cancel the tasks in flight: a cancel interrupts the task like Ctrl-C, so ``train`` saves its
+        state; tasks still running after the grace period are killed."""
+        refs = list(self._busy)
+        for ref in refs:
+            self.ray.cancel(ref)
+        if refs:
+            _, running = self.ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+            for ref in running:
+                self.ray.cancel(ref, force=True)
         self._busy.clear()
         if self._owns_ray:
             self.ray.shutdown()
@@ -317,11 +330,12 @@ def make_executor(name: str, run_fn: RunFn, *, workers=None, ray_address=None, n
 
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=sys.stderr, poll_s: float = 1.0) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
     their run directory), failed ones are retried until they have had ``max_attempts``.
+    ``stream`` (e.g. sys.stderr) gets the live summary line; None runs quietly.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")

@@ -46,7 +46,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     runs = spec.expand()
     with RunStore(args.store, write=True) as store:
         counts = run_sweep(store, runs, executor=args.executor, workers=args.workers,
-                           ray_address=args.ray_address, max_attempts=args.max_attempts)
+                           ray_address=args.ray_address, max_attempts=args.max_attempts, stream=sys.stderr)
         for row in store.rows():
             if row["key"] in runs and row["status"] == "failed":
                 last_line = (row["error"] or "").strip().splitlines()[-1:] or ["?"]

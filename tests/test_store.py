@@ -6,6 +6,7 @@ with innovwin.train is in test_sweep.py.
 """
 import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def configs(**axes):
 
 
 def counting_run(config: dict, run_dir: str) -> dict:
-    """Stand-in run: records each call; seed 1 fails on its first attempt, seed 2 kills its worker."""
+    """Stand-in run: records each call; seed 1 fails on its first attempt, seed 2 kills its worker on
+    its first attempt, seed 3 always fails."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     calls = run_dir / "calls"
@@ -31,6 +33,8 @@ def counting_run(config: dict, run_dir: str) -> dict:
         raise RuntimeError("first attempt fails")
     if config["seed"] == 2 and len(calls.read_text()) == 1:
         os._exit(3)
+    if config["seed"] == 3:
+        raise RuntimeError("always fails")
     return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "pid": os.getpid()}
 
 
@@ -91,36 +95,24 @@ def test_corrupt_or_foreign_store_is_refused_untouched(tmp_path, content):
     assert not (tmp_path / "runs.sqlite-wal").exists()
 
 
-def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path):
-    runs = configs(seed=[0, 1, 2])
+def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys):
+    runs = configs(seed=[0, 1, 2, 3])
     key_of = {config["seed"]: key for key, config in runs.items()}
     with RunStore(tmp_path, write=True) as store:
-        counts = run_sweep(store, runs, workers=2, max_attempts=2, run_fn=counting_run, stream=None,
+        counts = run_sweep(store, runs, workers=1, max_attempts=2, run_fn=counting_run, stream=sys.stderr,
                            poll_s=0.2)
-        assert counts == {"queued": 0, "running": 0, "done": 3, "failed": 0}
-        assert [calls(store, key_of[seed]) for seed in (0, 1, 2)] == [1, 2, 2]
+        assert counts == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+        assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
         assert store.get(key_of[1])["attempts"] == 2 and store.get(key_of[0])["attempts"] == 1
-        assert store.get(key_of[2])["summary"]["tau_rule"] == 30.0
-        # rerunning the same sweep runs nothing
-        assert run_sweep(store, runs, run_fn=counting_run, stream=None)["done"] == 3
-        assert [calls(store, key_of[seed]) for seed in (0, 1, 2)] == [1, 2, 2]
-
-
-def test_failures_stay_failed_after_max_attempts(tmp_path, capsys):
-    import sys
-
-    runs = configs(seed=[1])
-    (key,) = runs
-    with RunStore(tmp_path, write=True) as store:
-        counts = run_sweep(store, runs, workers=1, max_attempts=1, run_fn=counting_run, stream=sys.stderr,
-                           poll_s=0.2)
-        assert counts["failed"] == 1
-        row = store.get(key)
-        assert row["attempts"] == 1 and "first attempt fails" in row["error"]
-        # a new sweep with a higher limit retries it; the run function sees its second call
-        assert run_sweep(store, runs, workers=1, max_attempts=2, run_fn=counting_run, stream=None)["done"] == 1
+        assert store.get(key_of[2])["summary"]["tau_rule"] == 30.0  # its first worker died
+        failed = store.get(key_of[3])
+        assert failed["status"] == "failed" and "always fails" in failed["error"]
+        # rerunning the same sweep runs nothing: done runs stay done, failed ones are out of attempts
+        assert run_sweep(store, runs, max_attempts=2, run_fn=counting_run, stream=sys.stderr) == counts
+        assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
     log = capsys.readouterr().err
-    assert "1 of 1 runs to do" in log and "0 done · 0 running · 0 queued · 1 failed" in log
+    assert "4 of 4 runs to do" in log and "3 done · 0 running · 0 queued · 1 failed" in log
+    assert "nothing to run: 3 done, 1 failed (after 2 attempts)" in log
 
 
 def test_bad_executor_arguments(tmp_path):

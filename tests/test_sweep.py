@@ -116,7 +116,7 @@ task = "parity:h=4,w=4,g=2"
 depth = 1
 width = 16
 heads = 2
-steps = 120
+steps = 100
 batch = 16
 first_eval = 20
 evals_per_decade = 4
@@ -135,7 +135,7 @@ n_train = [16, 32, 64]
 def test_real_sweep_killed_midway_then_completed(tmp_path):
     """SIGKILL the driver once the first run is done; the rerun keeps it and finishes the rest."""
     spec, store = write(tmp_path, REAL_SPEC), tmp_path / "store"
-    command = [sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store), "--workers", "1"]
+    command = [sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store), "--workers", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -160,7 +160,7 @@ def test_real_sweep_killed_midway_then_completed(tmp_path):
         assert after[key]["attempts"] == 1 and after[key]["summary"] == before[key]["summary"]
     for row in after.values():
         summary = json.loads((store / "runs" / row["key"] / "summary.json").read_text())
-        assert summary["final"]["step"] == 120 == row["summary"]["final"]["step"]
+        assert summary["final"]["step"] == 100 == row["summary"]["final"]["step"]
 
 
 def done_runs(store):
