@@ -5,7 +5,8 @@ samples. Per tile it computes the (BLOCK_M, BLOCK_N) distances word by word, tur
 32-bit key ``distance << LOG_BLOCK_N | column`` (so a plain min picks the smallest distance, then
 the lowest index) and merges the tile into a running top-k kept as 64-bit keys
 ``distance << 32 | training index``: k rounds, each taking the smaller of the tile's and the
-running list's minimum. The training set is split over the grid's second axis in chunks
+running list's minimum. Most tiles improve no row once the lists have filled; they cost one
+reduction and skip the merge. The training set is split over the grid's second axis in chunks
 (``n_per_split`` samples) so that every SM has work even for few queries and 10^7 samples fit;
 the host merges the chunks' top-k with one ``torch.topk`` over unique keys.
 
@@ -84,6 +85,13 @@ def _popcount64(x, HW_POPC: tl.constexpr):
 
 
 @triton.jit
+def _tile_key(tile_min, n0, LOG_BLOCK_N: tl.constexpr):
+    """A tile key (distance << LOG_BLOCK_N | column) as a running key (distance << 32 | index)."""
+    key = ((tile_min >> LOG_BLOCK_N).to(tl.int64) << 32) | (n0 + (tile_min & ((1 << LOG_BLOCK_N) - 1))).to(tl.int64)
+    return tl.where(tile_min == _INT32_MAX, _INT64_MAX, key)
+
+
+@triton.jit
 def _hamming_topk_kernel(
     q_ptr, t_ptr, out_ptr, M, N, n_per_split, stride_tw,
     W: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, NIBBLES: tl.constexpr, HW_POPC: tl.constexpr,
@@ -109,17 +117,20 @@ def _hamming_topk_kernel(
                 x = (x | (x >> 1) | (x >> 2) | (x >> 3)) & 0x1111111111111111
             dist += _popcount64(x, HW_POPC)
         tile = tl.where(col_ok[None, :], (dist << LOG_BLOCK_N) | columns[None, :], _INT32_MAX)
-        rest = best
-        for r in tl.static_range(K):
-            tile_min = tl.min(tile, axis=1)
-            tile_key = ((tile_min >> LOG_BLOCK_N).to(tl.int64) << 32) | (n0 + (tile_min & (BLOCK_N - 1))).to(tl.int64)
-            tile_key = tl.where(tile_min == _INT32_MAX, _INT64_MAX, tile_key)
-            rest_min = tl.min(rest, axis=1)
-            from_tile = tile_key < rest_min
-            best = tl.where(slot[None, :] == r, tl.where(from_tile, tile_key, rest_min)[:, None], best)
-            if r < K - 1:  # take the chosen key out of its list
-                tile = tl.where(from_tile[:, None] & (tile == tile_min[:, None]), _INT32_MAX, tile)
-                rest = tl.where(~from_tile[:, None] & (rest == rest_min[:, None]), _INT64_MAX, rest)
+        tile_min = tl.min(tile, axis=1)
+        kth = tl.max(tl.where(slot[None, :] < K, best, -1), axis=1)
+        if tl.max((_tile_key(tile_min, n0, LOG_BLOCK_N) < kth).to(tl.int32)) > 0:  # some row improves
+            rest = best
+            for r in tl.static_range(K):
+                if r > 0:
+                    tile_min = tl.min(tile, axis=1)
+                tile_key = _tile_key(tile_min, n0, LOG_BLOCK_N)
+                rest_min = tl.min(rest, axis=1)
+                from_tile = tile_key < rest_min
+                best = tl.where(slot[None, :] == r, tl.where(from_tile, tile_key, rest_min)[:, None], best)
+                if r < K - 1:  # take the chosen key out of its list
+                    tile = tl.where(from_tile[:, None] & (tile == tile_min[:, None]), _INT32_MAX, tile)
+                    rest = tl.where(~from_tile[:, None] & (rest == rest_min[:, None]), _INT64_MAX, rest)
     out = out_ptr + (rows[:, None] * tl.num_programs(1) + split) * K + slot[None, :]
     tl.store(out, best, mask=row_ok[:, None] & (slot[None, :] < K))
 
