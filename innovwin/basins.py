@@ -37,7 +37,7 @@ OUTCOMES = ("return", "train", "valid", "invalid")
 BASINS = "basins.jsonl"
 RHO = 7.0
 SIGMA_END = 0.002  # every trajectory integrates from its sigma down to this, then to 0 (EDM's sigma_min)
-DEFAULTS = dict(n_probes=64, sigma_min=0.05, sigma_max=5.0, n_sigmas=12, draws=4, steps=18, seed=0, chunk=4096)
+DEFAULTS = dict(n_probes=32, sigma_min=0.05, sigma_max=5.0, n_sigmas=12, draws=4, steps=12, seed=0, chunk=4096)
 _INVALID_TRIES = 64
 
 

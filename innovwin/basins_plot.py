@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import SymLogNorm  # noqa: E402
+from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
+from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 
 from innovwin.basins import PROBE_CLASSES  # noqa: E402
 
@@ -41,10 +42,24 @@ def _log_edges(centers: np.ndarray) -> np.ndarray:
     return np.concatenate([[centers[0] ** 2 / mids[0]], mids, [centers[-1] ** 2 / mids[-1]]])
 
 
+def _log_step_axis(ax, steps: np.ndarray) -> None:
+    """Log training-step axis: labelled at powers of ten, or at the measured steps when they span under a decade
+    (matplotlib's minor labels collide over short ranges)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if steps[-1] < 10 * steps[0]:
+        ax.set_xticks(steps, [f"{s:.0f}" for s in steps])
+    else:
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation())
+    ax.set_xlabel("training step")
+
+
 def _mark_clocks(ax, summary: dict | None) -> None:
     for name, color in CLOCK_COLORS.items():
         value = (summary or {}).get(name)
         if value is None:
+            if (summary or {}).get(f"{name}_censored"):
+                ax.plot([], [], color=color, linestyle="--", linewidth=1, label=f"{name}: not reached")
             continue
         ax.axvline(value, color=color, linestyle="--", linewidth=1, label=f"{name} = {value:.0f}")
         interval = (summary or {}).get(f"{name}_ci")
@@ -54,7 +69,7 @@ def _mark_clocks(ax, summary: dict | None) -> None:
 
 def plot_radius(rows: list[dict], summary: dict | None, path) -> None:
     steps, sigmas = _steps_and_sigmas(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     for name in PROBE_CLASSES:
         stats = [row["classes"][name] for row in rows]
         median = [s["radius_median"] for s in stats]
@@ -65,13 +80,12 @@ def plot_radius(rows: list[dict], summary: dict | None, path) -> None:
         ax.axhline(level, color="black", linestyle=":", linewidth=0.8)
         ax.annotate(text, (steps[0], level), fontsize=7, va="bottom")
     _mark_clocks(ax, summary)
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=sigmas[0])
-    ax.set_xlabel("training step")
+    _log_step_axis(ax, steps)
+    ax.set_yscale("symlog", linthresh=sigmas[0])  # linear below the grid, where a radius is 0
+    ax.set_ylim(0, sigmas[-1] * 2)
     ax.set_ylabel("basin radius (sigma, median and IQR)")
     ax.set_title("basins of attraction over training")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -79,14 +93,14 @@ def plot_radius(rows: list[dict], summary: dict | None, path) -> None:
 def _maps(rows, panels, path, colorbar_label, norm=None, cmap="viridis") -> None:
     """One (step x sigma) map per panel: ``panels`` is [(title, values (steps, sigmas))]."""
     steps, sigmas = _steps_and_sigmas(rows)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
     for ax, (title, values) in zip(axes[0], panels):
         mesh = ax.pcolormesh(_log_edges(steps), _log_edges(sigmas), np.asarray(values).T, norm=norm, cmap=cmap,
                              shading="flat")
-        ax.set_xscale("log")
+        _log_step_axis(ax, steps)
         ax.set_yscale("log")
         ax.set_title(title)
-        ax.set_xlabel("training step")
     axes[0, 0].set_ylabel("sigma")
     fig.colorbar(mesh, ax=axes[0].tolist(), label=colorbar_label)
     fig.savefig(path, dpi=120)
@@ -95,7 +109,7 @@ def _maps(rows, panels, path, colorbar_label, norm=None, cmap="viridis") -> None
 
 def plot_return(rows: list[dict], path) -> None:
     panels = [(name, [row["classes"][name]["return_prob"] for row in rows]) for name in PROBE_CLASSES]
-    _maps(rows, panels, path, "return probability", norm=matplotlib.colors.Normalize(0, 1))
+    _maps(rows, panels, path, "return probability", norm=Normalize(0, 1))
 
 
 def plot_loss_gap(rows: list[dict], path) -> None:

@@ -111,3 +111,61 @@ def test_basin_radius_interpolates_in_log_sigma():
 def test_bad_sigmas(sigmas, message):
     with pytest.raises(ValueError, match=message):
         basins.check_sigmas(sigmas)
+
+
+# --- the command on a real (tiny) run ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from innovwin.config import RunConfig
+    from innovwin.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    config = RunConfig(task=TASK, n_train=16, depth=1, width=16, heads=2, steps=30, batch=16, warmup=5,
+                       first_eval=10, evals_per_decade=2, eval_samples=16, sampler_steps=4, loss_samples=32,
+                       bootstrap=0, device="cpu")
+    train(config, out, quiet=True)
+    return out
+
+
+def run_command(*argv) -> int:
+    from innovwin import cli
+
+    return cli.main(["basins", *map(str, argv)])
+
+
+def test_command_writes_every_file(tiny_run, capsys):
+    from innovwin import rundir
+    from innovwin.basins_plot import FIGURES
+
+    assert run_command(tiny_run, "--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu") == 0
+    rows = basins.read_basins(tiny_run)
+    assert [row["step"] for row in rows] == rundir.snapshot_steps(tiny_run)
+    assert all(len(row["classes"][name]["return_prob"]) == 3 for row in rows for name in basins.PROBE_CLASSES)
+    for name in FIGURES:
+        assert (tiny_run / name).stat().st_size > 0
+    assert "median radius" in capsys.readouterr().out
+
+
+def _copy_config(run_dir, to, **changes):
+    to.mkdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    (to / "config.json").write_text(json.dumps({**config, **changes}))
+    return to
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "not a run directory"), ("gpt", "needs a DiT run"), ("no_snapshots", "no model snapshots"),
+    ("sigma_zero", "> 0"), ("too_many_probes", "only 16 training samples"), ("missing_step", "no snapshot at step"),
+])
+def test_command_refuses_bad_input(tiny_run, tmp_path, capsys, case, message):
+    args = {
+        "empty": [tmp_path],
+        "gpt": [_copy_config(tiny_run, tmp_path / "gpt", arch="gpt")],
+        "no_snapshots": [_copy_config(tiny_run, tmp_path / "bare")],
+        "sigma_zero": [tiny_run, "--sigmas", 0, 1],
+        "too_many_probes": [tiny_run, "--probes", 17],
+        "missing_step": [tiny_run, "--snapshots", 7],
+    }[case]
+    assert run_command(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
