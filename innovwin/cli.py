@@ -12,6 +12,7 @@ import sys
 # Module path of each subcommand group, in the order `innovwin --help` lists them.
 COMMAND_MODULES = [
     "innovwin.tasks.cli",
+    "innovwin.train_cli",
     "innovwin.basins_cli",
     "innovwin.sweep_cli",
 ]

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 
 ARCHS = ("dit", "gpt")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
 
 
@@ -61,7 +61,8 @@ class RunConfig:
     bootstrap: int = 1000  # resamples for the clocks' intervals; 0 turns them off
     # where
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"  # training precision; auto: bf16 autocast on CUDA, float32 elsewhere
+    compile: bool | None = None  # torch.compile the training step; None: on CUDA only
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -97,9 +98,14 @@ class RunConfig:
 
     # --- conversions -------------------------------------------------------------------
     def resolved(self) -> "RunConfig":
-        """The same run with every per-purpose seed filled in from ``seed``."""
+        """The same run with its task spec canonical and every per-purpose seed filled in from ``seed``.
+
+        Raises ValueError for an unknown or malformed task spec.
+        """
+        from innovwin import tasks
+
         filled = {name: 4 * self.seed + i for i, name in enumerate(SEED_FIELDS) if getattr(self, name) is None}
-        return dataclasses.replace(self, **filled)
+        return dataclasses.replace(self, task=tasks.make(self.task).spec, **filled)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

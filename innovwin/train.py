@@ -1,0 +1,241 @@
+"""The training driver: one run end to end, evaluations on a log-spaced schedule, exact resume, the clocks.
+
+``train(config, out_dir)`` trains ``config.steps`` AdamW steps (linear warmup, then a constant rate: a decaying rate
+would slow memorization down and bend tau_mem), evaluates at log-spaced steps, and after each evaluation appends a
+row to metrics.jsonl and saves the full training state. Running it again on the same directory resumes from that
+state: every random draw comes from generators whose states are saved, so on a CPU a killed-and-resumed run
+writes the same metrics.jsonl as an uninterrupted one (except ``eval_seconds``, a wall-clock time).
+See :mod:`innovwin.rundir` for the files.
+"""
+from __future__ import annotations
+
+import copy
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from innovwin import clocks, data, edm, rundir, tasks
+from innovwin.config import RunConfig
+from innovwin.metrics import Evaluator
+from innovwin.models import build
+from innovwin.models.step import make_train_step
+
+
+def eval_steps(config: RunConfig) -> list[int]:
+    """Log-spaced evaluation steps: ``evals_per_decade`` per decade from ``first_eval``, rounded, and the last step."""
+    decades = max(np.log10(config.steps / config.first_eval), 0.0)
+    exponents = np.arange(int(np.floor(decades * config.evals_per_decade + 1e-9)) + 1) / config.evals_per_decade
+    steps = {int(round(config.first_eval * 10**e)) for e in exponents}
+    return sorted({s for s in steps if s <= config.steps} | {config.steps})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def default_out_dir(config: RunConfig) -> Path:
+    """runs/<arch>-<task>-n<N>-<key>: readable, and the same command finds its run again."""
+    slug = config.task.replace(":", "-").replace(",", "-").replace("=", "")
+    return Path("runs") / f"{config.arch}-{slug}-n{config.n_train}-{config.key()[:8]}"
+
+
+def check_run(config: RunConfig):
+    """Resolve the config and its task, refusing what cannot run (before anything is written)."""
+    config = config.resolved()
+    task = tasks.make(config.task)
+    if task.n_valid is not None and config.n_train > task.n_valid:
+        raise ValueError(f"n_train {config.n_train} is larger than the valid set of {task.spec} "
+                         f"({task.n_valid} configurations)")
+    return config, task
+
+
+class Trainer:
+    """The model, its optimizer, EMA and the training generator: everything state.pt holds."""
+
+    def __init__(self, config: RunConfig, task, dataset, device: torch.device):
+        self.config, self.device = config, device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.init_seed)
+            model = build(task, config.arch, depth=config.depth, width=config.width, heads=config.heads,
+                          mlp_ratio=config.mlp_ratio)
+        self.model = model.to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema is not None else None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+                                           weight_decay=config.weight_decay, fused=device.type == "cuda")
+        self.generator = torch.Generator(device).manual_seed(config.train_seed)
+        cells = torch.from_numpy(dataset.train).to(device)
+        if config.arch == "dit":
+            self.train_set = self.model.encode(cells)
+            loss_fn = lambda m, x0, sigma, noise: edm.loss_at(m, x0, sigma, noise).mean()  # noqa: E731
+        else:
+            self.train_set = cells
+            loss_fn = lambda m, cells: m.nll(cells).mean()  # noqa: E731
+        amp = {"auto": None, "float32": False, "bfloat16": True}[config.dtype]
+        self.step_fn = make_train_step(self.model, self.optimizer, loss_fn, compile=config.compile, amp=amp,
+                                       clip=config.grad_clip or None)
+        self.step = 0
+        self.loss_sum = torch.zeros((), device=device)
+        self.loss_count = 0
+
+    def train_step(self) -> None:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * min(1.0, (self.step + 1) / config.warmup) if config.warmup else config.lr
+        idx = torch.randint(len(self.train_set), (config.batch,), generator=self.generator, device=self.device)
+        batch = self.train_set[idx]
+        inputs = (batch, *edm.training_noise(batch, self.generator)) if config.arch == "dit" else (batch,)
+        self.model.train()
+        self.loss_sum += self.step_fn(*inputs)
+        self.loss_count += 1
+        if self.ema is not None:
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema)
+        self.step += 1
+
+    def take_train_loss(self) -> float | None:
+        """Mean training loss since the last call."""
+        value = float(self.loss_sum) / self.loss_count if self.loss_count else None
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        return value
+
+    @property
+    def eval_model(self):
+        return (self.ema if self.ema is not None else self.model).eval()
+
+    def state(self, key: str, timing: dict) -> dict:
+        return {
+            "key": key,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "loss_count": self.loss_count,
+            "timing": dict(timing),
+        }
+
+    def load(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.loss_sum = state["loss_sum"].to(self.device)
+            self.loss_count = int(state["loss_count"])
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(f"training state does not fit this run ({type(error).__name__}: {error}); "
+                             "pass --force to start over") from None
+
+
+class StopRequests:
+    """Turns SIGINT/SIGTERM into a request the loop honours between steps (a state saved mid-step would not
+    resume exactly). A second signal interrupts at once."""
+
+    def __init__(self):
+        self.signal, self._saved = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool = False) -> dict:
+    """Train (or resume) the run ``config`` in ``out_dir``; returns the summary (also in summary.json)."""
+    started = time.perf_counter()
+    config, task = check_run(config)
+    device = resolve_device(config.device)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    key = config.key()
+    state = rundir.prepare(out_dir, config, force)  # refuses before anything is written
+    dataset = data.make_dataset(task, config.n_train, config.data_seed,
+                                n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+    trainer = Trainer(config, task, dataset, device)
+    if state is not None:
+        trainer.load(state)
+    timing = dict(state["timing"]) if state else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0, "trained_steps": 0}
+
+    if force:
+        rundir.reset(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.start(out_dir, config, resume_step=trainer.step)
+    evaluator = Evaluator(task, dataset, config, trainer.model, device)
+    schedule = set(eval_steps(config))
+    rows = rundir.read_metrics(out_dir)
+
+    bar = tqdm(total=config.steps, initial=trainer.step, disable=quiet, unit="step", dynamic_ncols=True,
+               desc=f"{config.arch} {task.spec} N={config.n_train}")
+    if rows:
+        bar.set_postfix(valid=f"{rows[-1]['valid_frac']:.2f}", copy=f"{rows[-1]['copy_frac']:.2f}")
+    session_start, session_wall = time.perf_counter(), timing["wall_s"]
+    tick = time.perf_counter()
+    with StopRequests() as stop:
+        while trainer.step < config.steps:
+            if stop.signal is not None:
+                timing["wall_s"] = session_wall + time.perf_counter() - session_start
+                rundir.save_torch(out_dir / rundir.STATE, trainer.state(key, timing))
+                bar.close()
+                raise KeyboardInterrupt
+            trainer.train_step()
+            bar.update(1)
+            if trainer.step not in schedule:
+                continue
+            train_loss = trainer.take_train_loss()  # syncs with the device: the step timing below is honest
+            timing["train_s"] += time.perf_counter() - tick
+            row, samples = evaluator(trainer.eval_model, trainer.step)
+            row["train_loss"] = train_loss
+            rundir.append_metrics(out_dir, row)
+            rundir.save_eval_samples(out_dir, trainer.step, samples)
+            if config.snapshots:
+                rundir.save_snapshot(out_dir, trainer.step, task.spec, trainer.eval_model)
+            timing["eval_s"] += row["eval_seconds"]
+            timing["wall_s"] = session_wall + time.perf_counter() - session_start
+            rundir.save_torch(out_dir / rundir.STATE, trainer.state(key, timing))
+            bar.set_postfix(valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}",
+                            loss=f"{train_loss:.3f}")
+            tick = time.perf_counter()
+        timing["trained_steps"] = trainer.step
+    bar.close()
+
+    summary = summarize_run(out_dir, config)
+    summary["timing"] = {
+        "steps_per_s": timing["trained_steps"] / timing["train_s"] if timing["train_s"] else None,
+        "eval_share": timing["eval_s"] / (timing["train_s"] + timing["eval_s"]) if timing["train_s"] else None,
+        "wall_s": session_wall + time.perf_counter() - session_start + (session_start - started),
+    }
+    rundir.write_json(out_dir / rundir.SUMMARY, summary)
+    return summary
+
+
+def summarize_run(out_dir, config: RunConfig) -> dict:
+    """summary.json's content (less the timing) from the run directory's rows and per-sample arrays."""
+    rows = rundir.read_metrics(out_dir)
+    samples = rundir.load_eval_samples(out_dir, [row["step"] for row in rows])
+    summary = clocks.summarize(rows, samples.get("valid"), samples.get("copy"),
+                               rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,
+                               n_resamples=config.bootstrap, seed=config.sampling_seed)
+    return {**summary, "final": rows[-1], "config": config.to_dict(), "out_dir": str(out_dir)}
