@@ -33,7 +33,7 @@ using i64 = std::int64_t;
 constexpr u64 kNibbleLow3 = 0x7777777777777777ULL;  // the low three bits of every nibble
 constexpr u64 kNibbleHigh = 0x8888888888888888ULL;  // the high bit of every nibble
 constexpr int kGroup = 4;                            // queries scanned together per training load
-constexpr i64 kQueryBlock = 64;                      // queries that share one pass over a tile
+constexpr i64 kQueryBlock = 64;                      // queries that share one pass over a tile (at most)
 constexpr i64 kTileBytes = 32 * 1024;                // training words per tile: stays in L1d
 constexpr int kMaxUnrolledWords = 8;                 // word counts compiled as constants
 
@@ -247,14 +247,18 @@ void search(const u64* queries, i64 m, const Tile& train, int words, int k, Scan
     std::fill(dist, dist + m * k, INT32_MAX);
     std::fill(idx, idx + m * k, i64{-1});
     const i64 tile_n = std::max<i64>(8, (kTileBytes / 8 / words) & ~i64{7});
-    const i64 n_blocks = (m + kQueryBlock - 1) / kQueryBlock;
+    // Few queries: smaller blocks (down to one group), so that every thread gets about four of them.
+    const i64 blocks_wanted = 4 * thread_count(m, threads, 1);
+    const i64 per_block = (m + blocks_wanted - 1) / blocks_wanted;
+    const i64 query_block = std::clamp<i64>((per_block + kGroup - 1) / kGroup * kGroup, kGroup, kQueryBlock);
+    const i64 n_blocks = (m + query_block - 1) / query_block;
     std::atomic<i64> next_block{0};
     auto worker = [&] {
         // Padding slots for a short last group: they scan a real query and their results are dropped.
         std::vector<i32> spare_dist(kGroup * k, INT32_MAX);
         std::vector<i64> spare_idx(kGroup * k, -1);
         for (i64 b = next_block++; b < n_blocks; b = next_block++) {
-            const i64 q0 = b * kQueryBlock, q1 = std::min(m, q0 + kQueryBlock);
+            const i64 q0 = b * query_block, q1 = std::min(m, q0 + query_block);
             for (i64 t0 = train.begin; t0 < train.end; t0 += tile_n) {
                 const Tile tile{train.words, train.stride, t0, std::min(train.end, t0 + tile_n)};
                 for (i64 g0 = q0; g0 < q1; g0 += kGroup) {

@@ -31,7 +31,8 @@ from innovwin._native_loader import native, native_available
 
 BACKENDS = ("auto", "native", "triton", "numpy", "torch")
 NIBBLE_LOW = np.uint64(0x1111111111111111)  # the low bit of every nibble
-_REFERENCE_CHUNK = 2**22  # word comparisons (numpy) or distances (l2) held at once
+_REFERENCE_CHUNK = 2**22  # word comparisons (numpy) or CPU distances (l2) held at once
+_L2_CHUNK_CUDA = 2**26  # distances held at once on a GPU: fewer, larger GEMMs
 _KEY_INDEX_MASK = 2**32 - 1
 _HASH_MULT = 0x5851F42D4C957F2D  # odd and < 2^63: the same hash code runs on numpy uint64 and torch int64
 
@@ -275,8 +276,9 @@ def nearest_l2(queries, train, k: int = 2):
     _check_k(k, len(t))
     k = int(k)
     q_norm, t_norm = (q * q).sum(1), (t * t).sum(1)
-    q_chunk = max(1, min(len(q), _REFERENCE_CHUNK // min(len(t), 4096)))
-    t_chunk = max(1, min(len(t), _REFERENCE_CHUNK // q_chunk))
+    budget = _L2_CHUNK_CUDA if q.is_cuda else _REFERENCE_CHUNK
+    q_chunk = max(1, min(len(q), budget // min(len(t), 4096)))
+    t_chunk = max(1, min(len(t), budget // q_chunk))
     out = []
     for q0 in range(0, len(q), q_chunk):
         qc = q[q0 : q0 + q_chunk]

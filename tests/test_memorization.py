@@ -168,6 +168,21 @@ def test_is_copy_reseeds_when_distinct_rows_share_a_hash(monkeypatch):
     np.testing.assert_array_equal(NearestIndex(train, alphabet=9).is_copy(queries), brute_force(queries, train, 1)[0][:, 0] == 0)
 
 
+def test_references_merge_chunks_exactly(monkeypatch):
+    """Tiny chunk budgets force many query and training chunks through the running top-k merges."""
+    monkeypatch.setattr(memorization, "_REFERENCE_CHUNK", 50)
+    monkeypatch.setattr(hamming, "_REFERENCE_CHUNK", 50)
+    queries, train = random_cells(9, 13, 77, 81, 9)
+    for backend in ("numpy", "torch"):
+        assert_same(nearest(queries, train, k=3, alphabet=9, backend=backend), brute_force(queries, train, 3))
+    rng = np.random.default_rng(2)
+    train_f = rng.integers(-1, 2, (77, 5)).astype(np.float32)
+    train_f[40:] = train_f[:37]
+    queries_f = rng.integers(-1, 2, (13, 5)).astype(np.float32)
+    d2 = ((queries_f[:, None, :] - train_f[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(nearest_l2(queries_f, train_f, k=3)[1], np.argsort(d2, axis=1, kind="stable")[:, :3])
+
+
 def test_nearest_l2_matches_brute_force():
     rng = np.random.default_rng(0)
     train = rng.normal(size=(500, 24)).astype(np.float32)
