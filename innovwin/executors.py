@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -48,14 +49,19 @@ def estimate_cost(config: dict) -> float:
     """Relative cost of a run, for longest-first ordering and the ETA: tokens x parameters
     over training steps plus the evaluations' network calls (a DiT sample costs two calls per
     Heun step, a GPT sample one pass)."""
-    from innovwin.tasks import make
-
-    tokens = make(config["task"]).n_cells
+    tokens = _n_cells(config["task"])
     params = config["depth"] * (4 + 2 * config["mlp_ratio"]) * config["width"] ** 2
     n_evals = 1 + config["evals_per_decade"] * math.log10(max(config["steps"] / config["first_eval"], 1.0))
     calls = 2 * config["sampler_steps"] if config["arch"] == "dit" else 1
     samples = 3 * config["steps"] * config["batch"] + n_evals * config["eval_samples"] * calls
     return float(samples * tokens * params)
+
+
+@functools.lru_cache(maxsize=None)
+def _n_cells(task_spec: str) -> int:
+    from innovwin.tasks import make
+
+    return make(task_spec).n_cells
 
 
 def execute(run_fn: RunFn, config: dict, run_dir: str) -> tuple[str, object, float]:
@@ -229,9 +235,10 @@ class RayExecutor:
             self.capacity = workers or gpus
             self.threads = 1
             options = {"num_gpus": min(1.0, gpus / self.capacity), "num_cpus": 1}
-        else:
+        else:  # threads per run: the cluster's share, but no more than one node has
+            node_cpus = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
             self.capacity = max(1, min(workers or cpus, n_runs or cpus))
-            self.threads = max(1, cpus // self.capacity)
+            self.threads = max(1, min(cpus // self.capacity, node_cpus))
             options = {"num_cpus": self.threads}
         self.resources = (gpus, cpus)
         self.run_fn = run_fn

@@ -175,11 +175,14 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
         if any(value is not None for value in values):
             ax.plot(steps, [np.nan if v is None else v for v in values], style, color=color, label=label,
                     marker="." if style == "-" else None)
+    # the two criteria: validity >= rule_threshold; copy rate >= chance + mem_threshold
     ax.axhline(record["rule_threshold"], color="tab:blue", lw=0.6, ls="--", alpha=0.6)
-    for clock, color in (("tau_rule", "tab:blue"), ("tau_mem", "tab:red")):
+    chance = [row.get("chance_copy") or 0.0 for row in rows]
+    ax.plot(steps, np.add(chance, record["mem_threshold"]), color="tab:red", lw=0.6, ls="--", alpha=0.6)
+    for clock, color, height in (("tau_rule", "tab:blue", 0.55), ("tau_mem", "tab:red", 0.45)):
         value, censored = clock_value(record, clock)
         if censored:
-            ax.annotate(f"{CLOCK_STYLE[clock][2]} > {value:.0f}", xy=(value, 0.5), xytext=(-4, 0),
+            ax.annotate(f"{CLOCK_STYLE[clock][2]} > {value:.0f}", xy=(value, height), xytext=(-4, 0),
                         textcoords="offset points", ha="right", color=color, fontsize=8)
             continue
         ax.axvline(value, color=color, lw=1.2, ls="--")
