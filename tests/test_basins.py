@@ -61,6 +61,20 @@ def test_memorizer_has_basins_only_around_training_points(memorizer):
     assert train["loss"][0] < 1e-3 < novel["loss"][0]  # training points denoise perfectly, novel ones do not
 
 
+def test_rule_learner_gives_novel_points_basins_too(parity):
+    """The exact denoiser of the whole valid set (the model that learned the rule and nothing else)."""
+    task, _ = parity
+    everything = data.make_dataset(task, 16, seed=3, n_heldout=task.n_valid - 16)
+    valid_set = np.concatenate([everything.train, everything.heldout])
+    probes = basins.make_probes(everything.train, everything.heldout, task.validate, task.k, n_probes=8, seed=1)
+    denoiser = basins.EmpiricalDenoiser(encode_bits(torch.from_numpy(valid_set)))
+    result = basins.measure(denoiser, encode_bits, decode_bits, probes, basins.sigma_grid(0.05, 5.0, 6), draws=2,
+                            steps=6, seed=0)["classes"]
+    assert result["novel"]["radius_median"] > 0.5 and result["train"]["radius_median"] > 0.5
+    assert result["invalid"]["zero_frac"] == 1.0
+    assert result["invalid"]["outcomes"]["invalid"] == [0.0] * 6  # every invalid start lands on a valid point
+
+
 def test_measure_is_seeded_and_independent_of_chunking(memorizer):
     probes, denoiser, sigmas, result = memorizer
     again = basins.measure(denoiser, encode_bits, decode_bits, probes, sigmas, draws=4, steps=8, seed=0, chunk=250)
