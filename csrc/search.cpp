@@ -1,12 +1,15 @@
 // Nearest training samples by the number of differing cells: the CPU hot path of memorization.
 //
-// Distance between two packed samples, word by word:
-//   bits (alphabet 2):         popcount(a ^ b)
-//   4-bit cells (alphabet 3+): popcount of one marker bit per nonzero nibble of a ^ b
-// Layout: the training set is read word-major, (words, N), so one AVX-512 load holds word w of 8
-// consecutive samples. Work is blocked as (64 queries) x (a training tile that fits L1d): every
-// query of a block scans the tile while it is hot, 4 queries per training load, keeping a running
-// top-k; a distance vector is looked at lane by lane only when some lane beats a current k-th best.
+// Search layout: a sample is `blocks x planes` words.
+//   bits (alphabet 2):         the packed words themselves, planes = 1;
+//   4-bit cells (alphabet 3+): per block of 64 cells, 4 bit-plane words (plane p holds bit p of
+//                              every cell), planes = 4. A cell differs when any plane differs.
+// So a block costs popcount((a0 ^ b0) | (a1 ^ b1) | ...): one XOR, then one AVX-512 ternary-logic
+// op per further plane, one popcount.
+// The training set is stored word-major, (blocks * planes, N), so one AVX-512 load holds a word of
+// 8 consecutive samples. Work is blocked as (up to 64 queries) x (a training tile that fits L1d):
+// every query of a block scans the tile while it is hot, 4 queries per training load, keeping a
+// running top-k; a distance vector is looked at lane by lane only when a lane beats a k-th best.
 // Ties: samples are visited in increasing index and one enters the top-k only with a distance
 // strictly below the current k-th, so among equal distances the lowest index stays.
 // Popcount is chosen at run time (AVX-512 VPOPCNTDQ, scalar POPCNT, portable), never by -march.
@@ -30,12 +33,11 @@ namespace {
 using i32 = std::int32_t;
 using i64 = std::int64_t;
 
-constexpr u64 kNibbleLow3 = 0x7777777777777777ULL;  // the low three bits of every nibble
-constexpr u64 kNibbleHigh = 0x8888888888888888ULL;  // the high bit of every nibble
-constexpr int kGroup = 4;                            // queries scanned together per training load
-constexpr i64 kQueryBlock = 64;                      // queries that share one pass over a tile (at most)
-constexpr i64 kTileBytes = 32 * 1024;                // training words per tile: stays in L1d
-constexpr int kMaxUnrolledWords = 8;                 // word counts compiled as constants
+constexpr int kNibblePlanes = 4;       // bit planes of a 4-bit cell
+constexpr int kGroup = 4;              // queries scanned together per training load
+constexpr i64 kQueryBlock = 64;        // queries that share one pass over a tile (at most)
+constexpr i64 kTileBytes = 32 * 1024;  // training words per tile: stays in L1d
+constexpr int kMaxUnrolledBlocks = 8;  // block counts compiled as constants
 
 // Training samples [begin, end); word w of sample n is words[w * stride + n].
 struct Tile {
@@ -50,31 +52,44 @@ struct Slot {
     i64* idx;
 };
 
-// Marks each differing cell of one word pair with one bit. For nibbles: the low three bits of a
-// nonzero nibble carry into its high bit when 0b111 is added, so (low3 + 0b111 | x) has the high
-// bit set exactly where the nibble is nonzero.
-template <bool Nibbles>
-inline u64 differing(u64 a, u64 b) {
-    u64 x = a ^ b;
-    if (Nibbles) x = (((x & kNibbleLow3) + kNibbleLow3) | x) & kNibbleHigh;
-    return x;
+// Bit p of each of the 16 nibbles of w, gathered into the low 16 bits.
+inline u64 nibble_plane(u64 w, int p) {
+    u64 x = (w >> p) & 0x1111111111111111ULL;
+    x = (x | (x >> 3)) & 0x0303030303030303ULL;
+    x = (x | (x >> 6)) & 0x000F000F000F000FULL;
+    x = (x | (x >> 12)) & 0x000000FF000000FFULL;
+    return (x | (x >> 24)) & 0xFFFFULL;
 }
 
-// Differing cells of query q and sample n. Nibble markers of 4 words moved down by 0..3 bits sit
-// at distinct offsets, so they are merged and counted with one popcount.
-template <int W, bool Nibbles>
-inline int distance(const u64* q, const Tile& t, i64 n, int words_rt) {
-    const int words = W > 0 ? W : words_rt;
-    int d = 0;
-    if (Nibbles) {
-        for (int w0 = 0; w0 < words; w0 += 4) {
-            u64 merged = 0;
-            for (int j = 0; j < 4 && w0 + j < words; ++j)
-                merged |= differing<true>(q[w0 + j], t.words[(w0 + j) * t.stride + n]) >> j;
-            d += __builtin_popcountll(merged);
+// Copies n packed samples (n, words) into the search layout: search word j of sample i goes to
+// dst[i * sample_stride + j * word_stride]. Nibble words become 4 bit planes per 64 cells.
+void to_search_layout(const u64* src, i64 n, int words, bool nibbles, u64* dst, i64 sample_stride,
+                      i64 word_stride) {
+    for (i64 i = 0; i < n; ++i) {
+        const u64* row = src + i * words;
+        u64* out = dst + i * sample_stride;
+        if (!nibbles) {
+            for (int w = 0; w < words; ++w) out[w * word_stride] = row[w];
+            continue;
         }
-    } else {
-        for (int w = 0; w < words; ++w) d += __builtin_popcountll(q[w] ^ t.words[w * t.stride + n]);
+        for (int b = 0; 4 * b < words; ++b)
+            for (int p = 0; p < kNibblePlanes; ++p) {
+                u64 plane = 0;
+                for (int j = 0; j < 4 && 4 * b + j < words; ++j) plane |= nibble_plane(row[4 * b + j], p) << (16 * j);
+                out[(b * kNibblePlanes + p) * word_stride] = plane;
+            }
+    }
+}
+
+// Differing cells of query q (search layout, contiguous) and training sample n.
+template <int B, int P>
+inline int distance(const u64* q, const Tile& t, i64 n, int blocks_rt) {
+    const int blocks = B > 0 ? B : blocks_rt;
+    int d = 0;
+    for (int b = 0; b < blocks; ++b) {
+        u64 x = 0;
+        for (int p = 0; p < P; ++p) x |= q[b * P + p] ^ t.words[(b * P + p) * t.stride + n];
+        d += __builtin_popcountll(x);
     }
     return d;
 }
@@ -92,13 +107,13 @@ inline void offer(const Slot& s, int k, i32 d, i64 i) {
 }
 
 // Scans a tile for kGroup queries with scalar popcounts (the target decides which instruction).
-template <int W, bool Nibbles>
-inline __attribute__((always_inline)) void scan_scalar_body(const Tile& t, const Slot* slots, int k, int words) {
+template <int B, int P>
+inline __attribute__((always_inline)) void scan_scalar_body(const Tile& t, const Slot* slots, int k, int blocks) {
     i32 worst[kGroup];
     for (int g = 0; g < kGroup; ++g) worst[g] = slots[g].dist[k - 1];
     for (i64 n = t.begin; n < t.end; ++n) {
         for (int g = 0; g < kGroup; ++g) {
-            int d = distance<W, Nibbles>(slots[g].query, t, n, words);
+            int d = distance<B, P>(slots[g].query, t, n, blocks);
             if (d < worst[g]) {
                 offer(slots[g], k, d, n);
                 worst[g] = slots[g].dist[k - 1];
@@ -107,53 +122,38 @@ inline __attribute__((always_inline)) void scan_scalar_body(const Tile& t, const
     }
 }
 
-template <int W, bool Nibbles>
-void scan_portable(const Tile& t, const Slot* slots, int k, int words) {
-    scan_scalar_body<W, Nibbles>(t, slots, k, words);
+template <int B, int P>
+void scan_portable(const Tile& t, const Slot* slots, int k, int blocks) {
+    scan_scalar_body<B, P>(t, slots, k, blocks);
 }
 
 #ifdef INNOVWIN_X86
-template <int W, bool Nibbles>
-__attribute__((target("popcnt"))) void scan_popcnt(const Tile& t, const Slot* slots, int k, int words) {
-    scan_scalar_body<W, Nibbles>(t, slots, k, words);
+template <int B, int P>
+__attribute__((target("popcnt"))) void scan_popcnt(const Tile& t, const Slot* slots, int k, int blocks) {
+    scan_scalar_body<B, P>(t, slots, k, blocks);
 }
 
 #define INNOVWIN_AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
 
-template <bool Nibbles>
-INNOVWIN_AVX512 inline __m512i differing8(__m512i a, __m512i b) {
-    __m512i x = _mm512_xor_si512(a, b);
-    if (Nibbles) {
-        const __m512i low3 = _mm512_set1_epi64(static_cast<long long>(kNibbleLow3));
-        __m512i carried = _mm512_add_epi64(_mm512_and_si512(x, low3), low3);
-        // (carried | x) & high, as one ternary-logic op (0xA8 = (A | B) & C)
-        x = _mm512_ternarylogic_epi64(carried, x, _mm512_set1_epi64(static_cast<long long>(kNibbleHigh)), 0xA8);
-    }
-    return x;
-}
-
 // Distances from one query to samples n..n+7.
-template <int W, bool Nibbles>
-INNOVWIN_AVX512 inline __m512i distance8(const u64* q, const Tile& t, i64 n, int words) {
+template <int B, int P>
+INNOVWIN_AVX512 inline __m512i distance8(const u64* q, const Tile& t, i64 n, int blocks) {
     __m512i d = _mm512_setzero_si512();
-    for (int w0 = 0; w0 < words; w0 += Nibbles ? 4 : 1) {
-        __m512i merged = differing8<Nibbles>(_mm512_set1_epi64(static_cast<long long>(q[w0])),
-                                             _mm512_loadu_si512(t.words + w0 * t.stride + n));
-        if (Nibbles) {
-            for (int j = 1; j < 4 && w0 + j < words; ++j) {
-                __m512i x = differing8<true>(_mm512_set1_epi64(static_cast<long long>(q[w0 + j])),
-                                             _mm512_loadu_si512(t.words + (w0 + j) * t.stride + n));
-                merged = _mm512_or_si512(merged, _mm512_srli_epi64(x, j));
-            }
-        }
-        d = _mm512_add_epi64(d, _mm512_popcnt_epi64(merged));
+    for (int b = 0; b < blocks; ++b) {
+        const u64* qb = q + b * P;
+        const u64* tb = t.words + b * P * t.stride + n;
+        __m512i x = _mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(qb[0])), _mm512_loadu_si512(tb));
+        for (int p = 1; p < P; ++p)  // x |= q ^ t, as one ternary-logic op (0xBE = (A ^ B) | C)
+            x = _mm512_ternarylogic_epi64(_mm512_set1_epi64(static_cast<long long>(qb[p])),
+                                          _mm512_loadu_si512(tb + p * t.stride), x, 0xBE);
+        d = _mm512_add_epi64(d, _mm512_popcnt_epi64(x));
     }
     return d;
 }
 
-template <int W, bool Nibbles>
-INNOVWIN_AVX512 void scan_avx512(const Tile& t, const Slot* slots, int k, int words_rt) {
-    const int words = W > 0 ? W : words_rt;
+template <int B, int P>
+INNOVWIN_AVX512 void scan_avx512(const Tile& t, const Slot* slots, int k, int blocks_rt) {
+    const int blocks = B > 0 ? B : blocks_rt;
     __m512i worst[kGroup];
     for (int g = 0; g < kGroup; ++g) worst[g] = _mm512_set1_epi64(slots[g].dist[k - 1]);
     i64 n = t.begin;
@@ -161,7 +161,7 @@ INNOVWIN_AVX512 void scan_avx512(const Tile& t, const Slot* slots, int k, int wo
         __m512i d[kGroup];
         __mmask8 better[kGroup], any = 0;
         for (int g = 0; g < kGroup; ++g) {
-            d[g] = distance8<W, Nibbles>(slots[g].query, t, n, words);
+            d[g] = distance8<B, P>(slots[g].query, t, n, blocks);
             better[g] = _mm512_cmplt_epi64_mask(d[g], worst[g]);
             any |= better[g];
         }
@@ -178,7 +178,7 @@ INNOVWIN_AVX512 void scan_avx512(const Tile& t, const Slot* slots, int k, int wo
         }
     }
     for (; n < t.end; ++n)  // the last < 8 samples
-        for (int g = 0; g < kGroup; ++g) offer(slots[g], k, distance<W, Nibbles>(slots[g].query, t, n, words), n);
+        for (int g = 0; g < kGroup; ++g) offer(slots[g], k, distance<B, P>(slots[g].query, t, n, blocks), n);
 }
 #endif  // INNOVWIN_X86
 
@@ -220,33 +220,34 @@ Isa parse_isa(const std::string& name) {
     fail("unknown isa '" + name + "': expected auto, avx512-vpopcntdq, popcnt or portable");
 }
 
-template <int W, bool Nibbles>
+template <int B, int P>
 ScanFn scan_for(Isa isa) {
 #ifdef INNOVWIN_X86
-    if (isa == Isa::Avx512) return scan_avx512<W, Nibbles>;
-    if (isa == Isa::Popcnt) return scan_popcnt<W, Nibbles>;
+    if (isa == Isa::Avx512) return scan_avx512<B, P>;
+    if (isa == Isa::Popcnt) return scan_popcnt<B, P>;
 #endif
     (void)isa;
-    return scan_portable<W, Nibbles>;
+    return scan_portable<B, P>;
 }
 
-// Picks the scan compiled for this word count (1..kMaxUnrolledWords), else the runtime-count one.
-template <bool Nibbles, int W = kMaxUnrolledWords>
-ScanFn pick_scan(Isa isa, int words) {
-    if constexpr (W == 0) {
-        return scan_for<0, Nibbles>(isa);
+// Picks the scan compiled for this block count (1..kMaxUnrolledBlocks), else the runtime-count one.
+template <int P, int B = kMaxUnrolledBlocks>
+ScanFn pick_scan(Isa isa, int blocks) {
+    if constexpr (B == 0) {
+        return scan_for<0, P>(isa);
     } else {
-        return words == W ? scan_for<W, Nibbles>(isa) : pick_scan<Nibbles, W - 1>(isa, words);
+        return blocks == B ? scan_for<B, P>(isa) : pick_scan<P, B - 1>(isa, blocks);
     }
 }
 
-// Fills dist/idx (m, k) for every query. Query blocks are handed out through an atomic counter,
-// so a thread slowed by a busy core takes fewer blocks.
-void search(const u64* queries, i64 m, const Tile& train, int words, int k, ScanFn scan, int threads, i32* dist,
-            i64* idx) {
+// Fills dist/idx (m, k) for every query. Queries are (m, row_words) in the search layout, the
+// training tile's words are word-major. Query blocks are handed out through an atomic counter, so
+// a thread slowed by a busy core takes fewer blocks.
+void search(const u64* queries, i64 m, const Tile& train, int row_words, int blocks, int k, ScanFn scan, int threads,
+            i32* dist, i64* idx) {
     std::fill(dist, dist + m * k, INT32_MAX);
     std::fill(idx, idx + m * k, i64{-1});
-    const i64 tile_n = std::max<i64>(8, (kTileBytes / 8 / words) & ~i64{7});
+    const i64 tile_n = std::max<i64>(8, (kTileBytes / 8 / row_words) & ~i64{7});
     // Few queries: smaller blocks (down to one group), so that every thread gets about four of them.
     const i64 blocks_wanted = 4 * thread_count(m, threads, 1);
     const i64 per_block = (m + blocks_wanted - 1) / blocks_wanted;
@@ -265,16 +266,16 @@ void search(const u64* queries, i64 m, const Tile& train, int words, int k, Scan
                     Slot slots[kGroup];
                     for (int g = 0; g < kGroup; ++g) {
                         const i64 q = g0 + g;
-                        slots[g] = q < q1 ? Slot{queries + q * words, dist + q * k, idx + q * k}
-                                          : Slot{queries + (q1 - 1) * words, &spare_dist[g * k], &spare_idx[g * k]};
+                        slots[g] = q < q1 ? Slot{queries + q * row_words, dist + q * k, idx + q * k}
+                                          : Slot{queries + (q1 - 1) * row_words, &spare_dist[g * k], &spare_idx[g * k]};
                     }
-                    scan(tile, slots, k, words);
+                    scan(tile, slots, k, blocks);
                 }
             }
         }
     };
     // One thread per query block at most, and no thread for less than ~4M word comparisons.
-    const i64 work = m * (train.end - train.begin) * words;
+    const i64 work = m * (train.end - train.begin) * row_words;
     const int n_threads = static_cast<int>(
         std::min<i64>(thread_count(n_blocks, threads, 1), std::max<i64>(1, work >> 22)));
     std::vector<std::thread> pool;
@@ -298,7 +299,9 @@ py::tuple hamming_topk(const py::array& queries_in, const py::array& train_in, i
     if (k < 1 || k > n) fail("k must be in 1..n_train=" + std::to_string(n) + ", got " + std::to_string(k));
     if (n > INT32_MAX) fail("train has more than 2^31 - 1 samples");
     const Isa isa = parse_isa(isa_name_in);
-    ScanFn scan = nibbles ? pick_scan<true>(isa, static_cast<int>(words)) : pick_scan<false>(isa, static_cast<int>(words));
+    const int blocks = static_cast<int>(nibbles ? (words + 3) / 4 : words);
+    const int row_words = blocks * (nibbles ? kNibblePlanes : 1);
+    ScanFn scan = nibbles ? pick_scan<kNibblePlanes>(isa, blocks) : pick_scan<1>(isa, blocks);
 
     py::array_t<i32> dist({m, static_cast<i64>(k)});
     py::array_t<i64> idx({m, static_cast<i64>(k)});
@@ -308,15 +311,12 @@ py::tuple hamming_topk(const py::array& queries_in, const py::array& train_in, i
     i64* i_out = idx.mutable_data();
     {
         py::gil_scoped_release release;
-        std::vector<u64> transposed;  // word-major copy; a one-word set already is word-major
-        Tile whole{t, n, 0, n};
-        if (words > 1) {
-            transposed.resize(static_cast<size_t>(n * words));
-            for (i64 i = 0; i < n; ++i)
-                for (i64 w = 0; w < words; ++w) transposed[w * n + i] = t[i * words + w];
-            whole.words = transposed.data();
-        }
-        search(q, m, whole, static_cast<int>(words), k, scan, threads, d_out, i_out);
+        std::vector<u64> query_rows(static_cast<size_t>(m * row_words));
+        std::vector<u64> train_columns(static_cast<size_t>(n * row_words));
+        to_search_layout(q, m, static_cast<int>(words), nibbles, query_rows.data(), row_words, 1);
+        to_search_layout(t, n, static_cast<int>(words), nibbles, train_columns.data(), 1, n);
+        search(query_rows.data(), m, Tile{train_columns.data(), n, 0, n}, row_words, blocks, k, scan, threads, d_out,
+               i_out);
     }
     return py::make_tuple(dist, idx);
 }

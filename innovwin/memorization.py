@@ -16,8 +16,9 @@ also ``int64``, as :func:`innovwin.bits.pack_torch` makes them). numpy in -> num
 torch out on the queries' device.
 
 :class:`NearestIndex` packs a training set once, keeps it on its device, answers many queries and
-tells exact copies by hashing (O(M + N) after one sort). :func:`nearest_l2` is the float
-counterpart for a DiT's undecoded outputs (the ratio test d1 < d2 / 3).
+tells exact copies by hashing (one sort of the training hashes, then a binary search per query: no
+M x N scan). :func:`nearest_l2` is the float counterpart for a DiT's undecoded outputs (the ratio
+test d1 < d2 / 3).
 """
 from __future__ import annotations
 

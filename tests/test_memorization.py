@@ -99,11 +99,12 @@ def test_backends_agree_on_random_inputs(seed, m, n, k, layout):
 @needs_native
 @pytest.mark.parametrize("nibbles", [False, True])
 def test_native_isas_equal_reference_across_tiles_blocks_and_word_counts(nibbles):
-    """Every instruction set this CPU has, word counts compiled as constants (1..8) and not (9+),
-    more than one tile (4096 / words samples) and query block (64), groups of 4 with padding."""
+    """Every instruction set this CPU has, block counts compiled as constants (1..8) and not (9+:
+    9 bit words, 33 nibble words), more than one tile (4096 / words samples) and query block (64),
+    groups of 4 with padding."""
     rng = np.random.default_rng(3)
     isas = [isa for isa in ("avx512-vpopcntdq", "popcnt", "portable") if _isa_ok(isa)]
-    for words in (1, 2, 6, 9):
+    for words in (1, 2, 6, 9, 33):
         n = 4096 // words + 13
         alphabet = 9 if nibbles else 2
         n_cells = words * (16 if nibbles else 64)
