@@ -11,6 +11,7 @@ driver and queues them again, and ``train`` resumes them from their own training
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -96,8 +97,20 @@ class RunStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         if not tables:
-            self.db.execute(_SCHEMA)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            with self._transaction():  # a reader never sees the table without its version
+                self.db.execute(_SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One atomic, committed change (the connection is in autocommit mode otherwise)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         if getattr(self, "db", None) is not None:
@@ -122,7 +135,7 @@ class RunStore:
         self._require_write()
         now = time.time()
         cost = cost or {}
-        with self.db:
+        with self._transaction():
             before = self.db.total_changes
             self.db.executemany(
                 "INSERT OR IGNORE INTO runs (key, config, status, cost, added) VALUES (?, ?, 'queued', ?, ?)",
@@ -132,7 +145,7 @@ class RunStore:
     def requeue_orphans(self) -> int:
         """Queue again the rows a dead driver left ``running`` (the lock says it is gone)."""
         self._require_write()
-        with self.db:
+        with self._transaction():
             return self.db.execute("UPDATE runs SET status='queued' WHERE status='running'").rowcount
 
     def claim(self, key: str) -> None:
@@ -150,7 +163,7 @@ class RunStore:
 
     def _set(self, key: str, status: str, assignments: str, *values) -> None:
         self._require_write()
-        with self.db:
+        with self._transaction():
             self.db.execute(f"UPDATE runs SET status = ?, {assignments} WHERE key = ?", (status, *values, key))
 
     def _require_write(self) -> None:

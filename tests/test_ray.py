@@ -42,7 +42,7 @@ def test_ray_sweep_killed_midway_then_completed(tmp_path):
     assert 1 <= len(finished) < 3
 
     runs = load_spec(spec_path).expand()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with RunStore(store, write=True) as writer:
             counts = run_sweep(writer, runs, executor="ray", stream=None, poll_s=0.2)
