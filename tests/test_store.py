@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from innovwin.config import RunConfig
-from innovwin.executors import estimate_cost, run_sweep
+from innovwin.executors import LocalExecutor, cpu_count, estimate_cost, run_sweep
 from innovwin.store import RunStore
 
 
@@ -35,7 +35,8 @@ def counting_run(config: dict, run_dir: str) -> dict:
         os._exit(3)
     if config["seed"] == 3:
         raise RuntimeError("always fails")
-    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "pid": os.getpid()}
+    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"],
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def calls(store, key):
@@ -95,7 +96,18 @@ def test_corrupt_or_foreign_store_is_refused_untouched(tmp_path, content):
     assert not (tmp_path / "runs.sqlite-wal").exists()
 
 
-def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys):
+def test_workers_are_pinned_round_robin_to_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    pool = LocalExecutor(counting_run, workers=5)
+    assert pool.devices == ["3", "5", "3", "5", "3"]
+    assert LocalExecutor(counting_run).devices == ["3", "5"]  # default: one worker per GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cpu = LocalExecutor(counting_run, n_runs=1)
+    assert cpu.devices == [None] and cpu.capacity == 1 and cpu.threads == cpu_count()
+
+
+def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the worker is pinned to it (torch sees no GPU here)
     runs = configs(seed=[0, 1, 2, 3])
     key_of = {config["seed"]: key for key, config in runs.items()}
     with RunStore(tmp_path, write=True) as store:
@@ -105,6 +117,7 @@ def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys):
         assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
         assert store.get(key_of[1])["attempts"] == 2 and store.get(key_of[0])["attempts"] == 1
         assert store.get(key_of[2])["summary"]["tau_rule"] == 30.0  # its first worker died
+        assert store.get(key_of[0])["summary"]["gpu"] == "7"
         failed = store.get(key_of[3])
         assert failed["status"] == "failed" and "always fails" in failed["error"]
         # rerunning the same sweep runs nothing: done runs stay done, failed ones are out of attempts
