@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from innovwin.fits import fit_all
 from innovwin.rundir import read_metrics
@@ -258,9 +259,12 @@ def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
                         label=f"{label}: τ_rule ∝ complexity^{fit['alpha']:.2f}")
             else:
                 ax.plot([], [], "s", color=color, label=label)
-        _clock_legend(ax)
+        _clock_legend(ax, ("tau_rule",))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        complexities = sorted({r["complexity"] for r in records})
+        ax.set_xticks(complexities, [f"{c:g}" for c in complexities])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("rule complexity (the task's knob, e.g. parity group size G)")
         ax.set_ylabel("τ_rule (training steps)")
         ax.set_title(ARCH_TITLE.get(arch, arch))
@@ -375,9 +379,9 @@ def _scatter_clock(ax, members, x_name, clock, color) -> None:
                        facecolors="none" if censored else color, zorder=3)
 
 
-def _clock_legend(ax) -> None:
+def _clock_legend(ax, clocks=CLOCKS) -> None:
     """Fitted lines carry their own labels; add one entry per marker kind."""
-    for clock in CLOCKS:
+    for clock in clocks:
         marker, _, name = CLOCK_STYLE[clock]
         ax.scatter([], [], marker=marker, color="0.3", label=f"{name} measured")
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.3", label="censored: drawn at the last step "
