@@ -170,14 +170,14 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
     config, task = check_run(config)
     device = resolve_device(config.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    key = config.key()
-    state = rundir.prepare(out_dir, config, force)  # refuses before anything is written
+    state = rundir.prepare(out_dir, config, force)  # reads only: bad input is refused before anything is written
     dataset = data.make_dataset(task, config.n_train, config.data_seed,
                                 n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
     trainer = Trainer(config, task, dataset, device)
     if state is not None:
         trainer.load(state)
-    timing = dict(state["timing"]) if state else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0, "trained_steps": 0}
+    timing = dict(state["timing"]) if state else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+    earlier_wall = timing["wall_s"]
 
     if force:
         rundir.reset(out_dir)
@@ -185,50 +185,52 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
     rundir.start(out_dir, config, resume_step=trainer.step)
     evaluator = Evaluator(task, dataset, config, trainer.model, device)
     schedule = set(eval_steps(config))
-    rows = rundir.read_metrics(out_dir)
+
+    def save_state():
+        timing["wall_s"] = earlier_wall + time.perf_counter() - started
+        rundir.save_torch(out_dir / rundir.STATE, trainer.state(config.key(), timing))
 
     bar = tqdm(total=config.steps, initial=trainer.step, disable=quiet, unit="step", dynamic_ncols=True,
                desc=f"{config.arch} {task.spec} N={config.n_train}")
-    if rows:
-        bar.set_postfix(valid=f"{rows[-1]['valid_frac']:.2f}", copy=f"{rows[-1]['copy_frac']:.2f}")
-    session_start, session_wall = time.perf_counter(), timing["wall_s"]
     tick = time.perf_counter()
-    with StopRequests() as stop:
+    with StopRequests() as stop, bar:
         while trainer.step < config.steps:
             if stop.signal is not None:
-                timing["wall_s"] = session_wall + time.perf_counter() - session_start
-                rundir.save_torch(out_dir / rundir.STATE, trainer.state(key, timing))
-                bar.close()
+                save_state()
                 raise KeyboardInterrupt
             trainer.train_step()
             bar.update(1)
             if trainer.step not in schedule:
                 continue
-            train_loss = trainer.take_train_loss()  # syncs with the device: the step timing below is honest
+            train_loss = trainer.take_train_loss()  # waits for the device: the training time below is honest
             timing["train_s"] += time.perf_counter() - tick
-            row, samples = evaluator(trainer.eval_model, trainer.step)
-            row["train_loss"] = train_loss
-            rundir.append_metrics(out_dir, row)
-            rundir.save_eval_samples(out_dir, trainer.step, samples)
-            if config.snapshots:
-                rundir.save_snapshot(out_dir, trainer.step, task.spec, trainer.eval_model)
+            row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
             timing["eval_s"] += row["eval_seconds"]
-            timing["wall_s"] = session_wall + time.perf_counter() - session_start
-            rundir.save_torch(out_dir / rundir.STATE, trainer.state(key, timing))
-            bar.set_postfix(valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}",
-                            loss=f"{train_loss:.3f}")
+            save_state()
+            bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
             tick = time.perf_counter()
-        timing["trained_steps"] = trainer.step
-    bar.close()
 
     summary = summarize_run(out_dir, config)
+    loop_s = timing["train_s"] + timing["eval_s"]
     summary["timing"] = {
-        "steps_per_s": timing["trained_steps"] / timing["train_s"] if timing["train_s"] else None,
-        "eval_share": timing["eval_s"] / (timing["train_s"] + timing["eval_s"]) if timing["train_s"] else None,
-        "wall_s": session_wall + time.perf_counter() - session_start + (session_start - started),
+        "steps_per_s": config.steps / timing["train_s"] if timing["train_s"] else None,
+        "eval_share": timing["eval_s"] / loop_s if loop_s else None,
+        "wall_s": earlier_wall + time.perf_counter() - started,
     }
     rundir.write_json(out_dir / rundir.SUMMARY, summary)
     return summary
+
+
+def record_evaluation(out_dir, config, task, trainer, evaluator, train_loss) -> dict:
+    """Evaluate the model at the trainer's step and write the row, the per-sample arrays and the snapshot."""
+    model = trainer.eval_model
+    row, samples = evaluator(model, trainer.step)
+    row["train_loss"] = train_loss
+    rundir.append_metrics(out_dir, row)
+    rundir.save_eval_samples(out_dir, trainer.step, samples)
+    if config.snapshots:
+        rundir.save_snapshot(out_dir, trainer.step, task.spec, model)
+    return row
 
 
 def summarize_run(out_dir, config: RunConfig) -> dict:

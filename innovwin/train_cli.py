@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+import torch
+
 from innovwin import config as config_module
 from innovwin.config import RunConfig
 
@@ -28,6 +30,9 @@ def add_parser(subparsers) -> None:
                         help="set any config field, e.g. --set ema=0.999 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true", help="overwrite a directory that holds a different run")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads for torch (default 1: small models run about as fast on one thread, and "
+                             "several threads stall badly when other processes share the cores)")
     main = parser.add_argument_group("run")
     more = parser.add_argument_group("more fields (see innovwin/config.py)")
     for field in dataclasses.fields(RunConfig):
@@ -55,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from innovwin import clocks
     from innovwin.train import train
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     summary = train(config_from_args(args), args.out, quiet=args.quiet, force=args.force)
     timing = summary["timing"]
     print(clocks.describe(summary))
