@@ -2,6 +2,9 @@
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -189,3 +192,20 @@ def test_rerunning_a_finished_run_changes_nothing(capsys, finished_run):
     code, _, out = run_cli(capsys, *TINY_FLAGS, "--out", str(finished_run))
     assert code == 0 and rundir.read_metrics(finished_run) == rows
     assert out.startswith("tau_rule") and str(finished_run) in out
+
+
+def test_sigkill_and_the_same_command_again_give_the_uninterrupted_metrics(capsys, tmp_path):
+    flags = [*TINY_FLAGS, "--steps", "600"]
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    process = subprocess.Popen([sys.executable, "-m", "innovwin", "train", "--quiet", *flags, "--out", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(rundir.read_metrics(killed)) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    assert not (killed / "summary.json").exists() and len(rundir.read_metrics(killed)) >= 3
+    assert (killed / "state.pt").exists()  # so the second command resumes rather than starts over
+    assert run_cli(capsys, *flags, "--out", str(killed))[0] == 0
+    assert run_cli(capsys, *flags, "--out", str(reference))[0] == 0
+    assert without_wall_clock(rundir.read_metrics(killed)) == without_wall_clock(rundir.read_metrics(reference))
