@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     more = parser.add_argument_group("more fields (see innovwin/config.py)")
     for field in dataclasses.fields(RunConfig):
         group = main if field.name in MAIN_FLAGS else more
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"field_{field.name}", metavar="V",
+        kind = config_module.FIELD_TYPES[field.name].__name__.upper()
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"field_{field.name}", metavar=kind,
                            help=f"default: {field.default}")
     parser.set_defaults(func=run)
 
