@@ -100,7 +100,8 @@ def run_records(rows: list[dict]) -> list[dict]:
         window = summary.get("window")
         record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
         records.append(record)
-    return records
+    return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
+                                          r["width"], r["n_train"], r["seed"]))
 
 
 def window_state(summary: dict) -> str:
@@ -190,8 +191,10 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
         lo, hi = record[f"{clock}_lo"], record[f"{clock}_hi"]
         if lo is not None:
             ax.axvspan(lo, hi if hi is not None else steps[-1], color=color, alpha=0.08, lw=0)
-        ax.annotate(f"{CLOCK_STYLE[clock][2]} = {value:.0f}", xy=(value, 1.02), ha="center", color=color,
-                    fontsize=8, xycoords=("data", "axes fraction"))
+        rule = clock == "tau_rule"  # labels on either side of their lines, so near clocks stay readable
+        ax.annotate(f"{CLOCK_STYLE[clock][2]} = {value:.0f}", xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
+                    textcoords="offset points", ha="right" if rule else "left", color=color, fontsize=8,
+                    xycoords=("data", "axes fraction"))
     state = record["window_state"]
     if state == "open":
         ax.axvspan(record["tau_rule"], record["tau_mem"], color="tab:green", alpha=0.15, lw=0,
@@ -232,6 +235,7 @@ def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
         _clock_legend(ax)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _ticks_at(ax, sorted({r["n_train"] for r in records}))
         ax.set_xlabel("training-set size N (samples)")
         ax.set_ylabel("clock τ (training steps)")
         ax.set_title(ARCH_TITLE.get(arch, arch))
@@ -262,9 +266,7 @@ def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
         _clock_legend(ax, ("tau_rule",))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        complexities = sorted({r["complexity"] for r in records})
-        ax.set_xticks(complexities, [f"{c:g}" for c in complexities])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _ticks_at(ax, sorted({r["complexity"] for r in records}))
         ax.set_xlabel("rule complexity (the task's knob, e.g. parity group size G)")
         ax.set_ylabel("τ_rule (training steps)")
         ax.set_title(ARCH_TITLE.get(arch, arch))
@@ -280,8 +282,7 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
     tasks = sorted({(r["family"], r["complexity"], r["task"]) for r in records})
     task_names = [task for _, _, task in tasks]
     ns = sorted({r["n_train"] for r in records})
-    widths = [r["window_width_decades"] for r in records if r["window_width_decades"] is not None]
-    vmax = max(widths + [1.0])
+    vmax = max([width for r in records if (width := _window_width(r)) is not None] + [1.0])
     image = None
     for row_axes, (depth, width) in zip(axes, sizes):
         for ax, arch in zip(row_axes, archs):
@@ -317,18 +318,22 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
 def _window_cell(members: list[dict]) -> tuple[str, float | None]:
     """Text and colour value of one window-map cell (one task, N, size, arch; several seeds)."""
     states = Counter(r["window_state"] for r in members)
-    widths = []
-    for r in members:
-        if r["window_state"] == "open":
-            widths.append(r["window_width_decades"])
-        elif r["window_state"] == "open_at_end":  # a lower bound: tau_mem is past the last step
-            widths.append(math.log10(r["last_step"] / r["tau_rule"]))
+    widths = [width for r in members if (width := _window_width(r)) is not None]
     if not widths:
         return ("?" if states.get("unknown") == len(members) else "×"), None
     value = float(np.median(widths))
     prefix = "≥" if states.get("open_at_end") else ""
     suffix = f"\n{len(widths)}/{len(members)} open" if len(widths) < len(members) else ""
     return f"{prefix}{value:.1f}{suffix}", value
+
+
+def _window_width(record: dict) -> float | None:
+    """The window's width in decades; for a window still open at the last step, its lower bound."""
+    if record["window_state"] == "open":
+        return record["window_width_decades"]
+    if record["window_state"] == "open_at_end":
+        return math.log10(record["last_step"] / record["tau_rule"])
+    return None
 
 
 def _rectangle(x, y, color):
@@ -367,6 +372,12 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     return figure
+
+
+def _ticks_at(ax, values) -> None:
+    """x ticks at the swept values (a log axis would label only powers of ten)."""
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _scatter_clock(ax, members, x_name, clock, color) -> None:
