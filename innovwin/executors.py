@@ -236,7 +236,8 @@ class RayExecutor:
             self.threads = 1
             options = {"num_gpus": min(1.0, gpus / self.capacity), "num_cpus": 1}
         else:  # threads per run: the cluster's share, but no more than one node has
-            node_cpus = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
+            node_cpus = max([int((node.get("Resources") or {}).get("CPU", 0)) for node in ray.nodes()
+                             if node.get("Alive")] or [cpus])
             self.capacity = max(1, min(workers or cpus, n_runs or cpus))
             self.threads = max(1, min(cpus // self.capacity, node_cpus))
             options = {"num_cpus": self.threads}
