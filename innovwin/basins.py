@@ -20,6 +20,7 @@ numbers), so return curves are smooth in sigma and comparable between steps. Sig
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -279,6 +280,11 @@ def select_snapshots(available: list[int], which="all") -> list[int]:
     return sorted(set(steps))
 
 
+def _fingerprint(path: Path) -> str:
+    """Hash of a snapshot file: a row is reused only for the weights it was measured on."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def measure_run(run_dir, *, n_probes: int = DEFAULTS["n_probes"], sigmas=None, draws: int = DEFAULTS["draws"],
                 steps: int = DEFAULTS["steps"], snapshots="all", seed: int = DEFAULTS["seed"],
                 chunk: int = DEFAULTS["chunk"], device="auto", plot: bool = True,
@@ -286,7 +292,8 @@ def measure_run(run_dir, *, n_probes: int = DEFAULTS["n_probes"], sigmas=None, d
     """Dissect every chosen snapshot of a DiT run: writes basins.jsonl (one row per step) and the figures.
 
     The probes (seeded by ``seed``) and the noises are the same at every snapshot, so rows differ only because the
-    model did. basins.jsonl is rewritten after each snapshot, so an interrupted dissection keeps what it measured.
+    model did. basins.jsonl is rewritten after each snapshot; rows already there with the same settings are kept
+    rather than measured again, so an interrupted dissection resumes and adding snapshots costs only the new ones.
     """
     from innovwin.train import resolve_device
 
@@ -304,13 +311,21 @@ def measure_run(run_dir, *, n_probes: int = DEFAULTS["n_probes"], sigmas=None, d
     dataset = _run_dataset(run_dir, config, task)
     probes = make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes, seed)
 
+    settings = {"sigmas": sigmas.tolist(), "n_probes": n_probes, "draws": draws, "steps": steps, "seed": seed}
+    done = {(row["step"], row.get("snapshot")): row for row in read_basins(run_dir)
+            if all(row.get(k) == v for k, v in settings.items())}
     rows = []
     for step in chosen:
+        snapshot = _fingerprint(rundir.step_path(run_dir, rundir.SNAPSHOTS, step, "pt"))
+        if (step, snapshot) in done:  # this very snapshot, measured with the same settings: the same numbers
+            rows.append(done[step, snapshot])
+            continue
         _, model = rundir.load_snapshot(run_dir, step)
         model.to(device)
         started = time.perf_counter()
-        row = {"step": step, **measure(model, model.encode, model.decode, probes, sigmas, draws=draws, steps=steps,
-                                       seed=seed, chunk=chunk, device=device)}
+        row = {"step": step, "snapshot": snapshot,
+               **measure(model, model.encode, model.decode, probes, sigmas, draws=draws, steps=steps, seed=seed,
+                         chunk=chunk, device=device)}
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
         rundir.write_atomic(run_dir / BASINS, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows).encode())

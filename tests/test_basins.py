@@ -134,7 +134,7 @@ def tiny_run(tmp_path_factory):
     from innovwin.train import train
 
     out = tmp_path_factory.mktemp("run")
-    config = RunConfig(task=TASK, n_train=16, depth=1, width=16, heads=2, steps=30, batch=16, warmup=5,
+    config = RunConfig(task=TASK, arch="dit", n_train=16, depth=1, width=16, heads=2, steps=30, batch=16, warmup=5,
                        first_eval=10, evals_per_decade=2, eval_samples=16, sampler_steps=4, loss_samples=32,
                        bootstrap=0, device="cpu")
     train(config, out, quiet=True)
@@ -151,13 +151,18 @@ def test_command_writes_every_file(tiny_run, capsys):
     from innovwin import rundir
     from innovwin.basins_plot import FIGURES
 
-    assert run_command(tiny_run, "--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu") == 0
+    args = (tiny_run, "--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu")
+    assert run_command(*args) == 0
     rows = basins.read_basins(tiny_run)
     assert [row["step"] for row in rows] == rundir.snapshot_steps(tiny_run)
     assert all(len(row["classes"][name]["return_prob"]) == 3 for row in rows for name in basins.PROBE_CLASSES)
     for name in FIGURES:
         assert (tiny_run / name).stat().st_size > 0
     assert "median radius" in capsys.readouterr().out
+    assert run_command(*args) == 0  # same settings, same snapshots: every row is kept, none measured again
+    assert basins.read_basins(tiny_run) == rows and "median radius" not in capsys.readouterr().out
+    assert run_command(*args, "--seed", 1) == 0
+    assert len(basins.read_basins(tiny_run)) == len(rows) and capsys.readouterr().out.count("median radius") == len(rows)
 
 
 def _copy_config(run_dir, to, **changes):
