@@ -75,6 +75,29 @@ def test_rule_learner_gives_novel_points_basins_too(parity):
     assert result["invalid"]["outcomes"]["invalid"] == [0.0] * 6  # every invalid start lands on a valid point
 
 
+class IndependentBits:
+    """The exact denoiser of independent uniform +-1 cells: D(x; s) = tanh(x / s^2), cell by cell."""
+
+    sigma_data = 1.0
+
+    def __call__(self, x, sigma):
+        return torch.tanh(x / sigma.reshape(-1, 1, 1) ** 2)
+
+
+def test_return_probability_matches_closed_form(parity):
+    """Its ODE never moves a coordinate across 0, so a probe returns iff no noise coordinate flips its sign:
+    P(return at sigma) = Phi(1/sigma)^n_cells for every probe, valid or not."""
+    task, dataset = parity
+    probes = basins.make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes=16, seed=2)
+    sigmas = basins.sigma_grid(0.2, 2.0, 5)
+    result = basins.measure(IndependentBits(), encode_bits, decode_bits, probes, sigmas, draws=8, steps=4, seed=0)
+    measured = np.mean([result["classes"][name]["return_prob"] for name in basins.PROBE_CLASSES], axis=0)
+    phi = 0.5 * (1 + torch.erf(torch.tensor(1 / sigmas) / np.sqrt(2))).numpy()
+    expected = phi ** task.n_cells
+    standard_error = np.sqrt(expected * (1 - expected) / (3 * 16 * 8))
+    assert np.all(np.abs(measured - expected) <= 4 * standard_error + 1e-9), (measured, expected)
+
+
 def test_measure_is_seeded_and_independent_of_chunking(memorizer):
     probes, denoiser, sigmas, result = memorizer
     again = basins.measure(denoiser, encode_bits, decode_bits, probes, sigmas, draws=4, steps=8, seed=0, chunk=250)
