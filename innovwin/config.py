@@ -14,6 +14,8 @@ import json
 import typing
 from dataclasses import dataclass
 
+from innovwin.tomlfile import read_toml
+
 ARCHS = ("dit", "gpt")
 DTYPES = ("auto", "float32", "bfloat16")
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
@@ -121,20 +123,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path) -> "RunConfig":
         """Load a flat TOML file of field = value lines."""
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError:
-                raise ValueError("reading a TOML config needs Python >= 3.11 or `pip install tomli`") from None
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except OSError as error:
-            raise ValueError(f"cannot read config {path}: {error.strerror or error}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"config {path} is not valid TOML: {error}") from None
+        values = read_toml(path, "config")
         return cls.from_dict(values)
 
     def override(self, **values) -> "RunConfig":

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from innovwin.config import RunConfig, check_field_name
+from innovwin.tomlfile import parse_toml, read_toml
 
 SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip")
 
@@ -101,7 +102,7 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
 
 def load_spec(path) -> SweepSpec:
     """Read a sweep spec from a TOML file."""
-    return parse_spec(_read_toml(Path(path).read_bytes(), str(path)), str(path))
+    return parse_spec(read_toml(path, "sweep spec"), str(path))
 
 
 def presets() -> list[str]:
@@ -115,21 +116,7 @@ def load_preset(name: str) -> SweepSpec:
     if name not in available:
         raise ValueError(f"unknown preset {name!r}{_nearest(name, available)}; presets: {', '.join(available)}")
     data = resources.files("innovwin.presets").joinpath(f"{name}.toml").read_bytes()
-    return parse_spec(_read_toml(data, f"preset {name}"), f"preset {name}")
-
-
-def _read_toml(data: bytes, source: str) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ValueError("reading a sweep spec needs Python >= 3.11 or `pip install tomli`") from None
-    try:
-        return tomllib.loads(data.decode())
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"{source} is not valid TOML: {error}") from None
+    return parse_spec(parse_toml(data, f"preset {name}"), f"preset {name}")
 
 
 def _table(values: dict, key: str, source: str) -> dict:
