@@ -150,7 +150,7 @@ def test_real_sweep_killed_midway_then_completed(tmp_path):
     with RunStore(store) as reader:
         before = {row["key"]: row for row in reader.rows()}
     finished = {key for key, row in before.items() if row["status"] == "done"}
-    assert finished and any(row["status"] == "running" for row in before.values())
+    assert finished and len(finished) < len(before)  # killed midway (the others running or queued)
 
     assert main(["sweep", str(spec), "--store", str(store), "--workers", "2"]) == 0
     with RunStore(store) as reader:
