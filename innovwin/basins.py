@@ -291,12 +291,13 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def measure_run(run_dir, *, n_probes: int = DEFAULTS["n_probes"], sigmas=None, draws: int = DEFAULTS["draws"],
+def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int = DEFAULTS["draws"],
                 steps: int = DEFAULTS["steps"], snapshots="all", seed: int = DEFAULTS["seed"],
                 chunk: int = DEFAULTS["chunk"], device="auto", plot: bool = True,
                 progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Dissect every chosen snapshot of a DiT run: writes basins.jsonl (one row per step) and the figures.
 
+    ``n_probes`` defaults to DEFAULTS["n_probes"], or to the run's training or held-out set size if smaller.
     The probes (seeded by ``seed``) and the noises are the same at every snapshot, so rows differ only because the
     model did. basins.jsonl is rewritten after each snapshot; rows already there with the same settings are kept
     rather than measured again, so an interrupted dissection resumes and adding snapshots costs only the new ones.
@@ -315,6 +316,8 @@ def measure_run(run_dir, *, n_probes: int = DEFAULTS["n_probes"], sigmas=None, d
     device = resolve_device(str(device))
     task = tasks.make(config.task)
     dataset = _run_dataset(run_dir, config, task)
+    if n_probes is None:  # the default, or fewer when the run has fewer samples; an explicit K is checked
+        n_probes = min(DEFAULTS["n_probes"], len(dataset.train), len(dataset.heldout))
     probes = make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes, seed)
 
     settings = {"sigmas": sigmas.tolist(), "n_probes": n_probes, "draws": draws, "steps": steps, "seed": seed}

@@ -12,8 +12,9 @@ def add_parser(subparsers) -> None:
         description="For each snapshot: start probes at probe + sigma*eps, integrate the probability-flow ODE "
                     "back to sigma 0 and see where they land. Writes basins.jsonl and basins_*.png into RUN_DIR.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a DiT run directory written by `innovwin train`")
-    parser.add_argument("--probes", type=int, default=DEFAULTS["n_probes"], metavar="K",
-                        help="probes per class (training, novel, invalid) (default: %(default)s)")
+    parser.add_argument("--probes", type=int, metavar="K",
+                        help=f"probes per class (training, novel, invalid) (default: {DEFAULTS['n_probes']}, "
+                             "or the run's training / held-out set size if smaller)")
     parser.add_argument("--sigmas", type=float, nargs="+", metavar="S",
                         help="explicit noise levels (overrides the log grid below)")
     parser.add_argument("--sigma-min", type=float, default=DEFAULTS["sigma_min"],
