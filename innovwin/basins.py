@@ -18,9 +18,9 @@ Noise is one direction eps per (probe, draw), shared across the sigma grid and a
 numbers), so return curves are smooth in sigma and comparable between steps. Sigmas are in the model's encoding
 (bits are +-1: two configurations one cell apart are 2 apart).
 
-Reading the radii: a denoiser that knows only that cells are bits (independent +-1 cells, D = tanh(x / sigma^2))
-brings a probe back exactly when no noise coordinate flips its sign, so *every* point, valid or not, has radius
-1 / Phi^-1(2^(-1/n_cells)): 0.48 for 36 cells, 0.58 for 16. Learned structure shows as departures from that level:
+Reading the radii: a denoiser that knows only that cells are bits (independent +-1 cells) gives *every* point,
+valid or not, the same radius (:func:`independent_bits_radius`: 0.48 for 36 cells, 0.58 for 16), and an untrained
+DiT sits there too. Learned structure shows as departures from that level:
 memorizing takes novel and invalid radii to 0 and grows the training radii; learning the rule takes invalid radii
 to 0 while novel ones stay.
 """
@@ -91,6 +91,16 @@ def check_sigmas(sigmas) -> np.ndarray:
     if len(np.unique(sigmas)) != len(sigmas):
         raise ValueError(f"sigmas must be distinct, got {sigmas.tolist()}")
     return sigmas
+
+
+def independent_bits_radius(n_cells: int) -> float:
+    """Basin radius of every point under the denoiser of independent uniform bits, D = tanh(x / sigma^2).
+
+    Its ODE never moves a coordinate across 0, so a point returns iff no noise coordinate flips its sign:
+    P(return) = Phi(1/sigma)^n_cells, which is 1/2 at sigma = 1 / Phi^-1(2^(-1/n_cells)). The level a model sits
+    at before it has learned anything beyond the alphabet.
+    """
+    return float(1 / torch.special.ndtri(torch.tensor(0.5 ** (1 / n_cells), dtype=torch.float64)))
 
 
 # --- probes and outcomes --------------------------------------------------------------------
@@ -332,7 +342,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
         _, model = rundir.load_snapshot(run_dir, step)
         model.to(device)
         started = time.perf_counter()
-        row = {"step": step, "snapshot": snapshot,
+        row = {"step": step, "snapshot": snapshot, "task": task.spec,
                **measure(model, model.encode, model.decode, probes, sigmas, draws=draws, steps=steps, seed=seed,
                          chunk=chunk, device=device)}
         row["seconds"] = time.perf_counter() - started

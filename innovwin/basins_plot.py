@@ -1,7 +1,8 @@
 """Figures of a basin dissection (rows of basins.jsonl): radii over training, return probability and loss gap maps.
 
 - ``basins_radius.png``: median basin radius (band: interquartile range) of each probe class against the training
-  step, with tau_rule and tau_mem (and their intervals) from summary.json;
+  step, with tau_rule and tau_mem (and their intervals) from summary.json, and for bit tasks the radius every
+  point has under a denoiser that knows only the alphabet;
 - ``basins_return.png``: the return probability over (step x sigma), one panel per probe class;
 - ``basins_loss_gap.png``: loss(novel) - loss(train) (where memorization shows) and loss(invalid) - loss(novel)
   (where the rule shows) over (step x sigma).
@@ -18,7 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 
-from innovwin.basins import PROBE_CLASSES  # noqa: E402
+from innovwin import tasks  # noqa: E402
+from innovwin.basins import PROBE_CLASSES, independent_bits_radius  # noqa: E402
 
 FIGURES = ("basins_radius.png", "basins_return.png", "basins_loss_gap.png")
 CLASS_COLORS = {"train": "tab:red", "novel": "tab:green", "invalid": "tab:gray"}
@@ -76,7 +78,11 @@ def plot_radius(rows: list[dict], summary: dict | None, path) -> None:
         ax.fill_between(steps, [s["radius_q25"] for s in stats], [s["radius_q75"] for s in stats],
                         color=CLASS_COLORS[name], alpha=0.2, linewidth=0)
         ax.plot(steps, median, "o-", color=CLASS_COLORS[name], markersize=3, label=name)
-    for level, text in ((sigmas[0], "grid bottom"), (sigmas[-1], "grid top (censored)")):
+    levels = [(sigmas[0], "grid bottom"), (sigmas[-1], "grid top (censored)")]
+    task = tasks.make(rows[0]["task"]) if "task" in rows[0] else None
+    if task is not None and task.k == 2:
+        levels.append((independent_bits_radius(task.n_cells), "independent bits (nothing learned)"))
+    for level, text in levels:
         ax.axhline(level, color="black", linestyle=":", linewidth=0.8)
         ax.annotate(text, (steps[0], level), fontsize=7, va="bottom")
     _mark_clocks(ax, summary)

@@ -1,5 +1,6 @@
 """Basin dissection: the exact memorizing denoiser, outcome classification, radii, and the command on a real run."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -96,6 +97,10 @@ def test_return_probability_matches_closed_form(parity):
     expected = phi ** task.n_cells
     standard_error = np.sqrt(expected * (1 - expected) / (3 * 16 * 8))
     assert np.all(np.abs(measured - expected) <= 4 * standard_error + 1e-9), (measured, expected)
+    radius = basins.independent_bits_radius(task.n_cells)
+    assert abs((0.5 * (1 + math.erf(1 / radius / math.sqrt(2)))) ** task.n_cells - 0.5) < 1e-12
+    radii = np.concatenate([result["classes"][name]["radii"] for name in basins.PROBE_CLASSES])
+    assert abs(np.median(radii) - radius) < 0.1 * radius  # coarse grid: interpolation error of a few percent
 
 
 def test_measure_is_seeded_and_independent_of_chunking(memorizer):
