@@ -79,8 +79,8 @@ def plot_radius(rows: list[dict], summary: dict | None, path) -> None:
                         color=CLASS_COLORS[name], alpha=0.2, linewidth=0)
         ax.plot(steps, median, "o-", color=CLASS_COLORS[name], markersize=3, label=name)
     levels = [(sigmas[0], "grid bottom"), (sigmas[-1], "grid top (censored)")]
-    task = tasks.make(rows[0]["task"]) if "task" in rows[0] else None
-    if task is not None and task.k == 2:
+    task = tasks.make(rows[0]["task"])
+    if task.k == 2:
         levels.append((independent_bits_radius(task.n_cells), "independent bits (nothing learned)"))
     for level, text in levels:
         ax.axhline(level, color="black", linestyle=":", linewidth=0.8)
