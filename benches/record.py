@@ -30,6 +30,7 @@ def machine() -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host_cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine skews CPU timings
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "torch": torch.__version__,
