@@ -36,8 +36,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from innovwin import bits, data, edm, rundir, tasks
+from innovwin import bits, edm, rundir, tasks
 from innovwin.config import RunConfig
+from innovwin.train import run_dataset
 
 PROBE_CLASSES = ("train", "novel", "invalid")
 OUTCOMES = ("return", "train", "valid", "invalid")
@@ -264,13 +265,12 @@ def _run_config(run_dir: Path) -> RunConfig:
 
 
 def _run_dataset(run_dir: Path, config, task):
-    """The run's training and held-out sets, drawn again as the training driver drew them.
+    """The run's training and held-out sets, drawn again by the training driver's own function.
 
     Checked against the run's last evaluation: its saved nearest-neighbour distances must come out the same on the
     redrawn training set, or the copies we classify would be copies of a different set.
     """
-    dataset = data.make_dataset(task, config.n_train, config.data_seed,
-                                n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+    dataset = run_dataset(config, task)
     evaluated = [row["step"] for row in rundir.read_metrics(run_dir)]
     if evaluated:
         saved = rundir.load_eval_samples(run_dir, evaluated[-1:])

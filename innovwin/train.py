@@ -164,6 +164,12 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
+def run_dataset(config: RunConfig, task) -> data.Dataset:
+    """The run's training and held-out sets: a pure function of the config, so analyses can redraw them."""
+    return data.make_dataset(task, config.n_train, config.data_seed,
+                             n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+
+
 def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool = False) -> dict:
     """Train (or resume) the run ``config`` in ``out_dir``; returns the summary (also in summary.json)."""
     started = time.perf_counter()
@@ -171,8 +177,7 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
     device = resolve_device(config.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
     state = rundir.prepare(out_dir, config, force)  # reads only: bad input is refused before anything is written
-    dataset = data.make_dataset(task, config.n_train, config.data_seed,
-                                n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+    dataset = run_dataset(config, task)
     trainer = Trainer(config, task, dataset, device)
     if state is not None:
         trainer.load(state)
