@@ -113,6 +113,7 @@ def test_known_counts():
         ("rule:h=2,w=3,g=3,pred=majority", 3_200),  # 16 valid
         ("rule:h=2,w=4,g=4,pred=weight,k=2", 7_200),  # 36 valid
         ("latin:n=4", 6_000),  # 576 valid, Jacobson-Matthews
+        ("sudoku:n=4", 3_000),  # 288 valid, enumerated
     ],
 )
 def test_sampling_is_uniform(spec, n):
@@ -120,10 +121,11 @@ def test_sampling_is_uniform(spec, n):
     assert_uniform(task.sample(n, seed=0), task.n_valid)
 
 
-def test_sudoku_sampler_covers_all_4x4_grids():
-    task = tasks.make("sudoku:n=4")
-    samples = task.sample(3000, seed=0)
-    assert len(np.unique(samples, axis=0)) == 288  # full support (the distribution is not uniform)
+def test_sudoku_sampler_covers_all_6x6_grids_of_a_small_draw():
+    task = tasks.make("sudoku:n=6")
+    samples = task.sample(300, seed=0)
+    assert task.validate(samples, backend="numpy").all()
+    assert len(np.unique(samples, axis=0)) == 300  # 28,200,960 grids: a small draw has no repeats
 
 
 def test_one_flipped_bit_breaks_parity():

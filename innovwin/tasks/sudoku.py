@@ -1,7 +1,8 @@
 """Sudoku grids: n x n, every digit once per row, column and box (2x2, 2x3 or 3x3 for n = 4, 6, 9).
 
-The distribution of ``sample`` (not uniform over the valid set; exact uniform Sudoku sampling is
-not cheap): each grid is
+For n = 4 ``sample`` is exactly uniform: the 288 grids are enumerated once and drawn by index.
+For n = 6 and 9 it is not uniform over the valid set (exact uniform Sudoku sampling is not
+cheap): each grid is
 
 1. a base grid: the first grid a depth-first search finds that fills the cells in row-major
    order and tries each cell's allowed digits in a fresh uniformly random order, then
@@ -14,6 +15,9 @@ it follows how often step 1 reaches them, which is not proportional to orbit siz
 grid has positive probability (step 1 can produce any grid).
 """
 from __future__ import annotations
+
+import functools
+import itertools
 
 import numpy as np
 
@@ -97,5 +101,17 @@ class SudokuTask(GridTask):
 
     def _sample(self, count, rng):
         n = self.shape[0]
+        if n == 4:
+            grids = self._all_grids
+            return grids[rng.integers(0, len(grids), size=count)]
         bases = np.stack([random_base_grid(n, self.box, rng) for _ in range(count)])
         return random_symmetries(bases.reshape(count, n, n), self.box, rng).reshape(count, n * n)
+
+    @functools.cached_property
+    def _all_grids(self) -> np.ndarray:
+        """Every valid 4x4 grid: the 24^4 grids whose rows are permutations, filtered (n = 4 only)."""
+        perms = np.array(list(itertools.permutations(range(4))), dtype=np.uint8)
+        rows = np.array(list(itertools.product(range(len(perms)), repeat=4)))
+        candidates = perms[rows].reshape(len(rows), 16)
+        grids = candidates[self.validate(candidates, backend="numpy")]
+        return grids
