@@ -120,11 +120,15 @@ def reset(run_dir) -> None:
 
 
 def start(run_dir, config, resume_step: int) -> None:
-    """Write config.json and drop whatever a killed run wrote past ``resume_step``."""
+    """Write config.json and drop whatever a killed run wrote past ``resume_step``.
+
+    config.json comes first: a run killed at any point after it leaves a directory that :func:`prepare`
+    recognizes as this run's, never one of run files without a config.
+    """
     run_dir = Path(run_dir)
+    write_json(run_dir / CONFIG, {**config.resolved().to_dict(), "key": config.key()})
     for folder in (SNAPSHOTS, EVALS):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, {**config.resolved().to_dict(), "key": config.key()})
     rows = [row for row in read_metrics(run_dir) if row["step"] <= resume_step]
     write_atomic(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in rows).encode())
     for folder in (SNAPSHOTS, EVALS):

@@ -108,6 +108,23 @@ def test_killed_between_row_and_state_resumes_identically(tmp_path, monkeypatch,
     assert without_wall_clock(rundir.read_metrics(tmp_path)) == uninterrupted
 
 
+def test_killed_while_starting_leaves_a_directory_the_same_command_resumes(tmp_path, monkeypatch, uninterrupted):
+    """A kill just after the run directory's first file: it must be one that names the run (config.json)."""
+    real_mkdir = type(tmp_path).mkdir
+
+    def dies_on_first_folder(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        if path.parent == tmp_path:
+            raise Killed  # the first folder inside the run directory exists, nothing after it does
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", dies_on_first_folder)
+    with pytest.raises(Killed):
+        train(tiny(ema=0.9), tmp_path, quiet=True)
+    monkeypatch.setattr(type(tmp_path), "mkdir", real_mkdir)
+    train(tiny(ema=0.9), tmp_path, quiet=True)
+    assert without_wall_clock(rundir.read_metrics(tmp_path)) == uninterrupted
+
+
 def test_sigint_between_evaluations_saves_and_resumes_identically(tmp_path, monkeypatch, uninterrupted):
     real_step = train_module.Trainer.train_step
 
