@@ -4,6 +4,8 @@ figures, and an index.html that shows them together.
     OUT/index.html              the page a user opens first
     OUT/runs.csv, runs.md       one row per finished run: clocks, intervals, censoring, window
     OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.fits), bootstrap interval on alpha
+    OUT/sensitivity.csv, .md    each run's clocks at several thresholds (see innovwin.sensitivity)
+    OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
     OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the fitted lines, DiT | GPT
     OUT/tau_rule.png            tau_rule against rule complexity, one line per depth, DiT | GPT
     OUT/window_map.png          the window's width over (task x N), closed windows marked, DiT | GPT
@@ -28,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from innovwin import sensitivity
 from innovwin.fits import fit_all
 from innovwin.rundir import read_metrics
 from innovwin.store import RunStore
@@ -59,15 +62,38 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
         figure = draw(records, fits)
         if figure is not None:
             figures[name] = _save(figure, out / f"{name}.png")
+    metrics = {record["key"]: read_metrics(record["run_dir"]) for record in records}
     curves = {}
     for record in records:
-        metrics = read_metrics(record["run_dir"])
-        if metrics:
-            curves[record["key"]] = _save(plot_curves(record, metrics), out / "curves" / f"{record['key']}.png")
+        if metrics[record["key"]]:
+            curves[record["key"]] = _save(plot_curves(record, metrics[record["key"]]),
+                                          out / "curves" / f"{record['key']}.png")
     basins = collect_basins(records, out / "basins")
+    section = write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
     index = out / "index.html"
-    index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins))
+    index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins, section))
     return index
+
+
+def write_sensitivity(out: Path, records, metrics, *, n_boot: int, seed: int) -> str:
+    """The threshold-sensitivity tables and figure (innovwin.sensitivity); returns index.html's section."""
+    rule_thresholds, mem_thresholds = sensitivity.thresholds_for(records)
+    runs, columns = sensitivity.sensitivity_rows(records, metrics, rule_thresholds, mem_thresholds)
+    alphas = sensitivity.alpha_sensitivity(runs, mem_thresholds, n_boot=n_boot, seed=seed)
+    write_table(out / "sensitivity", runs, columns)
+    write_table(out / "alpha_sensitivity", alphas, sensitivity.ALPHA_COLUMNS)
+    parts = ["<h2>How the clocks move with their thresholds</h2><p>Every run's τ_rule at validity thresholds "
+             f"{', '.join(f'{t:g}' for t in rule_thresholds)} and τ_mem at copy-above-chance thresholds "
+             f"{', '.join(f'{t:g}' for t in mem_thresholds)}, from its stored evaluations: "
+             "<a href='sensitivity.csv'>sensitivity.csv</a> (.md). Below, τ_mem = a·N<sup>α</sup> refitted at each "
+             "τ_mem threshold (<a href='alpha_sensitivity.csv'>alpha_sensitivity.csv</a>); censored clocks are "
+             f"not fitted. {len(runs)} of {len(records)} finished runs have evaluation rows.</p>"]
+    figure = sensitivity.plot_alpha_sensitivity(alphas)
+    if figure is not None:
+        parts.append(f"<figure><img src='{_save(figure, out / 'alpha_sensitivity.png').name}'></figure>")
+    parts.append(_html_table(*sensitivity.alpha_by_group(alphas)) if alphas
+                 else "<p>No refit: N does not vary within any group of runs with evaluation rows.</p>")
+    return "".join(parts)
 
 
 # --- records ---------------------------------------------------------------------------
@@ -428,7 +454,7 @@ FIGURE_CAPTIONS = {
 }
 
 
-def render_index(store_dir, rows, records, fits, figures, curves, basins) -> str:
+def render_index(store_dir, rows, records, fits, figures, curves, basins, sensitivity_html="") -> str:
     counts = Counter(row["status"] for row in rows)
     status = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("done", "running", "queued", "failed"))
     parts = [f"<h1>innovwin report</h1><p>Store <code>{html.escape(str(store_dir))}</code>: {status}. "
@@ -444,6 +470,7 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins) -> str
     parts.append(_html_table([_rendered_run(r) for r in records],
                              ("run", "task", "arch", "depth", "width", "n_train", "seed", "τ_rule", "τ_mem",
                               "window")))
+    parts.append(sensitivity_html)
     if curves:
         parts.append("<h2>Two-clock curves</h2><div class='grid'>")
         parts += [f"<a id='{key}' href='curves/{path.name}'><img src='curves/{path.name}'></a>"
