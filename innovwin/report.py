@@ -59,7 +59,7 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
     figures = {}
     for name, draw in (("tau_vs_n", plot_tau_vs_n), ("tau_rule", plot_tau_rule),
                        ("window_map", plot_window_map), ("dit_vs_gpt", plot_dit_vs_gpt)):
-        figure = draw(records, fits)
+        figure = draw(records, fits) if records else None  # a store whose runs are all queued has nothing to draw
         if figure is not None:
             figures[name] = _save(figure, out / f"{name}.png")
     metrics = {record["key"]: read_metrics(record["run_dir"]) for record in records}
@@ -467,6 +467,8 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
                                     "alpha_lo", "alpha_hi", "n_points", "n_censored", "note"))
                  if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
     parts.append("<h2>Runs</h2>")
+    if not records:
+        parts.append("<p>There is no finished run in this store yet: rerun the sweep, then the report.</p>")
     parts.append(_html_table([_rendered_run(r) for r in records],
                              ("run", "task", "arch", "depth", "width", "n_train", "seed", "τ_rule", "τ_mem",
                               "window")))

@@ -127,3 +127,12 @@ def test_report_of_a_missing_or_corrupt_store(tmp_path):
     (tmp_path / "bad" / "runs.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ValueError, match="unreadable"):
         build_report(tmp_path / "bad", tmp_path / "out")
+
+
+def test_report_of_a_store_with_no_finished_run(tmp_path):
+    with RunStore(tmp_path / "store", write=True) as store:
+        store.add({"queued-run": RunConfig(seed=99).resolved().to_dict()})
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=50)
+    page = index.read_text()
+    assert "no finished run" in page
+    assert not list((tmp_path / "out").glob("*.png"))
