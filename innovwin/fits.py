@@ -5,7 +5,8 @@ x is the training-set size N for tau_mem (the paper's claim: alpha close to 1), 
 complexity or the depth for tau_rule (alpha is then the clock's elasticity: how many times
 later the rule is learned per doubling of complexity, as 2^alpha). Censored clocks (the curve
 never crossed, so tau is only a lower bound) are left out of the fit and counted, never
-silently fitted as if they were measured.
+silently fitted as if they were measured. The same holds for a clock already crossed at the first
+evaluation (``clock + "_at_first_eval"``): its value is only an upper bound.
 """
 from __future__ import annotations
 
@@ -75,9 +76,10 @@ def fit_groups(records: list[dict], clock: str, against: str, by: tuple[str, ...
                n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """One fit of ``clock`` against ``against`` per group of records equal in ``by``.
 
-    Records carry ``clock``, ``clock + "_censored"`` and the fields named. Groups where
-    ``against`` never varies are not fits to make and are skipped; groups where it varies but
-    fewer than two distinct values survive the censoring get a row saying so.
+    Records carry ``clock``, ``clock + "_censored"`` and the fields named (and optionally
+    ``clock + "_at_first_eval"``). Groups where ``against`` never varies are not fits to make and
+    are skipped; groups where it varies but fewer than two distinct values survive the censoring
+    get a row saying so. ``n_censored`` counts both kinds of bound left out.
     """
     groups = defaultdict(list)
     for record in records:
@@ -86,16 +88,20 @@ def fit_groups(records: list[dict], clock: str, against: str, by: tuple[str, ...
     for group_values, members in sorted(groups.items(), key=lambda item: str(item[0])):
         if len({member[against] for member in members}) < 2:
             continue
-        measured = [m for m in members if not m[f"{clock}_censored"] and m[clock] is not None]
+        early = [m for m in members if m.get(f"{clock}_at_first_eval") and not m[f"{clock}_censored"]]
+        measured = [m for m in members if not m[f"{clock}_censored"] and m[clock] is not None
+                    and not m.get(f"{clock}_at_first_eval")]
         row = {"clock": clock, "against": against, **dict(zip(by, group_values)),
                "n_censored": len(members) - len(measured)}
+        early_note = (f"{len(early)} crossed at the first evaluation (upper bounds), not fitted"
+                      if early else "")
         try:
             fit = fit_power_law([m[against] for m in measured], [m[clock] for m in measured],
                                 n_boot=n_boot, seed=seed)
-            row.update(asdict(fit), note="")
+            row.update(asdict(fit), note=early_note)
         except ValueError as error:
             row.update(a=None, alpha=None, alpha_lo=None, alpha_hi=None, n_points=len(measured),
-                       x_min=None, x_max=None, note=str(error))
+                       x_min=None, x_max=None, note="; ".join(filter(None, (str(error), early_note))))
         rows.append(row)
     return rows
 

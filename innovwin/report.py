@@ -39,8 +39,8 @@ CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
 ARCH_TITLE = {"dit": "DiT (EDM diffusion)", "gpt": "GPT (next token)"}
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "n_train", "seed", "steps",
-               "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored",
-               "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored",
+               "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
+               "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored", "tau_mem_at_first_eval",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac")
 FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "alpha", "alpha_lo", "alpha_hi",
                "a", "n_points", "n_censored", "x_min", "x_max", "note")
@@ -122,7 +122,9 @@ def run_records(rows: list[dict]) -> list[dict]:
         for clock in CLOCKS:
             ci = summary.get(f"{clock}_ci") or [None, None]
             record.update({clock: summary.get(clock), f"{clock}_lo": ci[0], f"{clock}_hi": ci[1],
-                           f"{clock}_censored": bool(summary.get(f"{clock}_censored"))})
+                           f"{clock}_censored": bool(summary.get(f"{clock}_censored")),
+                           # crossed at the first evaluation: the value is an upper bound (clocks.Clock.render)
+                           f"{clock}_at_first_eval": (summary.get(f"{clock}_text") or "").startswith("<=")})
         window = summary.get("window")
         record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
         records.append(record)
@@ -495,7 +497,7 @@ def _rendered_run(record: dict) -> dict:
     def clock(name):
         if record[f"{name}_censored"]:
             return f"> {record['last_step']}"
-        text = f"{record[name]:.0f}"
+        text = f"{'<= ' if record[f'{name}_at_first_eval'] else ''}{record[name]:.0f}"
         lo, hi = record[f"{name}_lo"], record[f"{name}_hi"]
         if lo is not None:
             text += f" [{lo:.0f}, {'open' if hi is None else f'{hi:.0f}'}]"

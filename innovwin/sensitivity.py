@@ -8,7 +8,8 @@ refits tau_mem = a * N^alpha at each mem threshold, which shows whether alpha cl
 
 Everything here is a pure function of the evaluation rows a run already stored (metrics.jsonl): no model
 is evaluated again. The clocks are ``innovwin.clocks``' own (same crossing, confirmation, interpolation
-and censoring), and the fits are ``innovwin.fits``' own (same groups; censored clocks never enter a fit).
+and censoring), and the fits are ``innovwin.fits``' own (same groups; censored clocks, and clocks already
+crossed at the first evaluation, never enter a fit).
 The clocks here carry no bootstrap interval (that needs the per-sample arrays); the intervals at the
 configured thresholds are in runs.csv, and the refitted alphas keep fits.py's bootstrap over runs.
 """
@@ -81,7 +82,8 @@ def refit(rows: list[dict], clock: str, against: str, by: tuple[str, ...], thres
     ``sensitivity_rows``; rows sorted by group, then threshold."""
     fits = []
     for threshold in thresholds:
-        points = [{**row, clock: found.value, f"{clock}_censored": found.censored}
+        points = [{**row, clock: found.value, f"{clock}_censored": found.censored,
+                   f"{clock}_at_first_eval": found.at_first_eval}
                   for row in rows for found in [row["clocks"][(clock, threshold)]]]
         fits += [{**fit, "threshold": threshold}
                  for fit in fit_groups(points, clock, against, by, n_boot=n_boot, seed=seed)]

@@ -136,3 +136,29 @@ def test_report_of_a_store_with_no_finished_run(tmp_path):
     page = index.read_text()
     assert "no finished run" in page
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_clocks_crossed_at_the_first_evaluation_are_upper_bounds_not_fitted(tmp_path):
+    # tau_mem <= 10 (the first evaluation) at N = 64 and 128: upper bounds, not measurements; fitted as if
+    # they were, they would pull alpha towards 0. Only N = 256 ... 1024 are measured.
+    rng = np.random.default_rng(0)
+    with RunStore(tmp_path / "store", write=True) as store:
+        for n in NS[:-1]:
+            config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", steps=STEPS).resolved()
+            tau_mem = 0.5 if n < 256 else 3 * n ** ALPHA_MEM * math.exp(rng.normal(0, 0.05))
+            rows = synthetic_metrics(20.0, tau_mem, chance=0.0)
+            summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
+            summary.update(final=rows[-1], config=config.to_dict())
+            store.add({config.key(): config.to_dict()})
+            store.claim(config.key())
+            store.finish(config.key(), summary)
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=100)
+    with open(tmp_path / "out" / "fits.csv") as handle:
+        (fit,) = [f for f in csv.DictReader(handle) if f["clock"] == "tau_mem"]
+    assert (int(fit["n_points"]), int(fit["n_censored"])) == (3, 2)
+    assert float(fit["alpha"]) == pytest.approx(ALPHA_MEM, abs=0.15)
+    assert "2 crossed at the first evaluation" in fit["note"]
+    with open(tmp_path / "out" / "runs.csv") as handle:
+        runs = {int(r["n_train"]): r for r in csv.DictReader(handle)}
+    assert runs[64]["tau_mem_at_first_eval"] == "True" and runs[256]["tau_mem_at_first_eval"] == "False"
+    assert "&lt;= 10" in index.read_text()

@@ -131,3 +131,15 @@ def test_report_writes_the_sensitivity_tables(tmp_path):
     for text in ("How the clocks move with their thresholds", "sensitivity.csv", "alpha_sensitivity.png",
                  "4 of 5 finished runs", "α @ 0.15"):
         assert text in page, text
+
+
+def test_alpha_refit_leaves_out_clocks_crossed_at_the_first_evaluation():
+    records = [record(n) for n in NS]
+    metrics = {r["key"]: curve_rows(r["n_train"]) for r in records}
+    for row in metrics["run-32-0"]:  # N = 32 memorizes before the first evaluation: tau_mem <= 10, a bound
+        row["copy_frac"] = 1.0
+    rows, _ = sensitivity.sensitivity_rows(records, metrics)
+    assert rows[0]["tau_mem@0.1"] == "<= 10"
+    (fit,) = [f for f in sensitivity.alpha_sensitivity(rows, n_boot=20) if f["threshold"] == 0.1]
+    assert (fit["n_points"], fit["n_censored"]) == (5, 1)
+    assert fit["alpha"] == pytest.approx(1.1, abs=1e-6)
