@@ -162,3 +162,25 @@ def test_clocks_crossed_at_the_first_evaluation_are_upper_bounds_not_fitted(tmp_
         runs = {int(r["n_train"]): r for r in csv.DictReader(handle)}
     assert runs[64]["tau_mem_at_first_eval"] == "True" and runs[256]["tau_mem_at_first_eval"] == "False"
     assert "&lt;= 10" in index.read_text()
+
+
+def test_complexity_fits_pool_only_tasks_that_differ_in_their_complexity(tmp_path):
+    # majority-of-3 and weight-2-of-4 are both "rule" tasks (complexity 3 and 4) but different rules: no
+    # tau_rule-vs-complexity fit may pool them. Parity at G = 2 and 3 on the same grid is one fit.
+    tasks = ("parity:h=6,w=6,g=2", "parity:h=6,w=6,g=3", "rule:h=6,w=6,g=3,pred=majority",
+             "rule:h=6,w=6,g=4,pred=weight,k=2")
+    with RunStore(tmp_path / "store", write=True) as store:
+        for index, task in enumerate(tasks):
+            for seed in (0, 1):
+                config = RunConfig(task=task, n_train=256, arch="gpt", seed=seed, steps=STEPS).resolved()
+                rows = synthetic_metrics(30.0 * (index + 1) * (seed + 1), 1500.0, chance=0.0)
+                summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
+                summary.update(final=rows[-1], config=config.to_dict())
+                store.add({config.key(): config.to_dict()})
+                store.claim(config.key())
+                store.finish(config.key(), summary)
+    build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
+    with open(tmp_path / "out" / "fits.csv") as handle:
+        fits = [f for f in csv.DictReader(handle) if f["against"] == "complexity"]
+    assert [f["family"] for f in fits] == ["parity:h=6,w=6"]
+    assert int(fits[0]["n_points"]) == 4
