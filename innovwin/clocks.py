@@ -90,11 +90,18 @@ def window(rule: Clock, mem: Clock) -> tuple[list[float] | None, str, str | None
 
     States: "open" (both clocks crossed, rule first), "closed" (memorization came first, or the rule was
     never learned while memorization began), "open_at_end" (rule learned, memorization not reached: the
-    window's end is past the run), "unknown" (neither clock crossed).
+    window's end is past the run), "unknown" (neither clock crossed, or both by the first evaluation: both
+    are upper bounds there, so their order is unknown). An open window whose tau_rule is an upper bound
+    (crossed at the first evaluation) opened at or before it: its width is a lower bound, and the reason says so.
     """
     if not rule.censored and not mem.censored:
+        if rule.at_first_eval and mem.at_first_eval:
+            return None, "unknown", (f"both clocks crossed by the first evaluation (step {rule.value:.0f}): "
+                                     "which came first is unknown")
         if rule.value < mem.value:
-            return [rule.value, mem.value], "open", None
+            reason = (f"tau_rule {rule.render()} (crossed at the first evaluation): the window opened at or "
+                      "before it, so its width is a lower bound") if rule.at_first_eval else None
+            return [rule.value, mem.value], "open", reason
         return None, "closed", f"memorized before the rule was learned (tau_mem {mem.render()} <= tau_rule {rule.render()})"
     if rule.censored and not mem.censored:
         return None, "closed", f"rule never learned; memorization began at step {mem.render()}"
@@ -175,6 +182,8 @@ def describe(summary: dict) -> str:
     if summary["window"]:
         lo, hi = summary["window"]
         lines.append(f"window    [{lo:.0f}, {hi:.0f}]: open for {hi - lo:.0f} steps ({hi / lo:.1f}x)")
+        if summary["window_reason"]:  # a width that is only a lower bound
+            lines.append(f"          {summary['window_reason']}")
     else:
         lines.append(f"window    none ({summary['window_state']}): {summary['window_reason']}")
     return "\n".join(lines)

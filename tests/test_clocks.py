@@ -64,6 +64,21 @@ def test_window_states():
     assert clocks.window(never_rule, never_mem)[1] == "unknown"
 
 
+def test_window_when_clocks_crossed_at_the_first_evaluation():
+    early_rule = clocks.tau_rule(STEPS, [0.95] * 6)
+    early_mem = clocks.tau_mem(STEPS, [0.5] * 6, [0] * 6)
+    # both are upper bounds at step 10: which came first is unknown, not "memorized before the rule"
+    span, state, reason = clocks.window(early_rule, early_mem)
+    assert (span, state) == (None, "unknown") and "both clocks crossed by the first evaluation" in reason
+    # tau_rule <= 10, tau_mem measured: the window is open, and its width only a lower bound
+    mem = clocks.tau_mem(STEPS, [0, 0, 0, 0, 0.5, 0.9], [0] * 6)
+    span, state, reason = clocks.window(early_rule, mem)
+    assert state == "open" and span == [10, mem.value] and "lower bound" in reason
+    rows = [{"step": s, "valid_frac": 0.95, "copy_frac": c, "chance_copy": 0.0}
+            for s, c in zip(STEPS, [0, 0, 0, 0, 0.5, 0.9])]
+    assert "lower bound" in clocks.describe(clocks.summarize(rows))
+
+
 def test_batched_crossings_match_one_at_a_time():
     rng = np.random.default_rng(0)
     curves = np.cumsum(rng.uniform(0, 0.3, size=(50, len(STEPS))), axis=1)
