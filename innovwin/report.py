@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from innovwin import sensitivity
+from innovwin import clocks, sensitivity
 from innovwin.fits import fit_all
 from innovwin.rundir import read_metrics
 from innovwin.store import RunStore
@@ -117,7 +117,6 @@ def run_records(rows: list[dict]) -> list[dict]:
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
             "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
             "final_valid_frac": final.get("valid_frac"), "final_copy_frac": final.get("copy_frac"),
-            "window_state": window_state(summary), "window_reason": summary.get("window_reason") or "",
         }
         for clock in CLOCKS:
             ci = summary.get(f"{clock}_ci") or [None, None]
@@ -125,7 +124,9 @@ def run_records(rows: list[dict]) -> list[dict]:
                            f"{clock}_censored": bool(summary.get(f"{clock}_censored")),
                            # crossed at the first evaluation: the value is an upper bound (clocks.Clock.render)
                            f"{clock}_at_first_eval": (summary.get(f"{clock}_text") or "").startswith("<=")})
-        window = summary.get("window")
+        # the window from the stored clocks by clocks.window, so a store summarized by an older version reads alike
+        window, record["window_state"], reason = clocks.window(*(stored_clock(record, clock) for clock in CLOCKS))
+        record["window_reason"] = reason or ""
         record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
         records.append(record)
     return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
@@ -154,16 +155,12 @@ def rule_family(task) -> str:
     return f"{task.name}:{rest}" if rest else task.name
 
 
-def window_state(summary: dict) -> str:
-    """open, open_at_end (rule learned, not memorizing yet), closed, or unknown (neither clock)."""
-    if summary.get("window_state"):
-        return summary["window_state"]
-    if summary.get("window"):
-        return "open"
-    rule_censored, mem_censored = summary.get("tau_rule_censored"), summary.get("tau_mem_censored")
-    if rule_censored and mem_censored:
-        return "unknown"
-    return "open_at_end" if mem_censored else "closed"
+def stored_clock(record: dict, clock: str) -> clocks.Clock:
+    """A record's clock as clocks.Clock, for clocks.window."""
+    censored = record[f"{clock}_censored"] or record[clock] is None
+    return clocks.Clock(value=None if censored else record[clock], censored=censored,
+                        at_first_eval=not censored and record[f"{clock}_at_first_eval"],
+                        last_step=record["last_step"])
 
 
 def clock_value(record: dict, clock: str) -> tuple[float | None, bool]:
@@ -372,18 +369,24 @@ def _window_cell(members: list[dict]) -> tuple[str, float | None]:
     if not widths:
         return ("?" if states.get("unknown") == len(members) else "×"), None
     value = float(np.median(widths))
-    prefix = "≥" if states.get("open_at_end") else ""
+    prefix = "≥" if states.get("open_at_end") or any(_width_is_a_bound(r) for r in members) else ""
     suffix = f"\n{len(widths)}/{len(members)} open" if len(widths) < len(members) else ""
     return f"{prefix}{value:.1f}{suffix}", value
 
 
 def _window_width(record: dict) -> float | None:
-    """The window's width in decades; for a window still open at the last step, its lower bound."""
+    """The window's width in decades; for a window still open at the last step, its lower bound (likewise
+    for one whose tau_rule is an upper bound, crossed at the first evaluation)."""
     if record["window_state"] == "open":
         return record["window_width_decades"]
     if record["window_state"] == "open_at_end":
         return math.log10(record["last_step"] / record["tau_rule"])
     return None
+
+
+def _width_is_a_bound(record: dict) -> bool:
+    """An open window whose tau_rule is an upper bound opened at or before it: its width is a lower bound."""
+    return record["window_state"] == "open" and record["tau_rule_at_first_eval"]
 
 
 def _rectangle(x, y, color):
@@ -473,7 +476,9 @@ FIGURE_CAPTIONS = {
                 "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits).",
     "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds).",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
-                  "(memorized first or rule never learned); ≥ marks windows still open at the last step.",
+                  "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
+                  "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells where no "
+                  "clock crossed or both crossed by the first evaluation (order unknown).",
     "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size and seed.",
 }
 
@@ -527,7 +532,7 @@ def _rendered_run(record: dict) -> dict:
 
     window = record["window_state"].replace("_", " ")
     if record["window_width_decades"] is not None:
-        window += f" ({record['window_width_decades']:.2f} decades)"
+        window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{record['window_width_decades']:.2f} decades)"
     return {**record, "run": f"<a href='#{record['key']}'>{record['key']}</a>", "τ_rule": clock("tau_rule"),
             "τ_mem": clock("tau_mem"), "window": window}
 

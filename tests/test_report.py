@@ -184,3 +184,27 @@ def test_complexity_fits_pool_only_tasks_that_differ_in_their_complexity(tmp_pat
         fits = [f for f in csv.DictReader(handle) if f["against"] == "complexity"]
     assert [f["family"] for f in fits] == ["parity:h=6,w=6"]
     assert int(fits[0]["n_points"]) == 4
+
+
+def add_run(store, config, rows, **summary_changes):
+    """A finished run whose summary is clocks.summarize's on ``rows`` (with ``summary_changes``)."""
+    summary = clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold)
+    summary.update(final=rows[-1], config=config.to_dict(), **summary_changes)
+    store.add({config.key(): config.to_dict()})
+    store.claim(config.key())
+    store.finish(config.key(), summary)
+
+
+def test_windows_of_clocks_crossed_at_the_first_evaluation(tmp_path):
+    # both clocks <= 10: their order is unknown, even in a summary an older version called "closed";
+    # tau_rule <= 10 and tau_mem measured: an open window whose width is only a lower bound
+    with RunStore(tmp_path / "store", write=True) as store:
+        for n, tau_mem in ((64, 0.5), (128, 500.0)):
+            config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", steps=STEPS).resolved()
+            add_run(store, config, synthetic_metrics(0.5, tau_mem, chance=0.0), window_state="closed")
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
+    with open(tmp_path / "out" / "runs.csv") as handle:
+        runs = {int(r["n_train"]): r for r in csv.DictReader(handle)}
+    assert runs[64]["window_state"] == "unknown" and "both clocks crossed" in runs[64]["window_reason"]
+    assert runs[128]["window_state"] == "open" and "lower bound" in runs[128]["window_reason"]
+    assert "open (≥ 1.69 decades)" in index.read_text()
