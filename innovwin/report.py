@@ -14,7 +14,8 @@ figures, and an index.html that shows them together.
     OUT/basins/*.png            basin figures found in the run directories
 
 Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas: no pyplot global state.
-Censored clocks ("> last step") are drawn hollow at the last step and never enter a fit.
+Censored clocks ("> last step") are drawn hollow at the last step and never enter a fit; clocks crossed by the
+first evaluation ("<= first step", upper bounds) are drawn there as downward triangles and never enter a fit either.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from innovwin.store import RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
+BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
 ARCH_TITLE = {"dit": "DiT (EDM diffusion)", "gpt": "GPT (next token)"}
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
@@ -163,6 +165,13 @@ def stored_clock(record: dict, clock: str) -> clocks.Clock:
                         last_step=record["last_step"])
 
 
+def clock_kind(record: dict, clock: str) -> str:
+    """measured, censored (a lower bound) or first_eval (crossed by the first evaluation: an upper bound)."""
+    if record[f"{clock}_censored"] or record[clock] is None:
+        return "censored"
+    return "first_eval" if record[f"{clock}_at_first_eval"] else "measured"
+
+
 def clock_value(record: dict, clock: str) -> tuple[float | None, bool]:
     """(value to draw, censored): a censored clock is drawn at the last step, as a lower bound."""
     if record[f"{clock}_censored"] or record[clock] is None:
@@ -239,7 +248,8 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
         if lo is not None:
             ax.axvspan(lo, hi if hi is not None else steps[-1], color=color, alpha=0.08, lw=0)
         rule = clock == "tau_rule"  # labels on either side of their lines, so near clocks stay readable
-        ax.annotate(f"{CLOCK_STYLE[clock][2]} = {value:.0f}", xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
+        relation = "≤" if record[f"{clock}_at_first_eval"] else "="
+        ax.annotate(f"{CLOCK_STYLE[clock][2]} {relation} {value:.0f}", xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
                     textcoords="offset points", ha="right" if rule else "left", color=color, fontsize=8,
                     xycoords=("data", "axes fraction"))
     state = record["window_state"]
@@ -279,7 +289,7 @@ def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
                     ax.plot(xs, fit["a"] * xs ** fit["alpha"], CLOCK_STYLE[clock][1], color=color, lw=1.2,
                             label=f"{CLOCK_STYLE[clock][2]} ∝ N^{fit['alpha']:.2f}  {task}, "
                                   f"{_size_label(depth, width)}")
-        _clock_legend(ax)
+        _clock_legend(ax, [r for r in records if r["arch"] == arch])
         ax.set_xscale("log")
         ax.set_yscale("log")
         _ticks_at(ax, sorted({r["n_train"] for r in records}))
@@ -310,7 +320,7 @@ def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
                         label=f"{label}: τ_rule ∝ complexity^{fit['alpha']:.2f}")
             else:
                 ax.plot([], [], "s", color=color, label=label)
-        _clock_legend(ax, ("tau_rule",))
+        _clock_legend(ax, [r for r in records if r["arch"] == arch], ("tau_rule",))
         ax.set_xscale("log")
         ax.set_yscale("log")
         _ticks_at(ax, sorted({r["complexity"] for r in records}))
@@ -405,16 +415,18 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
     figure = Figure(figsize=(5.2, 4.8), layout="constrained")
     ax = figure.subplots()
     values = []
+    notes = {"measured": "", "censored": " (a clock censored: > last step)",
+             "first_eval": " (a clock crossed by the first evaluation: ≤ that step)"}
     for clock, color in (("tau_rule", "tab:blue"), ("tau_mem", "tab:red")):
-        for censored in (False, True):
-            points = [(clock_value(d, clock), clock_value(g, clock)) for d, g in pairs]
-            points = [(x, y) for (x, cx), (y, cy) in points if (cx or cy) == censored]
+        for kind, note in notes.items():
+            points = [(clock_value(d, clock)[0], clock_value(g, clock)[0]) for d, g in pairs
+                      if _pair_kind(d, g, clock) == kind]
             if points:
                 xs, ys = zip(*points)
                 values += xs + ys
-                ax.scatter(xs, ys, marker=CLOCK_STYLE[clock][0], s=30,
-                           facecolors="none" if censored else color, edgecolors=color,
-                           label=f"{CLOCK_STYLE[clock][2]}" + (" (a clock censored: > last step)" if censored else ""))
+                ax.scatter(xs, ys, marker=BOUND_MARKER if kind == "first_eval" else CLOCK_STYLE[clock][0], s=30,
+                           facecolors="none" if kind == "censored" else color, edgecolors=color,
+                           label=f"{CLOCK_STYLE[clock][2]}{note}")
     low, high = min(values) / 1.5, max(values) * 1.5
     ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls=":", label="same step")
     ax.set_xscale("log")
@@ -427,6 +439,12 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
     return figure
 
 
+def _pair_kind(dit: dict, gpt: dict, clock: str) -> str:
+    """How a (DiT, GPT) point is drawn: censored if a clock is, else an upper bound if a clock is one."""
+    kinds = {clock_kind(dit, clock), clock_kind(gpt, clock)}
+    return next(kind for kind in ("censored", "first_eval", "measured") if kind in kinds)
+
+
 def _ticks_at(ax, values) -> None:
     """x ticks at the swept values (a log axis would label only powers of ten)."""
     ax.set_xticks(values, [f"{v:g}" for v in values])
@@ -434,22 +452,26 @@ def _ticks_at(ax, values) -> None:
 
 
 def _scatter_clock(ax, members, x_name, clock, color) -> None:
-    marker = CLOCK_STYLE[clock][0]
-    for censored in (False, True):
-        points = [(r[x_name], value) for r in members for value, c in [clock_value(r, clock)] if c == censored]
+    """Measured clocks filled, censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
+    for kind in ("measured", "censored", "first_eval"):
+        points = [(r[x_name], clock_value(r, clock)[0]) for r in members if clock_kind(r, clock) == kind]
         if points:
             xs, ys = zip(*points)
-            ax.scatter(xs, ys, marker=marker, s=28, edgecolors=color, linewidths=1.2,
-                       facecolors="none" if censored else color, zorder=3)
+            ax.scatter(xs, ys, marker=BOUND_MARKER if kind == "first_eval" else CLOCK_STYLE[clock][0], s=28,
+                       edgecolors=color, linewidths=1.2, facecolors="none" if kind == "censored" else color, zorder=3)
 
 
-def _clock_legend(ax, clocks=CLOCKS) -> None:
-    """Fitted lines carry their own labels; add one entry per marker kind."""
-    for clock in clocks:
+def _clock_legend(ax, records, shown=CLOCKS) -> None:
+    """Fitted lines carry their own labels; add one entry per marker kind (upper bounds when ``records``
+    have one)."""
+    for clock in shown:
         marker, _, name = CLOCK_STYLE[clock]
         ax.scatter([], [], marker=marker, color="0.3", label=f"{name} measured")
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.3", label="censored: drawn at the last step "
                                                                               "(> value, not fitted)")
+    if any(clock_kind(r, clock) == "first_eval" for r in records for clock in shown):
+        ax.scatter([], [], marker=BOUND_MARKER, color="0.3", label="crossed by the first evaluation: drawn there "
+                                                                   "(≤ value, not fitted)")
     ax.legend(fontsize=6, loc="best")
 
 
@@ -473,13 +495,17 @@ def collect_basins(records: list[dict], out: Path) -> list[Path]:
 # --- index.html ------------------------------------------------------------------------
 FIGURE_CAPTIONS = {
     "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Lines: least-squares power laws; "
-                "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits).",
-    "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds).",
+                "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits); "
+                "downward triangles: clocks crossed by the first evaluation (upper bounds, drawn at that step, "
+                "left out of the fits).",
+    "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds). Hollow: "
+                "censored; downward triangles: crossed by the first evaluation (upper bounds); neither is fitted.",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells where no "
                   "clock crossed or both crossed by the first evaluation (order unknown).",
-    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size and seed.",
+    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size and seed. Hollow: "
+                  "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
 }
 
 

@@ -10,11 +10,12 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.markers import MarkerStyle
 
 from innovwin import clocks
 from innovwin.config import RunConfig
-from innovwin.fits import fit_groups, fit_power_law
-from innovwin.report import build_report
+from innovwin.fits import fit_all, fit_groups, fit_power_law
+from innovwin.report import build_report, plot_dit_vs_gpt, plot_tau_vs_n, run_records
 from innovwin.store import RunStore
 
 ALPHA_MEM, ALPHA_RULE = 0.9, 2.5
@@ -208,3 +209,28 @@ def test_windows_of_clocks_crossed_at_the_first_evaluation(tmp_path):
     assert runs[64]["window_state"] == "unknown" and "both clocks crossed" in runs[64]["window_reason"]
     assert runs[128]["window_state"] == "open" and "lower bound" in runs[128]["window_reason"]
     assert "open (≥ 1.69 decades)" in index.read_text()
+
+
+def drawn_markers(figure):
+    """{(x, y): marker vertices} of every scatter point in ``figure``."""
+    return {tuple(offset): collection.get_paths()[0].vertices.round(6).tobytes()
+            for ax in figure.axes for collection in ax.collections for offset in collection.get_offsets()}
+
+
+def test_figures_draw_clocks_crossed_at_the_first_evaluation_as_upper_bounds(tmp_path):
+    # tau_mem <= 10 at N = 64 (the first evaluation): an upper bound, drawn as a downward triangle, not as
+    # a filled "measured" marker; the clocks at N = 256 are measured
+    with RunStore(tmp_path / "store", write=True) as store:
+        for arch in ("dit", "gpt"):
+            for n in (64, 256):
+                config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch=arch, steps=STEPS).resolved()
+                add_run(store, config, synthetic_metrics(100.0, 0.5 if n == 64 else 1000.0, chance=0.0))
+        records = run_records(store.rows())
+    bound = MarkerStyle("v")
+    bound = bound.get_path().transformed(bound.get_transform()).vertices.round(6).tobytes()
+    figure = plot_tau_vs_n(records, fit_all(records, n_boot=0))
+    markers = drawn_markers(figure)
+    assert [xy for xy, marker in markers.items() if marker == bound] == [(64, 10)]
+    assert any("first evaluation" in text.get_text() for text in figure.axes[0].get_legend().get_texts())
+    markers = drawn_markers(plot_dit_vs_gpt(records, []))
+    assert [xy for xy, marker in markers.items() if marker == bound] == [(10, 10)]
