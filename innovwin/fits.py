@@ -63,12 +63,13 @@ def _slope_intercept(log_x: np.ndarray, log_y: np.ndarray) -> tuple[float, float
     return slope, float(log_y.mean() - slope * log_x.mean())
 
 
-# Which clock is fitted against what, and which run fields must be equal within one fit.
+# Which clock is fitted against what, and which run fields must be equal within one fit. ``variant`` holds
+# the other config fields that vary in the store (innovwin.report.config_variants): "" when none does.
 FIT_PLAN = (
-    ("tau_mem", "n_train", ("task", "arch", "depth", "width")),
-    ("tau_rule", "n_train", ("task", "arch", "depth", "width")),
-    ("tau_rule", "complexity", ("family", "arch", "depth", "width")),
-    ("tau_rule", "depth", ("task", "arch", "width")),
+    ("tau_mem", "n_train", ("task", "arch", "depth", "width", "variant")),
+    ("tau_rule", "n_train", ("task", "arch", "depth", "width", "variant")),
+    ("tau_rule", "complexity", ("family", "arch", "depth", "width", "variant")),
+    ("tau_rule", "depth", ("task", "arch", "width", "variant")),
 )
 
 

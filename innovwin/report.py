@@ -2,7 +2,8 @@
 figures, and an index.html that shows them together.
 
     OUT/index.html              the page a user opens first
-    OUT/runs.csv, runs.md       one row per finished run: clocks, intervals, censoring, window
+    OUT/runs.csv, runs.md       one row per finished run: variant (config_variants), clocks, intervals,
+                                censoring, window
     OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.fits), bootstrap interval on alpha
     OUT/sensitivity.csv, .md    each run's clocks at several thresholds (see innovwin.sensitivity)
     OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
@@ -32,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from innovwin import clocks, sensitivity
+from innovwin.config import SEED_FIELDS
 from innovwin.fits import fit_all
 from innovwin.rundir import read_metrics
 from innovwin.store import RunStore
@@ -40,12 +42,12 @@ CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
 ARCH_TITLE = {"dit": "DiT (EDM diffusion)", "gpt": "GPT (next token)"}
-RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "n_train", "seed", "steps",
+RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored", "tau_mem_at_first_eval",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac")
-FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "alpha", "alpha_lo", "alpha_hi",
-               "a", "n_points", "n_censored", "x_min", "x_max", "note")
+FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
+               "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note")
 
 
 def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
@@ -99,23 +101,56 @@ def write_sensitivity(out: Path, records, metrics, *, n_boot: int, seed: int) ->
 
 
 # --- records ---------------------------------------------------------------------------
+# Config fields that never make a run's variant: runs that differ only in these share one fit, colour,
+# window-map cell and DiT/GPT pair. Why each is safe to pool:
+POOLED_FIELDS = frozenset({
+    # the axes: grouping keys already, or the x of a fit
+    "task", "arch", "depth", "width", "n_train",
+    # replicates of one experiment
+    "seed", *SEED_FIELDS,
+    # the rate is constant after warmup (innovwin.train), so a longer run follows the same trajectory: steps
+    # only sets where it stops, and a clock past that end is censored, never misread
+    "steps",
+    # where and how finely the same curves are measured: evaluating never changes training (and a clock
+    # crossed by the first evaluation is an upper bound, not fitted)
+    "evals_per_decade", "first_eval", "eval_samples",
+    # the held-out loss set's size: no clock reads a loss (it can redraw the training set, as a data seed would)
+    "loss_samples",
+    # the near-copy and ratio-copy metrics: tau_mem counts exact copies only
+    "near_copy_radius", "ratio_copy",
+    # bookkeeping: the clocks' interval resamples, weight snapshots
+    "bootstrap", "snapshots",
+    # where and in which precision the same computation runs (dtype auto follows the device, so these fields
+    # do not even record the precision used): numerical differences, not another experiment
+    "device", "dtype", "compile",
+})
+
+
+def config_variants(configs: list[dict]) -> list[str]:
+    """Each config's values of the fields (POOLED_FIELDS aside) that differ among ``configs``, e.g.
+    ``batch=128 lr=0.003``; "" for every config when no such field differs."""
+    names = sorted({name for config in configs for name in config} - POOLED_FIELDS)
+    varying = [name for name in names if len({repr(config.get(name)) for config in configs}) > 1]
+    return [" ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
+
+
 def run_records(rows: list[dict]) -> list[dict]:
-    """One flat record per finished run: its configuration's axes, its clocks and its window."""
+    """One flat record per finished run: its configuration's axes and variant (config_variants among the
+    finished runs), its clocks and its window."""
     from innovwin.tasks import make
 
     tasks = {}
     records = []
-    for row in rows:
+    finished = [row for row in rows if row["status"] == "done" and row["summary"]]
+    for row, variant in zip(finished, config_variants([row["config"] for row in finished])):
         summary = row["summary"]
-        if row["status"] != "done" or not summary:
-            continue
         config = row["config"]
         task = tasks.setdefault(config["task"], make(config["task"]))
         final = summary.get("final") or {}
         record = {
             "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": rule_family(task),
             "complexity": task.complexity, "arch": config["arch"], "depth": config["depth"],
-            "width": config["width"], "n_train": config["n_train"], "seed": config["seed"],
+            "width": config["width"], "variant": variant, "n_train": config["n_train"], "seed": config["seed"],
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
             "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
             "final_valid_frac": final.get("valid_frac"), "final_copy_frac": final.get("copy_frac"),
@@ -132,7 +167,7 @@ def run_records(rows: list[dict]) -> list[dict]:
         record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
         records.append(record)
     return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
-                                          r["width"], r["n_train"], r["seed"]))
+                                          r["width"], r["variant"], r["n_train"], r["seed"]))
 
 
 # The spec parameters that set each task's complexity (see innovwin.tasks): a tau_rule-vs-complexity fit
@@ -214,8 +249,8 @@ def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
     return figure, archs, axes
 
 
-def _size_label(depth, width) -> str:
-    return f"depth {depth}, width {width}"
+def _size_label(depth, width, variant="") -> str:
+    return f"depth {depth}, width {width}" + (f", {variant}" if variant else "")
 
 
 def plot_curves(record: dict, metrics: list[dict]) -> Figure:
@@ -263,7 +298,8 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("fraction of generated samples")
-    ax.set_title(f"{record['task']} · {record['arch'].upper()} {_size_label(record['depth'], record['width'])} · "
+    size = _size_label(record["depth"], record["width"], record["variant"])
+    ax.set_title(f"{record['task']} · {record['arch'].upper()} {size} · "
                  f"N = {record['n_train']} · seed {record['seed']}", fontsize=9, pad=14)
     ax.legend(fontsize=7, loc="center left")
     ax.grid(alpha=0.3, which="both")
@@ -271,24 +307,25 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
 
 
 def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
-    """Both clocks against N on log-log axes, one colour per (task, size), with the fitted lines."""
+    """Both clocks against N on log-log axes, one colour per (task, size, variant), with the fitted lines."""
     if len({r["n_train"] for r in records}) < 2:
         return None
     figure, archs, axes = _arch_panels(records)
     for ax, arch in zip(axes[0], archs):
-        groups = sorted({(r["task"], r["depth"], r["width"]) for r in records if r["arch"] == arch})
-        for color_index, (task, depth, width) in enumerate(groups):
+        groups = sorted({(r["task"], r["depth"], r["width"], r["variant"]) for r in records if r["arch"] == arch})
+        for color_index, (task, depth, width, variant) in enumerate(groups):
             color = f"C{color_index % 10}"
-            members = [r for r in records if (r["arch"], r["task"], r["depth"], r["width"]) == (arch, task, depth,
-                                                                                                  width)]
+            members = [r for r in records if (r["arch"], r["task"], r["depth"], r["width"], r["variant"])
+                       == (arch, task, depth, width, variant)]
             for clock in CLOCKS:
                 _scatter_clock(ax, members, "n_train", clock, color)
-                fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width)
+                fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width,
+                                variant=variant)
                 if fit and fit["alpha"] is not None:
                     xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
                     ax.plot(xs, fit["a"] * xs ** fit["alpha"], CLOCK_STYLE[clock][1], color=color, lw=1.2,
                             label=f"{CLOCK_STYLE[clock][2]} ∝ N^{fit['alpha']:.2f}  {task}, "
-                                  f"{_size_label(depth, width)}")
+                                  f"{_size_label(depth, width, variant)}")
         _clock_legend(ax, [r for r in records if r["arch"] == arch])
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -306,14 +343,15 @@ def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
         return None
     figure, archs, axes = _arch_panels(records)
     for ax, arch in zip(axes[0], archs):
-        groups = sorted({(r["family"], r["depth"], r["width"]) for r in records if r["arch"] == arch})
-        for color_index, (family, depth, width) in enumerate(groups):
+        groups = sorted({(r["family"], r["depth"], r["width"], r["variant"]) for r in records if r["arch"] == arch})
+        for color_index, (family, depth, width, variant) in enumerate(groups):
             color = f"C{color_index % 10}"
-            members = [r for r in records if (r["arch"], r["family"], r["depth"], r["width"]) == (arch, family,
-                                                                                                    depth, width)]
+            members = [r for r in records if (r["arch"], r["family"], r["depth"], r["width"], r["variant"])
+                       == (arch, family, depth, width, variant)]
             _scatter_clock(ax, members, "complexity", "tau_rule", color)
-            fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width)
-            label = f"{family}, {_size_label(depth, width)}"
+            fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width,
+                            variant=variant)
+            label = f"{family}, {_size_label(depth, width, variant)}"
             if fit and fit["alpha"] is not None:
                 xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
                 ax.plot(xs, fit["a"] * xs ** fit["alpha"], "--", color=color, lw=1.2,
@@ -332,20 +370,20 @@ def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
 
 
 def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
-    """The window's width in decades over (task x N), one panel per (size, architecture); a cell
+    """The window's width in decades over (task x N), one panel per (size, variant, architecture); a cell
     is the median over seeds, and a cell where no seed's window opened is marked closed."""
-    sizes = sorted({(r["depth"], r["width"]) for r in records})
+    sizes = sorted({(r["depth"], r["width"], r["variant"]) for r in records})
     figure, archs, axes = _arch_panels(records, n_rows=len(sizes), height=3.2)
     tasks = sorted({(r["family"], r["complexity"], r["task"]) for r in records})
     task_names = [task for _, _, task in tasks]
     ns = sorted({r["n_train"] for r in records})
     vmax = max([width for r in records if (width := _window_width(r)) is not None] + [1.0])
     image = None
-    for row_axes, (depth, width) in zip(axes, sizes):
+    for row_axes, (depth, width, variant) in zip(axes, sizes):
         for ax, arch in zip(row_axes, archs):
             cells = defaultdict(list)
             for r in records:
-                if (r["arch"], r["depth"], r["width"]) == (arch, depth, width):
+                if (r["arch"], r["depth"], r["width"], r["variant"]) == (arch, depth, width, variant):
                     cells[(task_names.index(r["task"]), ns.index(r["n_train"]))].append(r)
             grid = np.full((len(task_names), len(ns)), np.nan)
             for (i, j), members in cells.items():
@@ -365,7 +403,7 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
             ax.set_xlabel("training-set size N (samples)")
             if ax is row_axes[0]:
                 ax.set_ylabel("task (complexity increases upward)")
-            ax.set_title(f"{ARCH_TITLE.get(arch, arch)} · {_size_label(depth, width)}", fontsize=9)
+            ax.set_title(f"{ARCH_TITLE.get(arch, arch)} · {_size_label(depth, width, variant)}", fontsize=9)
     if image is not None:
         figure.colorbar(image, ax=axes, shrink=0.8,
                         label="log10(τ_mem/τ_rule), decades")
@@ -406,10 +444,8 @@ def _rectangle(x, y, color):
 
 
 def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
-    """Each clock of a GPT run against the DiT run with the same task, N, size and seed."""
-    by_run = {(r["task"], r["n_train"], r["depth"], r["width"], r["seed"], r["arch"]): r for r in records}
-    pairs = [(r, by_run.get((*key[:5], "gpt"))) for key, r in by_run.items() if key[5] == "dit"]
-    pairs = [(dit, gpt) for dit, gpt in pairs if gpt is not None]
+    """Each clock of a GPT run against the DiT run with the same task, N, size, seed and variant."""
+    pairs = dit_gpt_pairs(records)
     if not pairs:
         return None
     figure = Figure(figsize=(5.2, 4.8), layout="constrained")
@@ -432,11 +468,20 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("DiT clock (training steps)")
-    ax.set_ylabel("GPT clock (training steps), same task, N, size, seed")
+    ax.set_ylabel("GPT clock (training steps), same task, N, size, seed, variant")
     ax.set_title("DiT vs GPT: the same two clocks, shifted")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     return figure
+
+
+def dit_gpt_pairs(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(DiT run, GPT run) with the same task, N, size, seed and variant: every such pair, so runs that differ
+    only in POOLED_FIELDS (e.g. steps) each get a point instead of overwriting one another."""
+    runs = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        runs[(r["task"], r["n_train"], r["depth"], r["width"], r["seed"], r["variant"])][r["arch"]].append(r)
+    return [(dit, gpt) for by_arch in runs.values() for dit in by_arch["dit"] for gpt in by_arch["gpt"]]
 
 
 def _pair_kind(dit: dict, gpt: dict, clock: str) -> str:
@@ -504,7 +549,7 @@ FIGURE_CAPTIONS = {
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells where no "
                   "clock crossed or both crossed by the first evaluation (order unknown).",
-    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size and seed. Hollow: "
+    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size, seed and variant. Hollow: "
                   "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
 }
 
@@ -518,15 +563,15 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
         parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
                      "</figcaption></figure>")
     parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup>, 95% bootstrap interval on α</h2>")
-    parts.append(_html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "alpha",
+    parts.append(_html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha",
                                     "alpha_lo", "alpha_hi", "n_points", "n_censored", "note"))
                  if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
     parts.append("<h2>Runs</h2>")
     if not records:
         parts.append("<p>There is no finished run in this store yet: rerun the sweep, then the report.</p>")
     parts.append(_html_table([_rendered_run(r) for r in records],
-                             ("run", "task", "arch", "depth", "width", "n_train", "seed", "τ_rule", "τ_mem",
-                              "window")))
+                             ("run", "task", "arch", "depth", "width", "variant", "n_train", "seed", "τ_rule",
+                              "τ_mem", "window")))
     parts.append(sensitivity_html)
     if curves:
         parts.append("<h2>Two-clock curves</h2><div class='grid'>")
@@ -564,6 +609,8 @@ def _rendered_run(record: dict) -> dict:
 
 
 def _html_table(rows: list[dict], columns) -> str:
+    # the variant column only where a variant is set: a store that varies nothing but the axes reads as before
+    columns = [c for c in columns if c != "variant" or any(row.get("variant") for row in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_html_cell(c, row.get(c))}</td>" for c in columns) + "</tr>"
                    for row in rows)

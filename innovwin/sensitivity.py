@@ -22,7 +22,7 @@ from innovwin.fits import FIT_PLAN, fit_groups
 
 RULE_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
 MEM_THRESHOLDS = (0.05, 0.1, 0.2, 0.5)
-RUN_FIELDS = ("key", "task", "arch", "depth", "width", "n_train", "seed", "last_step")
+RUN_FIELDS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "last_step")
 # the report's fit of tau_mem against N, and the run fields that define one of its groups
 (MEM_GROUP,) = [by for clock, against, by in FIT_PLAN if (clock, against) == ("tau_mem", "n_train")]
 ALPHA_COLUMNS = ("clock", "against", *MEM_GROUP, "threshold", "alpha", "alpha_lo", "alpha_hi", "n_points",
@@ -131,7 +131,7 @@ def plot_alpha_sensitivity(fits: list[dict]):
         hi = np.array([f["alpha"] if f["alpha_hi"] is None else f["alpha_hi"] for f in line])
         color = f"C{index % 10}"
         ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3, color=color,
-                    label=", ".join(f"{name} {value}" for name, value in zip(MEM_GROUP, group)))
+                    label=", ".join(f"{name} {value}" for name, value in zip(MEM_GROUP, group) if value != ""))
         partial = np.array([f["n_censored"] > 0 for f in line])
         ax.scatter(xs[partial], ys[partial], s=60, facecolors="white", edgecolors=color, zorder=3)
     if any(f["n_censored"] for f in fitted):

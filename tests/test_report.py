@@ -15,7 +15,7 @@ from matplotlib.markers import MarkerStyle
 from innovwin import clocks
 from innovwin.config import RunConfig
 from innovwin.fits import fit_all, fit_groups, fit_power_law
-from innovwin.report import build_report, plot_dit_vs_gpt, plot_tau_vs_n, run_records
+from innovwin.report import build_report, config_variants, dit_gpt_pairs, plot_dit_vs_gpt, plot_tau_vs_n, run_records
 from innovwin.store import RunStore
 
 ALPHA_MEM, ALPHA_RULE = 0.9, 2.5
@@ -86,6 +86,7 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
     with open(out / "runs.csv") as handle:
         runs = list(csv.DictReader(handle))
     assert len(runs) == 2 * 2 * len(NS) * 3  # done runs only; the queued one is not in the table
+    assert {r["variant"] for r in runs} == {""}  # nothing varies but the axes and the seeds
     states = {r["window_state"] for r in runs}
     assert {"open", "open_at_end", "closed"} <= states
     for name in ("tau_vs_n", "tau_rule", "window_map", "dit_vs_gpt"):
@@ -234,3 +235,41 @@ def test_figures_draw_clocks_crossed_at_the_first_evaluation_as_upper_bounds(tmp
     assert any("first evaluation" in text.get_text() for text in figure.axes[0].get_legend().get_texts())
     markers = drawn_markers(plot_dit_vs_gpt(records, []))
     assert [xy for xy, marker in markers.items() if marker == bound] == [(10, 10)]
+
+
+def test_config_variants_name_the_fields_that_vary_besides_axes_and_bookkeeping():
+    base = RunConfig().resolved().to_dict()
+    pooled = [{**base, "seed": 1, "data_seed": 7, "steps": 5000, "eval_samples": 64, "device": "cpu"}, base]
+    assert config_variants(pooled) == ["", ""]
+    swept = [{**base, "lr": 0.003, "batch": 128}, {**base, "mem_threshold": 0.2}, base]
+    assert config_variants(swept) == ["batch=128 lr=0.003 mem_threshold=0.1", "batch=64 lr=0.001 mem_threshold=0.2",
+                                      "batch=64 lr=0.001 mem_threshold=0.1"]
+
+
+def test_runs_that_differ_in_a_swept_field_are_never_pooled(tmp_path):
+    # two learning rates, with tau_mem 3x earlier at the larger one: one fit, colour and DiT/GPT pair per rate;
+    # steps (which grows with N, as in the presets) only sets where a run stops, and is pooled
+    with RunStore(tmp_path / "store", write=True) as store:
+        for arch in ("dit", "gpt"):
+            for lr in (0.001, 0.003):
+                for n in (64, 256, 1024):
+                    config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch=arch, lr=lr,
+                                       steps=STEPS + n).resolved()
+                    rows = synthetic_metrics(100.0, 3 * n ** ALPHA_MEM * (0.001 / lr), chance=0.0)
+                    add_run(store, config, rows)
+                    store.run_dir(config.key()).mkdir(parents=True)
+                    (store.run_dir(config.key()) / "metrics.jsonl").write_text(
+                        "".join(json.dumps(r) + "\n" for r in rows))
+        records = run_records(store.rows())
+    assert {r["variant"] for r in records} == {"lr=0.001", "lr=0.003"}
+    pairs = dit_gpt_pairs(records)
+    assert len(pairs) == 2 * 3 and all(dit["variant"] == gpt["variant"] for dit, gpt in pairs)
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
+    with open(tmp_path / "out" / "fits.csv") as handle:
+        fits = [f for f in csv.DictReader(handle) if f["clock"] == "tau_mem"]
+    assert sorted((f["arch"], f["variant"], int(f["n_points"])) for f in fits) == [
+        ("dit", "lr=0.001", 3), ("dit", "lr=0.003", 3), ("gpt", "lr=0.001", 3), ("gpt", "lr=0.003", 3)]
+    with open(tmp_path / "out" / "alpha_sensitivity.csv") as handle:  # the threshold refit groups alike
+        refits = [f for f in csv.DictReader(handle) if float(f["threshold"]) == 0.1]
+    assert sorted((f["arch"], f["variant"]) for f in refits) == sorted((f["arch"], f["variant"]) for f in fits)
+    assert "<td>lr=0.003</td>" in index.read_text()

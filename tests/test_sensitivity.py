@@ -36,7 +36,7 @@ def expected_tau_mem(n, t):
 
 def record(n, seed=0, **extra):
     return {"key": f"run-{n}-{seed}", "task": "parity:h=6,w=6,g=2", "arch": "gpt", "depth": 2, "width": 64,
-            "n_train": n, "seed": seed, "last_step": int(STEPS[-1]), **extra}
+            "variant": "", "n_train": n, "seed": seed, "last_step": int(STEPS[-1]), **extra}
 
 
 def test_clocks_move_monotonically_with_their_thresholds():
