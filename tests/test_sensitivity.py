@@ -1,7 +1,8 @@
 """The clocks at several thresholds, on curves whose answer is known by construction.
 
 Validity rises linearly in log10(step), 0 at step 10 and 1 at step 1000, so tau_rule at threshold t
-is 10^(1 + 2t). The copy rate above chance rises linearly in log10(step) from step N with slope 1/w,
+is 10^(1 + 2t); the group-level validity rises twice as fast (1 at step 100), so tau_rule_group is 10^(1 + t).
+The copy rate above chance rises linearly in log10(step) from step N with slope 1/w,
 w = 4 + log10(N), so tau_mem at threshold t is N^(1 + t) * 10^(4t): refitted at each threshold, the
 exponent of tau_mem = a * N^alpha must be exactly 1 + t. Interpolation in log(step) is exact on such
 curves, so the values are checked to rounding error.
@@ -25,9 +26,11 @@ NS = (32, 64, 128, 256, 512, 1024)
 def curve_rows(n, chance=0.01, valid_top=1.0):
     log_step = np.log10(STEPS)
     valid = np.minimum(np.clip((log_step - 1) / 2, 0, 1), valid_top)
+    group_valid = np.clip(log_step - 1, 0, 1)
     excess = np.clip((log_step - math.log10(n)) / (4 + math.log10(n)), 0, 1)
-    return [{"step": int(s), "valid_frac": float(v), "copy_frac": (chance or 0.0) + float(e), "chance_copy": chance}
-            for s, v, e in zip(STEPS, valid, excess)]
+    return [{"step": int(s), "valid_frac": float(v), "constraint_frac": float(g),
+             "copy_frac": (chance or 0.0) + float(e), "chance_copy": chance}
+            for s, v, g, e in zip(STEPS, valid, group_valid, excess)]
 
 
 def expected_tau_mem(n, t):
@@ -43,6 +46,7 @@ def test_clocks_move_monotonically_with_their_thresholds():
     found = sensitivity.threshold_clocks(curve_rows(100))
     for t in sensitivity.RULE_THRESHOLDS:
         assert found[("tau_rule", t)].value == pytest.approx(10 ** (1 + 2 * t))
+        assert found[("tau_rule_group", t)].value == pytest.approx(10 ** (1 + t))
     for t in sensitivity.MEM_THRESHOLDS:
         assert found[("tau_mem", t)].value == pytest.approx(expected_tau_mem(100, t))
     rule = [found[("tau_rule", t)].value for t in sensitivity.RULE_THRESHOLDS]
@@ -73,8 +77,9 @@ def test_the_configured_thresholds_column_is_the_summary_clock(n, chance, valid_
     assert row["tau_rule@0.9"] == summary["tau_rule_text"] and row["tau_mem@0.1"] == summary["tau_mem_text"]
     assert row["clocks"][("tau_rule", 0.9)].value == summary["tau_rule"]
     assert row["clocks"][("tau_mem", 0.1)].value == summary["tau_mem"]
-    assert columns[-8:] == ["tau_rule@0.8", "tau_rule@0.9", "tau_rule@0.95", "tau_rule@0.99",
-                            "tau_mem@0.05", "tau_mem@0.1", "tau_mem@0.2", "tau_mem@0.5"]
+    assert columns[-12:] == ["tau_rule@0.8", "tau_rule@0.9", "tau_rule@0.95", "tau_rule@0.99",
+                             "tau_rule_group@0.8", "tau_rule_group@0.9", "tau_rule_group@0.95", "tau_rule_group@0.99",
+                             "tau_mem@0.05", "tau_mem@0.1", "tau_mem@0.2", "tau_mem@0.5"]
 
 
 def test_alpha_refit_per_threshold_recovers_the_constructed_exponent_without_censored_runs():
