@@ -259,15 +259,16 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
     steps = np.array([row["step"] for row in rows], dtype=float)
     figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = figure.subplots()
-    series = [("valid_frac", "rule-valid", "tab:blue", "-"), ("copy_frac", "exact copy of a training sample",
-                                                               "tab:red", "-"),
+    series = [("valid_frac", "rule-valid", "tab:blue", "-"),
+              ("constraint_frac", "groups / constraints satisfied", "tab:blue", "--"),
+              ("copy_frac", "exact copy of a training sample", "tab:red", "-"),
               ("chance_copy", "copy rate by chance (N/|V|)", "tab:red", ":"),
               ("novel_valid_frac", "new and valid", "tab:green", "-")]
     for name, label, color, style in series:
         values = [row.get(name) for row in rows]
         if any(value is not None for value in values):
             ax.plot(steps, [np.nan if v is None else v for v in values], style, color=color, label=label,
-                    marker="." if style == "-" else None)
+                    marker="." if style == "-" else None, lw=1.5 if style == "-" else 1.0)
     # the two criteria: validity >= rule_threshold; copy rate >= chance + mem_threshold
     ax.axhline(record["rule_threshold"], color="tab:blue", lw=0.6, ls="--", alpha=0.6)
     chance = [row.get("chance_copy") or 0.0 for row in rows]
