@@ -104,7 +104,8 @@ def window(rule: Clock, mem: Clock) -> tuple[list[float] | None, str, str | None
             return [rule.value, mem.value], "open", reason
         return None, "closed", f"memorized before the rule was learned (tau_mem {mem.render()} <= tau_rule {rule.render()})"
     if rule.censored and not mem.censored:
-        return None, "closed", f"rule never learned; memorization began at step {mem.render()}"
+        return None, "closed", (f"tau_rule never reached (sample validity never held at its threshold); "
+                                f"memorization began at step {mem.render()}")
     if not rule.censored:
         return None, "open_at_end", f"memorization not reached: window open at the end (rule learned at step {rule.render()})"
     return None, "unknown", f"neither clock reached by step {rule.last_step}"

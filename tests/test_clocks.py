@@ -59,7 +59,7 @@ def test_window_states():
     assert clocks.window(rule, early_mem)[1:] == ("closed", clocks.window(rule, early_mem)[2])
     assert "memorized before" in clocks.window(rule, early_mem)[2]
     assert clocks.window(never_rule, mem)[1] == "closed"
-    assert "rule never learned" in clocks.window(never_rule, mem)[2]
+    assert "tau_rule never reached" in clocks.window(never_rule, mem)[2]
     assert clocks.window(rule, never_mem)[1] == "open_at_end"
     assert clocks.window(never_rule, never_mem)[1] == "unknown"
 
