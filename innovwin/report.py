@@ -148,7 +148,7 @@ def run_records(rows: list[dict]) -> list[dict]:
         task = tasks.setdefault(config["task"], make(config["task"]))
         final = summary.get("final") or {}
         record = {
-            "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": rule_family(task),
+            "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
             "complexity": task.complexity, "arch": config["arch"], "depth": config["depth"],
             "width": config["width"], "variant": variant, "n_train": config["n_train"], "seed": config["seed"],
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
@@ -168,28 +168,6 @@ def run_records(rows: list[dict]) -> list[dict]:
         records.append(record)
     return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
                                           r["width"], r["variant"], r["n_train"], r["seed"]))
-
-
-# The spec parameters that set each task's complexity (see innovwin.tasks): a tau_rule-vs-complexity fit
-# pools tasks that differ in these only.
-COMPLEXITY_KNOBS = {"parity": ("g",), "rule": ("g",), "latin": ("n",), "sudoku": ("n",)}
-
-
-def rule_family(task) -> str:
-    """The task's spec without its complexity knob, e.g. ``rule:h=6,w=6,pred=majority``: the tasks one
-    tau_rule-vs-complexity fit may pool. Pooling by task name alone would fit majority-of-3 and
-    weight-2-of-4 (both ``rule``, complexity 3 and 4) as one power law. An unknown task pools nothing."""
-    params = dict(task.params)
-    if task.name == "linear":
-        knobs = ("h", "w") if params.get("checks") == "rowcol" else ("weight",)
-    elif task.name in COMPLEXITY_KNOBS:
-        knobs = COMPLEXITY_KNOBS[task.name]
-    else:
-        return task.spec
-    if "x" in str(params.get("g", "")):  # g=AxB: blocks, never pooled with groups of G consecutive cells
-        params["layout"] = "blocks"
-    rest = ",".join(f"{key}={value}" for key, value in params.items() if key not in knobs)
-    return f"{task.name}:{rest}" if rest else task.name
 
 
 def stored_clock(record: dict, clock: str) -> clocks.Clock:

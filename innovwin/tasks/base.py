@@ -25,8 +25,8 @@ def as_int(value) -> int:
 
 class Task:
     """Base of all tasks. Subclasses set ``name``, ``PARAMS`` and, in ``__init__``, the attributes
-    ``params`` (canonical values, in spec order), ``shape``, ``k``, ``complexity``, ``n_valid``,
-    ``n_constraints``."""
+    ``params`` (canonical values, in spec order), ``shape``, ``k``, ``complexity`` (and ``complexity_params``,
+    the spec parameters that set it), ``n_valid``, ``n_constraints``."""
 
     name: str = ""
     # spec key -> (converter, default); REQUIRED means the spec must give it.
@@ -36,6 +36,8 @@ class Task:
     shape: tuple[int, int]
     k: int
     complexity: float
+    # the spec parameters that set ``complexity``; None: the task names none and pools with no other (family)
+    complexity_params: tuple[str, ...] | None = None
     n_valid: int | None
     n_constraints: int
 
@@ -64,6 +66,19 @@ class Task:
     def spec(self) -> str:
         """Canonical spec string; ``make(task.spec)`` rebuilds the same task."""
         return f"{self.name}:" + ",".join(f"{key}={value}" for key, value in self.params.items())
+
+    @property
+    def family(self) -> str:
+        """The spec without the parameters that set ``complexity``, e.g. ``rule:h=6,w=6,pred=majority``: the
+        tasks one fit of tau_rule against complexity may pool. By name alone, majority-of-3 and weight-2-of-4
+        (both ``rule``, complexity 3 and 4) would be fitted as one power law."""
+        if self.complexity_params is None:
+            return self.spec
+        rest = ",".join(f"{key}={value}" for key, value in self.family_params().items())
+        return f"{self.name}:{rest}" if rest else self.name
+
+    def family_params(self) -> dict:
+        return {key: value for key, value in self.params.items() if key not in self.complexity_params}
 
     @property
     def n_cells(self) -> int:

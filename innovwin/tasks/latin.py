@@ -131,6 +131,7 @@ class GridTask(Task):
         self.shape = (n, n)
         self.k = n
         self.complexity = n
+        self.complexity_params = ("n",)
         self.units = grid_units(n, self.box)
         self.n_constraints = len(self.units)
 

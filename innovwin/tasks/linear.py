@@ -88,6 +88,7 @@ class LinearCodeTask(Task):
             grid = np.arange(h * w).reshape(h, w)
             check_cells = [grid[r] for r in range(h)] + [grid[:, c] for c in range(w)]
             self.complexity = max(h, w)
+            self.complexity_params = ("h", "w")
         elif checks == "sparse":
             if m is None or weight is None:
                 raise ValueError(f"{self.name}: checks=sparse needs m= and weight=")
@@ -97,6 +98,7 @@ class LinearCodeTask(Task):
             check_cells = [np.sort(rng.choice(h * w, size=weight, replace=False)) for _ in range(m)]
             self.params.update(m=m, weight=weight, seed=seed)
             self.complexity = weight
+            self.complexity_params = ("weight",)
         else:
             raise ValueError(f"{self.name}: unknown checks={checks!r}; valid: {', '.join(CHECK_KINDS)}")
         self._set_checks(check_cells)

@@ -65,6 +65,14 @@ def default_layout(g, layout):
     return layout if layout is not None else ("blocks" if isinstance(g, tuple) else "rows")
 
 
+def group_family_params(task) -> dict:
+    """A group task's family drops g, but keeps block layouts (g=AxB) apart from groups of G consecutive cells."""
+    params = Task.family_params(task)
+    if "x" in str(task.params["g"]):
+        params["layout"] = "blocks"
+    return params
+
+
 GROUP_PARAMS = {
     "h": (as_int, 6),
     "w": (as_int, 6),
@@ -80,6 +88,8 @@ class GroupParityTask(LinearCodeTask):
     name = "parity"
     example = "parity:h=6,w=6,g=3"
     PARAMS = GROUP_PARAMS
+    complexity_params = ("g",)
+    family_params = group_family_params
 
     def __init__(self, h=6, w=6, g=2, layout=None, seed=0):
         layout = default_layout(g, layout)
@@ -96,6 +106,8 @@ class GroupRuleTask(Task):
     name = "rule"
     example = "rule:h=6,w=6,g=3,pred=majority"
     PARAMS = {**GROUP_PARAMS, "pred": (str, REQUIRED), "k": (as_int, None)}
+    complexity_params = ("g",)
+    family_params = group_family_params
 
     def __init__(self, h=6, w=6, g=3, layout=None, seed=0, pred="majority", k=None):
         layout = default_layout(g, layout)
