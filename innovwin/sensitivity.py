@@ -137,7 +137,8 @@ def plot_alpha_sensitivity(fits: list[dict]):
         lo = np.array([f["alpha"] if f["alpha_lo"] is None else f["alpha_lo"] for f in line])
         hi = np.array([f["alpha"] if f["alpha_hi"] is None else f["alpha_hi"] for f in line])
         color = f"C{index % 10}"
-        ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3, color=color,
+        # a percentile interval need not contain the point estimate; matplotlib refuses negative error bars
+        ax.errorbar(xs, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], marker="o", capsize=3, color=color,
                     label=", ".join(f"{name} {value}" for name, value in zip(MEM_GROUP, group) if value != ""))
         partial = np.array([f["n_censored"] > 0 for f in line])
         ax.scatter(xs[partial], ys[partial], s=60, facecolors="white", edgecolors=color, zorder=3)
