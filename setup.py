@@ -27,7 +27,7 @@ native = Pybind11Extension(
 setup(
     packages=find_packages(include=["innovwin", "innovwin.*"]) + ["innovwin.kernels"],
     package_dir={"innovwin": "innovwin", "innovwin.kernels": "kernels"},
-    package_data={"innovwin.presets": ["*.toml"]},
+    package_data={"innovwin.sweeps.presets": ["*.toml"]},
     ext_modules=[native],
     cmdclass={"build_ext": build_ext},
 )

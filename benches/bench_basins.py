@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from innovwin import basins, data, tasks
-from innovwin.models import DiT
+from innovwin import tasks
+from innovwin.analysis import basins
+from innovwin.objectives import builders, diffusion
+from innovwin.tasks import dataset as data
 
 K, N_SIGMAS, DRAWS, STEPS = 256, 12, 4, 12
 SIZES = {"cpu": dict(depth=1, width=32, heads=2), "cuda": dict(depth=4, width=128, heads=4)}
@@ -33,10 +35,10 @@ def probes():
 
 def _model(task, device):
     torch.manual_seed(0)
-    model = DiT(task, **SIZES[device]).to(device).eval()
-    for p in model.parameters():  # leave adaLN-Zero's zero init: a zero network would be a trivial denoiser
+    net = builders.dit(task, **SIZES[device]).to(device).eval()
+    for p in net.parameters():  # leave adaLN-Zero's zero init: a zero network would be a trivial denoiser
         torch.nn.init.normal_(p, std=0.02)
-    return model
+    return diffusion.Diffusion(task).denoiser(net)
 
 
 def _run(denoise, coder, probes, sigma_sets, device):
@@ -52,8 +54,8 @@ def test_batched(benchmark, probes, device):
     task, _, probe_sets = probes
     model = _model(task, device)
     sigmas = basins.sigma_grid(n=N_SIGMAS)
-    benchmark.extra_info.update(device=device, params=sum(p.numel() for p in model.parameters()), **SIZES[device])
-    benchmark.pedantic(_run, args=(model, model, probe_sets, [sigmas], device), rounds=1, iterations=1)
+    benchmark.extra_info.update(device=device, params=sum(p.numel() for p in model.net.parameters()), **SIZES[device])
+    benchmark.pedantic(_run, args=(model, diffusion.Diffusion(task), probe_sets, [sigmas], device), rounds=1, iterations=1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -61,14 +63,14 @@ def test_per_sigma_baseline(benchmark, probes, device):
     task, _, probe_sets = probes
     model = _model(task, device)
     sigma_sets = [np.array([s]) for s in basins.sigma_grid(n=N_SIGMAS)]
-    benchmark.extra_info.update(device=device, params=sum(p.numel() for p in model.parameters()), **SIZES[device])
-    benchmark.pedantic(_run, args=(model, model, probe_sets, sigma_sets, device), rounds=1, iterations=1)
+    benchmark.extra_info.update(device=device, params=sum(p.numel() for p in model.net.parameters()), **SIZES[device])
+    benchmark.pedantic(_run, args=(model, diffusion.Diffusion(task), probe_sets, sigma_sets, device), rounds=1, iterations=1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_memorizer(benchmark, probes, device):
     task, dataset, probe_sets = probes
-    model = DiT(task, depth=1, width=8, heads=1)  # only for its encode/decode
+    model = diffusion.Diffusion(task)  # its encode/decode
     memorizer = basins.EmpiricalDenoiser(model.encode(torch.from_numpy(dataset.train))).to(device)
     benchmark.extra_info.update(device=device, n_train=len(dataset.train))
     sigmas = basins.sigma_grid(n=N_SIGMAS)

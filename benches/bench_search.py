@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 import torch
 
-from innovwin import bits, memorization
+from innovwin import bits
 from innovwin._native_loader import native
+from innovwin.search import index as memorization
 
 try:
     import faiss

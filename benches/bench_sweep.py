@@ -14,8 +14,8 @@ import time
 import pytest
 
 from innovwin.config import RunConfig
-from innovwin.executors import run_sweep
-from innovwin.store import RunStore
+from innovwin.store.runstore import RunStore
+from innovwin.sweeps.driver import run_sweep
 
 N_RUNS = 40
 

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from innovwin import edm, tasks
-from innovwin.models import build
+from innovwin import objectives, tasks
 from innovwin.models.attention import ENV_VAR
-from innovwin.models.step import COMPILE_MODE, make_train_step
+from innovwin.train.step import COMPILE_MODE, make_train_step
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -47,21 +46,15 @@ def make_step(arch: str, *, compile: bool, amp: bool, fused_adam: bool, batch: i
     """(step, batch_args): a train step on a freshly seeded model, and one fixed batch to call it with."""
     task = tasks.make(TASK)
     torch.manual_seed(seed)
-    model = build(task, arch, **SIZE).to(device)
+    model = objectives.build_model(task, arch, **SIZE).to(device)
+    objective = objectives.get(arch).build_objective(task)
     # fused=None, not False: False would also turn off the foreach default and time a per-tensor loop
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_adam or None)
     cells = torch.from_numpy(task.sample(batch, seed=seed)).to(device)
-    if arch == "dit":
-        x0 = model.encode(cells)
-        args = (x0, *edm.training_noise(x0, torch.Generator().manual_seed(seed)))
+    args = objective.training_inputs(objective.encode(cells), torch.Generator().manual_seed(seed))
 
-        def loss_fn(m, x0, sigma, noise):
-            return edm.loss_at(m, x0, sigma, noise).mean()
-    else:
-        args = (cells,)
-
-        def loss_fn(m, cells):
-            return m.nll(cells).mean()
+    def loss_fn(m, *inputs):
+        return objective.loss(m, *inputs).mean()
     return make_train_step(model, optimizer, loss_fn, compile=compile, amp=amp, mode=mode), args
 
 

@@ -2,12 +2,16 @@
 
 Binary cells (k = 2) pack LSB-first: cell i is bit (i % 64) of word (i // 64).
 k-valued cells (3 <= k <= 16) pack in 4-bit nibbles: cell i is nibble (i % 16) of word (i // 16).
-Rows are row-major cells. The numpy and torch versions give identical words.
+Rows are row-major cells. :func:`pack` runs in C++ (``innovwin._native.pack``) when the extension is built;
+:func:`pack_numpy` is its reference and fallback, :func:`pack_torch` its twin on any torch device: all three give
+identical words.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from innovwin._native_loader import native
 
 MAX_ALPHABET = 16
 
@@ -33,7 +37,22 @@ def _check_cells(cells, k: int) -> None:
 
 
 def pack(cells: np.ndarray, k: int = 2) -> np.ndarray:
-    """Pack uint8 cells (n, n_cells) with values in 0..k-1 into uint64 (n, words)."""
+    """Pack uint8 cells (n, n_cells) with values in 0..k-1 into uint64 (n, words) (C++ when built)."""
+    cells = np.asarray(cells)
+    _check_cells(cells, k)
+    if cells.dtype != np.uint8:
+        raise ValueError(f"cells must be uint8, got {cells.dtype}")
+    cells_per_word(k)  # raises ValueError for an alphabet out of range
+    if native is None:
+        return pack_numpy(cells, k)
+    try:
+        return native.pack(np.ascontiguousarray(cells), k)
+    except ValueError as error:  # the one message for a cell outside the alphabet, as pack_numpy words it
+        raise ValueError(str(error).removeprefix("pack: ")) from None
+
+
+def pack_numpy(cells: np.ndarray, k: int = 2) -> np.ndarray:
+    """numpy reference of :func:`pack` (same checks, same words)."""
     cells = np.asarray(cells)
     _check_cells(cells, k)
     if cells.dtype != np.uint8:
@@ -86,15 +105,3 @@ def pack_torch(cells: torch.Tensor, k: int = 2) -> torch.Tensor:
     for j in range(1, per):  # bits never overlap, so OR-reduction is exact
         out = out | shifted[:, :, j]
     return out
-
-
-def unpack_torch(packed: torch.Tensor, n_cells: int, k: int = 2) -> torch.Tensor:
-    """Torch twin of :func:`unpack`: int64 words (uint64 bits) -> uint8 cells."""
-    per = cells_per_word(k)
-    words = n_words(n_cells, k)
-    if packed.ndim != 2 or packed.shape[1] != words:
-        raise ValueError(f"packed must have shape (n, {words}), got {tuple(packed.shape)}")
-    width = 64 // per
-    shifts = torch.arange(per, device=packed.device, dtype=torch.int64) * width
-    cells = (packed.to(torch.int64)[:, :, None] >> shifts) & ((1 << width) - 1)
-    return cells.reshape(packed.shape[0], words * per)[:, :n_cells].to(torch.uint8)

@@ -1,22 +1,29 @@
-"""One run's configuration: plain data, loadable from TOML, every field overridable.
+"""One run's configuration: plain data in named groups, loadable from TOML, every field overridable.
 
-The defaults are the README's main command: a small CPU run that crosses both clocks in a
-few minutes. It is a GPT: a small DiT needs far more steps to learn even G=2 parity, and its evaluation
-costs 35 network calls per sample where the GPT's costs one cached pass (see benches/bench_train.py). A config is *resolved* once the per-purpose seeds are filled in from ``seed``;
-``key()`` hashes the resolved config, so two configs that train the same run share a key.
+Fields live in one flat frozen dataclass (fast to read, one hash for the run key); each belongs to a group —
+task, model, objective, optim, eval, clocks, seeds, runtime — and has a dotted name (``optim.lr``,
+``objective.sampler_steps``; the task spec is ``task.spec``). Files and command lines may use the dotted name,
+the bare field name (``lr``), or nested TOML tables (``[optim]`` ``lr = 3e-4``); ``config.json`` is written
+nested. :func:`canonical_name` is the one place a name is checked (with the one did-you-mean).
+
+The defaults are the README's main command: a small CPU run that crosses both clocks in a few minutes. It is a
+GPT: a small DiT needs far more steps to learn even G=2 parity, and its evaluation costs 35 network calls per sample
+where the GPT's costs one cached pass (see benches/bench_train.py). A config is *resolved* once the per-purpose
+seeds are filled in from ``seed``; ``key()`` hashes the resolved config's flat fields, so two configs that train
+the same run share a key (and the grouping changed no run's key).
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import typing
 from dataclasses import dataclass
 
+from innovwin import objectives
+from innovwin.naming import did_you_mean
 from innovwin.tomlfile import read_toml
 
-ARCHS = ("dit", "gpt")
 DTYPES = ("auto", "float32", "bfloat16")
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
 
@@ -70,7 +77,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         checks = [
-            (self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}"),
+            (self.arch in objectives.names(),
+             f"arch must be one of {', '.join(objectives.names())}, got {self.arch!r}{did_you_mean(self.arch, objectives.names())}"),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
             (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:i], got {self.device!r}"),
@@ -111,26 +119,30 @@ class RunConfig:
         return dataclasses.replace(self, task=tasks.make(self.task).spec, **filled)
 
     def to_dict(self) -> dict:
+        """Flat: field name -> value (what the run key hashes and the store keeps)."""
         return dataclasses.asdict(self)
+
+    def to_nested(self) -> dict:
+        """Grouped: group -> {short name -> value}, in group order (what config.json shows)."""
+        nested: dict[str, dict] = {group: {} for group in GROUPS}
+        for name, value in self.to_dict().items():
+            group, _, short = DOTTED[name].partition(".")
+            nested[group][short] = value
+        return nested
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        """Build from a mapping; unknown keys are refused with the nearest valid name."""
-        for name in values:
-            check_field_name(name)
-        return cls(**values)
+        """Build from flat, dotted or nested (group tables) names; unknown names are refused with the nearest."""
+        return cls(**flatten(values))
 
     @classmethod
     def from_toml(cls, path) -> "RunConfig":
-        """Load a flat TOML file of field = value lines."""
-        values = read_toml(path, "config")
-        return cls.from_dict(values)
+        """Load a TOML file of ``[group]`` tables or top-level ``name = value`` lines."""
+        return cls.from_dict(read_toml(path, "config"))
 
     def override(self, **values) -> "RunConfig":
-        """A copy with some fields changed (names checked like ``from_dict``)."""
-        for name in values:
-            check_field_name(name)
-        return dataclasses.replace(self, **values)
+        """A copy with some fields changed (flat or dotted names, checked like ``from_dict``)."""
+        return dataclasses.replace(self, **flatten(values))
 
     def key(self) -> str:
         """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs."""
@@ -138,6 +150,21 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Each field's group, in the order config.json and --help show them; a field's dotted name is GROUP.FIELD, except
+# the task spec (task.spec).
+GROUPS = {
+    "task": ("task", "n_train"),
+    "model": ("arch", "depth", "width", "heads", "mlp_ratio"),
+    "objective": ("sampler_steps", "temperature"),
+    "optim": ("steps", "batch", "lr", "beta1", "beta2", "weight_decay", "warmup", "grad_clip", "ema"),
+    "eval": ("evals_per_decade", "first_eval", "eval_samples", "loss_samples", "near_copy_radius", "ratio_copy",
+             "snapshots"),
+    "clocks": ("rule_threshold", "mem_threshold", "bootstrap"),
+    "seeds": ("seed", *SEED_FIELDS),
+    "runtime": ("device", "dtype", "compile"),
+}
+DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
+FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below
 
 
@@ -145,11 +172,33 @@ def field_names() -> list[str]:
     return [field.name for field in dataclasses.fields(RunConfig)]
 
 
+def canonical_name(name: str) -> str:
+    """The field a flat (``lr``) or dotted (``optim.lr``) name means; ValueError with the nearest name otherwise."""
+    if name in FIELD_TYPES:
+        return name
+    if name in FROM_DOTTED:
+        return FROM_DOTTED[name]
+    raise ValueError(f"unknown config key {name!r}{did_you_mean(name, [*FROM_DOTTED, *FIELD_TYPES])}")
+
+
 def check_field_name(name: str) -> None:
-    if name not in FIELD_TYPES:
-        near = difflib.get_close_matches(name, field_names(), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown config key {name!r}{hint}")
+    canonical_name(name)
+
+
+def flatten(values: dict) -> dict:
+    """Flat field name -> value from a mapping of flat or dotted names and ``group = {short: value}`` tables."""
+    flat: dict = {}
+    for key, value in values.items():
+        if key in GROUPS and isinstance(value, dict):
+            items = [(f"{key}.{short}", inner) for short, inner in value.items()]
+        else:
+            items = [(key, value)]
+        for name, inner in items:
+            field = canonical_name(name)
+            if field in flat:
+                raise ValueError(f"config key {name!r} is given twice (as {DOTTED[field]} and {field})")
+            flat[field] = inner
+    return flat
 
 
 def optional(name: str) -> bool:
@@ -159,7 +208,7 @@ def optional(name: str) -> bool:
 
 def parse_value(name: str, text: str):
     """Parse a command-line string into field ``name``'s type ("none" unsets an optional field)."""
-    check_field_name(name)
+    name = canonical_name(name)
     kind = FIELD_TYPES[name]
     if optional(name) and text.strip().lower() in ("none", "null", ""):
         return None

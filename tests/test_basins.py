@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from innovwin import basins, bits, data, tasks
+from innovwin import tasks
+from innovwin.analysis import basins
+from innovwin.config import RunConfig
+from innovwin.tasks import dataset as data
 
 TASK = "parity:h=4,w=4,g=2"
 
@@ -159,7 +162,7 @@ def test_bad_sigmas(sigmas, message):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from innovwin.config import RunConfig
-    from innovwin.train import train
+    from innovwin.train.driver import train
 
     out = tmp_path_factory.mktemp("run")
     config = RunConfig(task=TASK, arch="dit", n_train=16, depth=1, width=16, heads=2, steps=30, batch=16, warmup=5,
@@ -176,8 +179,8 @@ def run_command(*argv) -> int:
 
 
 def test_command_writes_every_file(tiny_run, capsys):
-    from innovwin import rundir
-    from innovwin.basins_plot import FIGURES
+    from innovwin.report.basins_figures import FIGURES
+    from innovwin.store import rundir
 
     args = (tiny_run, "--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu")
     assert run_command(*args) == 0
@@ -195,13 +198,14 @@ def test_command_writes_every_file(tiny_run, capsys):
 
 def _copy_config(run_dir, to, **changes):
     to.mkdir()
-    config = json.loads((run_dir / "config.json").read_text())
-    (to / "config.json").write_text(json.dumps({**config, **changes}))
+    config = RunConfig.from_dict({k: v for k, v in json.loads((run_dir / "config.json").read_text()).items()
+                                  if k != "key"}).override(**changes)
+    (to / "config.json").write_text(json.dumps({**config.to_nested(), "key": config.key()}))
     return to
 
 
 @pytest.mark.parametrize("case, message", [
-    ("empty", "not a run directory"), ("gpt", "needs a DiT run"), ("no_snapshots", "no model snapshots"),
+    ("empty", "not a run directory"), ("gpt", "needs a diffusion run"), ("no_snapshots", "no model snapshots"),
     ("sigma_zero", "> 0"), ("too_many_probes", "only 16 training samples"), ("missing_step", "no snapshot at step"),
 ])
 def test_command_refuses_bad_input(tiny_run, tmp_path, capsys, case, message):

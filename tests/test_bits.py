@@ -14,14 +14,14 @@ from innovwin import bits
     k=st.sampled_from([2, 3, 4, 9, 16]),
     seed=st.integers(0, 2**31),
 )
-def test_pack_roundtrip_and_torch_twin(n, n_cells, k, seed):
+def test_pack_roundtrip_and_its_reference_and_torch_twin(n, n_cells, k, seed):
     cells = np.random.default_rng(seed).integers(0, k, size=(n, n_cells), dtype=np.uint8)
     packed = bits.pack(cells, k)
     assert packed.dtype == np.uint64 and packed.shape == (n, bits.n_words(n_cells, k))
+    np.testing.assert_array_equal(bits.pack_numpy(cells, k), packed)
     np.testing.assert_array_equal(bits.unpack(packed, n_cells, k), cells)
     packed_t = bits.pack_torch(torch.from_numpy(cells), k)
     np.testing.assert_array_equal(packed_t.numpy().view(np.uint64), packed)
-    np.testing.assert_array_equal(bits.unpack_torch(packed_t, n_cells, k).numpy(), cells)
 
 
 def test_layout_is_lsb_first_row_major():
@@ -46,3 +46,12 @@ def test_layout_is_lsb_first_row_major():
 def test_pack_rejects_bad_input(cells, k, message):
     with pytest.raises(ValueError, match=message):
         bits.pack(cells, k)
+
+
+@pytest.mark.parametrize("pack", [bits.pack, bits.pack_numpy])
+@pytest.mark.parametrize("k, bad", [(2, 2), (2, 255), (9, 9), (16, 200)])
+def test_both_packers_refuse_a_cell_outside_the_alphabet(pack, k, bad):
+    cells = np.zeros((300, 70), dtype=np.uint8)
+    cells[299, 69] = bad
+    with pytest.raises(ValueError, match=f"cell value {bad} is outside the alphabet 0..{k - 1}"):
+        pack(cells, k)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from innovwin import clocks
+from innovwin.analysis import clocks
 
 STEPS = [10, 20, 40, 80, 160, 320]
 

@@ -72,3 +72,37 @@ def test_parse_value():
     assert parse_value("snapshots", "false") is False
     with pytest.raises(ValueError, match="steps expects int"):
         parse_value("steps", "many")
+
+
+def test_every_field_has_one_group_and_a_dotted_name():
+    from innovwin.config import DOTTED, GROUPS, field_names
+
+    grouped = [name for names in GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(field_names()) and len(grouped) == len(set(grouped))
+    assert DOTTED["lr"] == "optim.lr" and DOTTED["task"] == "task.spec"
+
+
+def test_flat_dotted_and_nested_names_build_the_same_config_and_key():
+    flat = RunConfig.from_dict({"lr": 0.01, "n_train": 64, "task": "parity:h=4,w=4,g=2"})
+    dotted = RunConfig.from_dict({"optim.lr": 0.01, "task.n_train": 64, "task.spec": "parity:h=4,w=4,g=2"})
+    nested = RunConfig.from_dict({"optim": {"lr": 0.01}, "task": {"n_train": 64, "spec": "parity:h=4,w=4,g=2"}})
+    assert flat == dotted == nested and flat.key() == nested.key()
+    assert RunConfig.from_dict(flat.to_nested()) == flat  # what config.json holds reads back
+    assert RunConfig().key() == "2e218524196cfa55"  # grouping the fields changed no run's key
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"optim.lrr": 1.0}, "did you mean 'optim.lr'"),
+    ({"optim": {"lr": 0.1}, "lr": 0.2}, "given twice"),
+    ({"model": {"widht": 3}}, "did you mean 'model.width'"),
+])
+def test_bad_names_are_refused_with_the_nearest(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_nested_toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[optim]\nlr = 0.002\nsteps = 30\n[model]\narch = "dit"\n')
+    config = RunConfig.from_toml(path)
+    assert (config.lr, config.steps, config.arch) == (0.002, 30, "dit")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from innovwin import bits, tasks
-from innovwin.data import first_distinct, make_dataset
+from innovwin.tasks.dataset import first_distinct, make_dataset
 
 
 @pytest.mark.parametrize("spec", ["parity:h=6,w=6,g=3", "sudoku:n=4", "linear:h=10,w=10,checks=rowcol"])

@@ -6,12 +6,11 @@ import sys
 import time
 
 import pytest
-
-from innovwin.executors import run_sweep
-from innovwin.store import RunStore
-from innovwin.sweep import load_spec
-
 from test_sweep import REAL_SPEC, done_runs
+
+from innovwin.store.runstore import RunStore
+from innovwin.sweeps.driver import run_sweep
+from innovwin.sweeps.spec import load_spec
 
 ray = pytest.importorskip("ray")
 

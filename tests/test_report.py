@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 from matplotlib.markers import MarkerStyle
 
-from innovwin import clocks
+from innovwin.analysis import clocks
+from innovwin.analysis.fits import fit_all, fit_groups, fit_power_law
 from innovwin.config import RunConfig
-from innovwin.fits import fit_all, fit_groups, fit_power_law
-from innovwin.report import build_report, config_variants, dit_gpt_pairs, plot_dit_vs_gpt, plot_tau_vs_n, run_records
-from innovwin.store import RunStore
+from innovwin.report.build import (
+    arch_pairs,
+    build_report,
+    config_variants,
+    plot_arch_pairs,
+    plot_tau_vs_n,
+    run_records,
+)
+from innovwin.store.runstore import RunStore
 
 ALPHA_MEM, ALPHA_RULE = 0.9, 2.5
 NS = (64, 128, 256, 512, 1024, 2048)
@@ -89,7 +96,7 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
     assert {r["variant"] for r in runs} == {""}  # nothing varies but the axes and the seeds
     states = {r["window_state"] for r in runs}
     assert {"open", "open_at_end", "closed"} <= states
-    for name in ("tau_vs_n", "tau_rule", "window_map", "dit_vs_gpt"):
+    for name in ("tau_vs_n", "tau_rule", "window_map", "arch_pairs"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "curves").glob("*.png"))) == 2 * 2 * 2  # the runs with metrics.jsonl
     assert (out / "runs.md").read_text().count("\n") == len(runs) + 2
@@ -233,7 +240,7 @@ def test_figures_draw_clocks_crossed_at_the_first_evaluation_as_upper_bounds(tmp
     markers = drawn_markers(figure)
     assert [xy for xy, marker in markers.items() if marker == bound] == [(64, 10)]
     assert any("first evaluation" in text.get_text() for text in figure.axes[0].get_legend().get_texts())
-    markers = drawn_markers(plot_dit_vs_gpt(records, []))
+    markers = drawn_markers(plot_arch_pairs(records, []))
     assert [xy for xy, marker in markers.items() if marker == bound] == [(10, 10)]
 
 
@@ -262,7 +269,7 @@ def test_runs_that_differ_in_a_swept_field_are_never_pooled(tmp_path):
                         "".join(json.dumps(r) + "\n" for r in rows))
         records = run_records(store.rows())
     assert {r["variant"] for r in records} == {"lr=0.001", "lr=0.003"}
-    pairs = dit_gpt_pairs(records)
+    pairs = arch_pairs(records)
     assert len(pairs) == 2 * 3 and all(dit["variant"] == gpt["variant"] for dit, gpt in pairs)
     index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
     with open(tmp_path / "out" / "fits.csv") as handle:

@@ -14,10 +14,10 @@ import math
 import numpy as np
 import pytest
 
-from innovwin import clocks, sensitivity
+from innovwin.analysis import clocks, sensitivity
 from innovwin.config import RunConfig
-from innovwin.report import build_report
-from innovwin.store import RunStore
+from innovwin.report.build import build_report
+from innovwin.store.runstore import RunStore
 
 STEPS = np.unique(np.round(10 ** np.arange(1, 6.001, 0.1)).astype(int))  # last step 10^6
 NS = (32, 64, 128, 256, 512, 1024)

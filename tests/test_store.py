@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from innovwin.config import RunConfig
-from innovwin.executors import LocalExecutor, cpu_count, estimate_cost, run_sweep
-from innovwin.store import RunStore
+from innovwin.store.runstore import RunStore
+from innovwin.sweeps.driver import estimate_cost, run_sweep
+from innovwin.sweeps.executors import LocalExecutor, cpu_count
 
 
 def configs(**axes):

@@ -10,8 +10,8 @@ import pytest
 
 from innovwin.cli import main
 from innovwin.config import RunConfig
-from innovwin.store import RunStore
-from innovwin.sweep import load_preset, load_spec, parse_spec, presets
+from innovwin.store.runstore import RunStore
+from innovwin.sweeps.spec import load_preset, load_spec, parse_spec, presets
 
 SPEC = """
 name = "demo"

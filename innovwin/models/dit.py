@@ -1,11 +1,5 @@
-"""EDM-preconditioned Diffusion Transformer over the cells of a rule grid (facebookresearch/DiT, adaLN-Zero).
-
-One token per cell. Encodings (each zero-mean, with ``sigma_data`` its exact per-coordinate RMS, which is what EDM's
-preconditioning assumes):
-- bits (k = 2): the scalar -1 / +1, C = 1, sigma_data = 1.0 (science.md; +-0.5 with 0.5 is the same model);
-- k-valued cells: the one-hot vector minus 1/k, C = k, sigma_data = sqrt(k - 1) / k. Centering removes the constant
-  1/k that an uncentered one-hot would add to every coordinate, so the network's input c_in x and its target are
-  zero-mean, unit-variance as EDM intends; argmax decoding is unchanged by the shift.
+"""The Diffusion Transformer backbone (facebookresearch/DiT, adaLN-Zero): one token per cell, conditioned on the
+noise level through adaptive layer norms.
 """
 from __future__ import annotations
 
@@ -14,7 +8,6 @@ import math
 import torch
 from torch import nn
 
-from innovwin import edm
 from innovwin.models.blocks import MLP, SelfAttention, check_size, init_linear
 
 
@@ -71,22 +64,19 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """D(x; sigma) for a task's grids; ``forward`` applies EDM's preconditioning around the transformer F."""
+    """The network F(c_in x, c_noise) of EDM's denoiser over ``n_cells`` tokens of ``channels`` values each.
 
-    arch = "dit"
+    It knows nothing of noise levels beyond the conditioning it is given: the preconditioning around it
+    (c_skip, c_out, c_in, c_noise), the encoding of cells and the loss live in
+    :mod:`innovwin.objectives.diffusion`.
+    """
 
-    def __init__(self, task, depth: int = 4, width: int = 128, heads: int = 4, mlp_ratio: float = 4,
-                 sigma_data: float | None = None):
+    def __init__(self, n_cells: int, channels: int, depth: int = 4, width: int = 128, heads: int = 4,
+                 mlp_ratio: float = 4):
         super().__init__()
         check_size(depth, width, heads, mlp_ratio)
-        self.n_cells, self.k = int(task.n_cells), int(task.k)
-        self.channels = 1 if self.k == 2 else self.k
-        if sigma_data is None:
-            sigma_data = 1.0 if self.k == 2 else math.sqrt(self.k - 1) / self.k
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
-        self.sigma_data = float(sigma_data)
-        self._size = dict(depth=depth, width=width, heads=heads, mlp_ratio=mlp_ratio, sigma_data=self.sigma_data)
+        self.n_cells, self.channels = int(n_cells), int(channels)
+        self._size = dict(depth=depth, width=width, heads=heads, mlp_ratio=mlp_ratio)
 
         self.embed = nn.Linear(self.channels, width)
         self.pos = nn.Parameter(torch.zeros(1, self.n_cells, width))
@@ -108,49 +98,14 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    @property
-    def sample_shape(self) -> tuple[int, int]:
-        return (self.n_cells, self.channels)
-
     def size_config(self) -> dict:
-        """The keyword arguments that rebuild this model with ``build(task, "dit", **size_config())``."""
+        """The size keywords that rebuild this network (with the same ``n_cells`` and ``channels``)."""
         return dict(self._size)
 
-    def encode(self, cells: torch.Tensor) -> torch.Tensor:
-        """uint8 cells (B, n_cells) -> float32 x0 (B, n_cells, C) in the encoding described in the module doc."""
-        cells = torch.as_tensor(cells)
-        if cells.ndim != 2 or cells.shape[1] != self.n_cells:
-            raise ValueError(f"cells must have shape (B, {self.n_cells}), got {tuple(cells.shape)}")
-        if cells.dtype != torch.uint8:
-            raise ValueError(f"cells must be uint8, got {cells.dtype}")
-        if cells.numel() and int(cells.max()) >= self.k:
-            raise ValueError(f"cell value {int(cells.max())} is outside the alphabet 0..{self.k - 1}")
-        if self.k == 2:
-            return (cells.float() * 2 - 1)[..., None]
-        return nn.functional.one_hot(cells.long(), self.k).float() - 1 / self.k
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, n_cells, C) -> uint8 cells: sign for bits (0 decodes to 0), argmax (lowest index on ties) else."""
-        if x.ndim != 3 or tuple(x.shape[1:]) != self.sample_shape:
-            raise ValueError(f"x must have shape (B, {self.n_cells}, {self.channels}), got {tuple(x.shape)}")
-        if self.k == 2:
-            return (x[..., 0] > 0).to(torch.uint8)
-        return x.argmax(dim=-1).to(torch.uint8)
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Preconditioned denoised estimate D(x; sigma) = c_skip x + c_out F(c_in x, c_noise), float32."""
-        if x.ndim != 3 or tuple(x.shape[1:]) != self.sample_shape:
-            raise ValueError(f"x must have shape (B, {self.n_cells}, {self.channels}), got {tuple(x.shape)}")
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
-        c_skip, c_out, c_in, c_noise = edm.precondition(sigma, self.sigma_data)
-        x = x.float()
-        h = self.embed(c_in[:, None, None] * x) + self.pos
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """F(x_in; c_noise): x_in (B, n_cells, channels) already scaled by c_in, c_noise (B,) -> float32, same shape."""
+        h = self.embed(x_in) + self.pos
         cond = self.sigma_embed(c_noise)
         for block in self.blocks:
             h = block(h, cond)
-        out = self.final(h, cond).float()
-        return c_skip[:, None, None] * x + c_out[:, None, None] * out
+        return self.final(h, cond).float()

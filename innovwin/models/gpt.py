@@ -9,7 +9,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from innovwin.models.attention import attention
 from innovwin.models.blocks import MLP, SelfAttention, check_size, init_linear
@@ -38,14 +37,14 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """Autoregressive model of a task's grids; ``nll`` scores cells, ``sample`` generates them."""
+    """A causal transformer over BOS + ``n_cells`` tokens: ``forward`` scores a whole prefix, ``decode_step`` one new
+    token against a key/value cache. What the tokens mean, the loss and the sampling live in
+    :mod:`innovwin.objectives.autoregressive`."""
 
-    arch = "gpt"
-
-    def __init__(self, task, depth: int = 4, width: int = 128, heads: int = 4, mlp_ratio: float = 4):
+    def __init__(self, n_cells: int, k: int, depth: int = 4, width: int = 128, heads: int = 4, mlp_ratio: float = 4):
         super().__init__()
         check_size(depth, width, heads, mlp_ratio)
-        self.n_cells, self.k = int(task.n_cells), int(task.k)
+        self.n_cells, self.k = int(n_cells), int(k)
         self.bos = self.k
         self.heads = heads
         self._size = dict(depth=depth, width=width, heads=heads, mlp_ratio=mlp_ratio)
@@ -62,7 +61,7 @@ class GPT(nn.Module):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * depth))
 
     def size_config(self) -> dict:
-        """The keyword arguments that rebuild this model with ``build(task, "gpt", **size_config())``."""
+        """The size keywords that rebuild this network (with the same ``n_cells`` and ``k``)."""
         return dict(self._size)
 
     def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
@@ -78,48 +77,17 @@ class GPT(nn.Module):
             x = block(x)
         return self.head(self.ln_f(x))
 
-    def nll(self, cells: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood (B,) of uint8 cells (B, n_cells), in nats per cell (mean over the cells)."""
-        if cells.ndim != 2 or cells.shape[1] != self.n_cells:
-            raise ValueError(f"cells must have shape (B, {self.n_cells}), got {tuple(cells.shape)}")
-        if cells.dtype != torch.uint8:
-            raise ValueError(f"cells must be uint8, got {cells.dtype}")
-        targets = cells.long()
-        bos = torch.full_like(targets[:, :1], self.bos)
-        logits = self(torch.cat([bos, targets[:, :-1]], dim=1))
-        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
-
-    def _draw(self, logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-        """Next cells (B,) by inverse-CDF sampling from one uniform per row (argmax at temperature 0)."""
-        if temperature == 0:
-            return logits.argmax(-1)
-        gen_device = generator.device if generator is not None else logits.device
-        u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)
-        cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
-        return (cdf < u).sum(-1).clamp_max(self.k - 1)
-
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-               kv_cache: bool = True) -> torch.Tensor:
-        """n grids as uint8 (n, n_cells). ``kv_cache=False`` recomputes the whole prefix at every position (the
-        reference the cache is tested against: both consume the generator identically)."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    def new_cache(self, n: int) -> torch.Tensor:
+        """An empty key/value cache for ``n`` sequences, in the dtype the blocks will compute in."""
         device = self.pos_emb.weight.device
-        tokens = torch.full((n, 1), self.bos, dtype=torch.long, device=device)
         autocast = torch.is_autocast_enabled(device.type)
         dtype = torch.get_autocast_dtype(device.type) if autocast else self.pos_emb.weight.dtype
         head_dim = self.pos_emb.weight.shape[1] // self.heads
-        cache = torch.empty(len(self.blocks), 2, n, self.heads, self.n_cells, head_dim, dtype=dtype, device=device)
-        for t in range(self.n_cells):
-            if kv_cache:
-                x = self._embed(tokens[:, -1:], t)
-                for block, block_cache in zip(self.blocks, cache):
-                    x = block.forward_cached(x, block_cache, t)
-                logits = self.head(self.ln_f(x))[:, -1]
-            else:
-                logits = self(tokens)[:, -1]
-            tokens = torch.cat([tokens, self._draw(logits, temperature, generator)[:, None]], dim=1)
-        return tokens[:, 1:].to(torch.uint8)
+        return torch.empty(len(self.blocks), 2, n, self.heads, self.n_cells, head_dim, dtype=dtype, device=device)
+
+    def decode_step(self, token: torch.Tensor, cache: torch.Tensor, t: int) -> torch.Tensor:
+        """Logits (B, k) for cell t given the token at position t (B, 1); writes position t's keys and values."""
+        x = self._embed(token, t)
+        for block, block_cache in zip(self.blocks, cache):
+            x = block.forward_cached(x, block_cache, t)
+        return self.head(self.ln_f(x))[:, -1]

@@ -114,17 +114,15 @@ class Task:
     # --- validation ---------------------------------------------------------------------
     def validate(self, cells, backend: str = "auto") -> np.ndarray:
         """bool (n,): is each configuration valid."""
-        cells = self.check_cells(cells)
-        if self._use_native(backend):
-            return self.validate_packed(bits.pack(cells, self.k), backend="native")
-        return self._numpy_reference(cells).all(axis=1)
+        if self._use_native(backend):  # the packer checks the values in the same pass
+            return self.validate_packed(bits.pack(self.check_cells(cells, values=False), self.k), backend="native")
+        return self._numpy_reference(self.check_cells(cells)).all(axis=1)
 
     def constraints(self, cells, backend: str = "auto") -> np.ndarray:
         """bool (n, n_constraints): which constraint (group, check, row/column/box) holds."""
-        cells = self.check_cells(cells)
         if self._use_native(backend):
-            return self.constraints_packed(bits.pack(cells, self.k), backend="native")
-        return self._numpy_reference(cells)
+            return self.constraints_packed(bits.pack(self.check_cells(cells, values=False), self.k), backend="native")
+        return self._numpy_reference(self.check_cells(cells))
 
     def validate_packed(self, keys, backend: str = "auto", threads: int = 0) -> np.ndarray:
         """bool (n,) on packed keys (``innovwin.bits.pack``): the hot path, packed once, validated often.
@@ -157,7 +155,8 @@ class Task:
         raise NotImplementedError
 
     # --- input checks -------------------------------------------------------------------
-    def check_cells(self, cells) -> np.ndarray:
+    def check_cells(self, cells, values: bool = True) -> np.ndarray:
+        """Type and shape checked cells; ``values`` also checks every cell is below k (a pass over the data)."""
         if not isinstance(cells, np.ndarray):
             raise ValueError(f"cells must be a numpy uint8 array, got {type(cells).__name__}")
         if cells.dtype != np.uint8:
@@ -166,7 +165,7 @@ class Task:
             raise ValueError(
                 f"cells for {self.spec} must have shape (n, {self.n_cells}), got {tuple(cells.shape)}"
             )
-        if cells.size and int(cells.max()) >= self.k:
+        if values and cells.size and int(cells.max()) >= self.k:
             raise ValueError(f"cell value {int(cells.max())} is outside the alphabet 0..{self.k - 1}")
         return np.ascontiguousarray(cells)
 

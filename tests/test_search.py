@@ -3,11 +3,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from innovwin import bits, memorization
-from innovwin._native_loader import native, native_available
 from innovwin.kernels import hamming
-from innovwin.memorization import NearestIndex, nearest, nearest_l2
+
+from innovwin import bits
+from innovwin._native_loader import native, native_available
+from innovwin.search import NearestIndex, nearest, nearest_l2
+from innovwin.search import index as search_module
 
 needs_native = pytest.mark.skipif(not native_available(), reason="C++ extension not built")
 CPU_BACKENDS = ["numpy", "torch"] + (["native"] if native_available() else [])
@@ -113,7 +114,7 @@ def test_native_isas_equal_reference_across_tiles_blocks_and_word_counts(nibbles
         queries = train[rng.integers(0, n, 70)].copy()
         queries[::2, :3] = (queries[::2, :3] + 1) % alphabet
         q, t = bits.pack(queries, alphabet), bits.pack(train, alphabet)
-        expected = memorization.nearest_numpy(q, t, 3, nibbles)
+        expected = search_module.nearest_numpy(q, t, 3, nibbles)
         for isa in isas:
             assert_same(native.hamming_topk(q, t, 3, nibbles, 0, isa), expected)
 
@@ -148,30 +149,21 @@ def test_packed_keys_and_torch_inputs_give_the_same_answer(backend):
 
 @pytest.mark.parametrize("as_torch", [False, True])
 @pytest.mark.parametrize("n_cells, alphabet", [(36, 2), (81, 9), (200, 2)])
-def test_is_copy_is_exact(as_torch, n_cells, alphabet):
+def test_an_index_finds_exact_copies_at_distance_zero(as_torch, n_cells, alphabet):
     queries, train = random_cells(2, 60, 150, n_cells, alphabet)
     queries[-1] = train[-1]
-    expected = brute_force(queries, train, 1)[0][:, 0] == 0
-    assert expected.any() and not expected.all()
     wrap = torch.from_numpy if as_torch else (lambda x: x)
     index = NearestIndex(wrap(train), alphabet=alphabet)
     assert index.n_train == len(train)
-    got = index.is_copy(wrap(queries))
-    assert isinstance(got, torch.Tensor) == as_torch
-    np.testing.assert_array_equal(np.asarray(got), expected)
-    assert_same(index.query(wrap(queries), k=2), brute_force(queries, train, 2))
-
-
-def test_is_copy_reseeds_when_distinct_rows_share_a_hash(monkeypatch):
-    row_hash = memorization._row_hash
-    monkeypatch.setattr(memorization, "_row_hash", lambda keys, seed: keys[:, 0] & 1 if seed < 3 else row_hash(keys, seed))
-    queries, train = random_cells(4, 50, 120, 81, 9)
-    np.testing.assert_array_equal(NearestIndex(train, alphabet=9).is_copy(queries), brute_force(queries, train, 1)[0][:, 0] == 0)
+    got = index.query(wrap(queries), k=2)
+    assert isinstance(got[0], torch.Tensor) == as_torch
+    assert int(np.asarray(got[0])[-1, 0]) == 0
+    assert_same(got, brute_force(queries, train, 2))
 
 
 def test_references_merge_chunks_exactly(monkeypatch):
     """Tiny chunk budgets force many query and training chunks through the running top-k merges."""
-    monkeypatch.setattr(memorization, "_REFERENCE_CHUNK", 50)
+    monkeypatch.setattr(search_module, "_REFERENCE_CHUNK", 50)
     monkeypatch.setattr(hamming, "_REFERENCE_CHUNK", 50)
     queries, train = random_cells(9, 13, 77, 81, 9)
     for backend in ("numpy", "torch"):
@@ -234,7 +226,7 @@ CELLS = np.zeros((4, 36), dtype=np.uint8)
         (lambda: nearest(CELLS[0], CELLS), "shape"),
         (lambda: nearest(CELLS, CELLS, backend="gpu"), "unknown backend"),
         (lambda: nearest(np.zeros((2, 2), np.uint64), CELLS), "2 packed words"),
-        (lambda: NearestIndex(CELLS).is_copy(np.zeros((2, 35), np.uint8)), "35 cells"),
+        (lambda: NearestIndex(CELLS).query(np.zeros((2, 35), np.uint8)), "35 cells"),
         (lambda: nearest_l2(np.zeros((2, 3)), np.zeros((4, 5))), "features"),
         (lambda: nearest_l2(np.zeros((2, 3), np.int64), np.zeros((4, 3))), "floating point"),
         (lambda: nearest_l2(np.zeros((2, 3)), np.zeros((4, 3)), k=5), "k must be"),

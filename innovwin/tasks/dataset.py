@@ -72,3 +72,10 @@ def make_dataset(task: Task | str, n: int, seed: int, n_heldout: int = 1024) -> 
     if not task.validate(cells).all():
         raise RuntimeError(f"{task.spec}: the sampler produced invalid configurations")
     return Dataset(task, seed, cells[:n], keys[:n], cells[n:], keys[n:])
+
+
+def run_dataset(config, task: Task) -> Dataset:
+    """A run's training and held-out sets: a pure function of its config (``n_train``, ``data_seed``,
+    ``loss_samples``), so the analyses redraw exactly what the run trained on."""
+    return make_dataset(task, config.n_train, config.data_seed,
+                        n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))

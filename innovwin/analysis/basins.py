@@ -36,9 +36,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from innovwin import bits, edm, rundir, tasks
+from innovwin import bits, objectives, tasks
 from innovwin.config import RunConfig
-from innovwin.train import run_dataset
+from innovwin.objectives import diffusion as edm
+from innovwin.runtime import resolve_device
+from innovwin.store import rundir
+from innovwin.tasks.dataset import run_dataset
 
 PROBE_CLASSES = ("train", "novel", "invalid")
 OUTCOMES = ("return", "train", "valid", "invalid")
@@ -303,28 +306,27 @@ def _fingerprint(path: Path) -> str:
 
 def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int = DEFAULTS["draws"],
                 steps: int = DEFAULTS["steps"], snapshots="all", seed: int = DEFAULTS["seed"],
-                chunk: int = DEFAULTS["chunk"], device="auto", plot: bool = True,
+                chunk: int = DEFAULTS["chunk"], device="auto",
                 progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Dissect every chosen snapshot of a DiT run: writes basins.jsonl (one row per step) and the figures.
+    """Dissect every chosen snapshot of a diffusion run: writes basins.jsonl (one row per step).
 
     ``n_probes`` defaults to DEFAULTS["n_probes"], or to the run's training or held-out set size if smaller.
     The probes (seeded by ``seed``) and the noises are the same at every snapshot, so rows differ only because the
     model did. basins.jsonl is rewritten after each snapshot; rows already there with the same settings are kept
     rather than measured again, so an interrupted dissection resumes and adding snapshots costs only the new ones.
     """
-    from innovwin.train import resolve_device
-
     run_dir = Path(run_dir)
     config = _run_config(run_dir)
-    if config.arch != "dit":
-        raise ValueError(f"{run_dir} trained a {config.arch}: basins needs a DiT run (a denoiser to integrate)")
+    task = tasks.make(config.task)
+    objective = objectives.get(config.arch).build_objective(task, config)
+    if not hasattr(objective, "denoiser"):
+        raise ValueError(f"{run_dir} trained a {config.arch}: basins needs a diffusion run (a denoiser to integrate)")
     available = rundir.snapshot_steps(run_dir)
     if not available:
         raise ValueError(f"{run_dir} has no model snapshots (train with snapshots = true)")
     chosen = select_snapshots(available, snapshots)
     sigmas = check_sigmas(sigma_grid() if sigmas is None else sigmas)
     device = resolve_device(str(device))
-    task = tasks.make(config.task)
     dataset = _run_dataset(run_dir, config, task)
     if n_probes is None:  # the default, or fewer when the run has fewer samples; an explicit K is checked
         n_probes = min(DEFAULTS["n_probes"], len(dataset.train), len(dataset.heldout))
@@ -343,18 +345,13 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
         model.to(device)
         started = time.perf_counter()
         row = {"step": step, "snapshot": snapshot, "task": task.spec,
-               **measure(model, model.encode, model.decode, probes, sigmas, draws=draws, steps=steps, seed=seed,
+               **measure(objective.denoiser(model), objective.encode, objective.decode, probes, sigmas, draws=draws, steps=steps, seed=seed,
                          chunk=chunk, device=device)}
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
         rundir.write_atomic(run_dir / BASINS, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows).encode())
         if progress is not None:
             progress(row)
-    if plot:
-        from innovwin.basins_plot import plot_all
-
-        summary_path = run_dir / rundir.SUMMARY
-        plot_all(run_dir, rows, json.loads(summary_path.read_text()) if summary_path.exists() else None)
     return rows
 
 

@@ -16,13 +16,13 @@ RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from innovwin.config import RunConfig, check_field_name
+from innovwin.config import RunConfig, flatten
+from innovwin.naming import did_you_mean
 from innovwin.tomlfile import parse_toml, read_toml
 
 SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip")
@@ -57,11 +57,9 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
     """Check a decoded TOML mapping and build the spec; every problem names its key."""
     for key in values:
         if key not in SPEC_KEYS:
-            raise ValueError(f"{source}: unknown key {key!r}{_nearest(key, SPEC_KEYS)}; "
+            raise ValueError(f"{source}: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; "
                              f"a sweep spec has {', '.join(SPEC_KEYS)}")
-    base = _table(values, "base", source)
-    for name in base:
-        _check_config_key(name, f"{source}: [base]")
+    base = _config_names(_table(values, "base", source), f"{source}: [base]")
     grid = _axes(_table(values, "grid", source), "[grid]", source)
     if "grid" in values and not grid:
         raise ValueError(f"{source}: [grid] is empty; give it at least one axis, e.g. n_train = [64, 128]")
@@ -106,16 +104,16 @@ def load_spec(path) -> SweepSpec:
 
 
 def presets() -> list[str]:
-    """Names of the sweep specs shipped in ``innovwin/presets``."""
-    return sorted(entry.name[:-5] for entry in resources.files("innovwin.presets").iterdir()
+    """Names of the sweep specs shipped in ``innovwin/sweeps/presets``."""
+    return sorted(entry.name[:-5] for entry in resources.files("innovwin.sweeps.presets").iterdir()
                   if entry.name.endswith(".toml"))
 
 
 def load_preset(name: str) -> SweepSpec:
     available = presets()
     if name not in available:
-        raise ValueError(f"unknown preset {name!r}{_nearest(name, available)}; presets: {', '.join(available)}")
-    data = resources.files("innovwin.presets").joinpath(f"{name}.toml").read_bytes()
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, available)}; presets: {', '.join(available)}")
+    data = resources.files("innovwin.sweeps.presets").joinpath(f"{name}.toml").read_bytes()
     return parse_spec(parse_toml(data, f"preset {name}"), f"preset {name}")
 
 
@@ -127,22 +125,18 @@ def _table(values: dict, key: str, source: str) -> dict:
 
 
 def _axes(table: dict, where: str, source: str) -> dict[str, list]:
-    for name, options in table.items():
-        _check_config_key(name, f"{source}: {where}")
+    axes = _config_names(table, f"{source}: {where}")
+    for name, options in axes.items():
         if not isinstance(options, list):
             raise ValueError(f"{source}: {where} axis {name!r} must be a list of values, got {options!r}")
         if not options:
             raise ValueError(f"{source}: {where} axis {name!r} is empty; give it at least one value")
-    return dict(table)
+    return axes
 
 
-def _check_config_key(name: str, where: str) -> None:
+def _config_names(table: dict, where: str) -> dict:
+    """The table with flat field names (it may use dotted names or [group] sub-tables); bad names name ``where``."""
     try:
-        check_field_name(name)
+        return flatten(table)
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
-
-
-def _nearest(name: str, choices) -> str:
-    near = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""

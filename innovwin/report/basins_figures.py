@@ -20,7 +20,7 @@ from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E402
 
 from innovwin import tasks  # noqa: E402
-from innovwin.basins import PROBE_CLASSES, independent_bits_radius  # noqa: E402
+from innovwin.analysis.basins import PROBE_CLASSES, independent_bits_radius  # noqa: E402
 
 FIGURES = ("basins_radius.png", "basins_return.png", "basins_loss_gap.png")
 CLASS_COLORS = {"train": "tab:red", "novel": "tab:green", "invalid": "tab:gray"}

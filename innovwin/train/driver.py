@@ -5,7 +5,7 @@ would slow memorization down and bend tau_mem), evaluates at log-spaced steps, a
 row to metrics.jsonl and saves the full training state. Running it again on the same directory resumes from that
 state: every random draw comes from generators whose states are saved, so on a CPU a killed-and-resumed run
 writes the same metrics.jsonl as an uninterrupted one (except ``eval_seconds``, a wall-clock time).
-See :mod:`innovwin.rundir` for the files.
+See :mod:`innovwin.store.rundir` for the files.
 """
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from innovwin import clocks, data, edm, rundir, tasks
+from innovwin import objectives, tasks
+from innovwin.analysis import clocks
 from innovwin.config import RunConfig
-from innovwin.metrics import Evaluator
-from innovwin.models import build
-from innovwin.models.step import make_train_step
+from innovwin.evaluation import Evaluator
+from innovwin.runtime import resolve_device
+from innovwin.store import rundir
+from innovwin.tasks.dataset import run_dataset
+from innovwin.train.step import make_train_step
 
 
 def eval_steps(config: RunConfig) -> list[int]:
@@ -32,14 +35,6 @@ def eval_steps(config: RunConfig) -> list[int]:
     exponents = np.arange(int(np.floor(decades * config.evals_per_decade + 1e-9)) + 1) / config.evals_per_decade
     steps = {int(round(config.first_eval * 10**e)) for e in exponents}
     return sorted({s for s in steps if s <= config.steps} | {config.steps})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def default_out_dir(config: RunConfig) -> Path:
@@ -63,22 +58,19 @@ class Trainer:
 
     def __init__(self, config: RunConfig, task, dataset, device: torch.device):
         self.config, self.device = config, device
+        arch = objectives.get(config.arch)
+        self.objective = arch.build_objective(task, config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
-            model = build(task, config.arch, depth=config.depth, width=config.width, heads=config.heads,
-                          mlp_ratio=config.mlp_ratio)
+            model = arch.build_backbone(task, depth=config.depth, width=config.width, heads=config.heads,
+                                        mlp_ratio=config.mlp_ratio)
         self.model = model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema is not None else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                            weight_decay=config.weight_decay, fused=device.type == "cuda")
         self.generator = torch.Generator(device).manual_seed(config.train_seed)
-        cells = torch.from_numpy(dataset.train).to(device)
-        if config.arch == "dit":
-            self.train_set = self.model.encode(cells)
-            loss_fn = lambda m, x0, sigma, noise: edm.loss_at(m, x0, sigma, noise).mean()  # noqa: E731
-        else:
-            self.train_set = cells
-            loss_fn = lambda m, cells: m.nll(cells).mean()  # noqa: E731
+        self.train_set = self.objective.encode(torch.from_numpy(dataset.train).to(device))
+        loss_fn = lambda net, *inputs: self.objective.loss(net, *inputs).mean()  # noqa: E731
         amp = {"auto": None, "float32": False, "bfloat16": True}[config.dtype]
         self.step_fn = make_train_step(self.model, self.optimizer, loss_fn, compile=config.compile, amp=amp,
                                        clip=config.grad_clip or None)
@@ -92,7 +84,7 @@ class Trainer:
             group["lr"] = config.lr * min(1.0, (self.step + 1) / config.warmup) if config.warmup else config.lr
         idx = torch.randint(len(self.train_set), (config.batch,), generator=self.generator, device=self.device)
         batch = self.train_set[idx]
-        inputs = (batch, *edm.training_noise(batch, self.generator)) if config.arch == "dit" else (batch,)
+        inputs = self.objective.training_inputs(batch, self.generator)
         self.model.train()
         self.loss_sum += self.step_fn(*inputs)
         self.loss_count += 1
@@ -164,12 +156,6 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
-def run_dataset(config: RunConfig, task) -> data.Dataset:
-    """The run's training and held-out sets: a pure function of the config, so analyses can redraw them."""
-    return data.make_dataset(task, config.n_train, config.data_seed,
-                             n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
-
-
 def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool = False) -> dict:
     """Train (or resume) the run ``config`` in ``out_dir``; returns the summary (also in summary.json)."""
     started = time.perf_counter()
@@ -188,7 +174,7 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
         rundir.reset(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rundir.start(out_dir, config, resume_step=trainer.step)
-    evaluator = Evaluator(task, dataset, config, trainer.model, device)
+    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
     schedule = set(eval_steps(config))
 
     def save_state():
@@ -234,7 +220,7 @@ def record_evaluation(out_dir, config, task, trainer, evaluator, train_loss) -> 
     rundir.append_metrics(out_dir, row)
     rundir.save_eval_samples(out_dir, trainer.step, samples)
     if config.snapshots:
-        rundir.save_snapshot(out_dir, trainer.step, task.spec, model)
+        rundir.save_snapshot(out_dir, trainer.step, task.spec, config.arch, model)
     return row
 
 

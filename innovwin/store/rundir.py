@@ -1,6 +1,6 @@
 """A run directory (EDM style): everything one run writes, and how it is read back.
 
-    config.json                 the resolved RunConfig (with its key)
+    config.json                 the resolved RunConfig, in its groups (with its key)
     metrics.jsonl               one row per evaluation, appended and fsynced at once
     evals/step_00001234.npz     that evaluation's per-sample arrays (validity, copies, nearest neighbours,
                                 packed samples): what the clocks' bootstrap resamples
@@ -126,7 +126,7 @@ def start(run_dir, config, resume_step: int) -> None:
     recognizes as this run's, never one of run files without a config.
     """
     run_dir = Path(run_dir)
-    write_json(run_dir / CONFIG, {**config.resolved().to_dict(), "key": config.key()})
+    write_json(run_dir / CONFIG, {**config.resolved().to_nested(), "key": config.key()})
     for folder in (SNAPSHOTS, EVALS):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
     rows = [row for row in read_metrics(run_dir) if row["step"] <= resume_step]
@@ -183,10 +183,10 @@ def load_eval_samples(run_dir, steps) -> dict:
 
 
 # --- snapshots -----------------------------------------------------------------------------
-def save_snapshot(run_dir, step: int, task_spec: str, model) -> None:
+def save_snapshot(run_dir, step: int, task_spec: str, arch: str, model) -> None:
     state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
     save_torch(step_path(run_dir, SNAPSHOTS, step, "pt"),
-               {"step": step, "task": task_spec, "arch": model.arch, "size": model.size_config(), "model": state})
+               {"step": step, "task": task_spec, "arch": arch, "size": model.size_config(), "model": state})
 
 
 def snapshot_steps(run_dir) -> list[int]:
@@ -198,13 +198,15 @@ def snapshot_steps(run_dir) -> list[int]:
 
 def load_snapshot(run_dir, step: int):
     """The task and the model (CPU, eval mode) as they were evaluated at ``step``."""
-    from innovwin import models, tasks
+    from innovwin import objectives, tasks
 
     path = step_path(run_dir, SNAPSHOTS, step, "pt")
     if not path.exists():
         raise ValueError(f"no snapshot at step {step} in {run_dir} (have: {snapshot_steps(run_dir)})")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     task = tasks.make(saved["task"])
-    model = models.build(task, saved["arch"], **saved["size"])
+    size = {key: value for key, value in saved["size"].items() if key != "sigma_data"}  # older snapshots kept the
+    # DiT's sigma_data with its size; it was always the encoding's default, which the objective now owns
+    model = objectives.build_model(task, saved["arch"], **size)
     model.load_state_dict(saved["model"])
     return task, model.eval()

@@ -1,4 +1,4 @@
-"""``innovwin train``: one run, with a flag for every RunConfig field.
+"""``innovwin train``: one run, with a flag for every RunConfig field, grouped as the config is.
 
 Precedence: defaults < ``--config FILE.toml`` < ``--set key=value`` < named flags (``--steps 500``).
 """
@@ -12,10 +12,6 @@ import torch
 from innovwin import config as config_module
 from innovwin.config import RunConfig
 
-# The flags the help text shows first; every other field has its flag too.
-MAIN_FLAGS = ("task", "arch", "n_train", "steps", "depth", "width", "heads", "batch", "lr", "eval_samples", "seed",
-              "device")
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,22 +20,24 @@ def add_parser(subparsers) -> None:
                     "With no flags: a small CPU run that crosses both clocks in a few minutes. "
                     "Running the same command again resumes the run.",
     )
-    parser.add_argument("--config", metavar="FILE.toml", help="read fields from a TOML file (flat key = value)")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="read fields from a TOML file ([group] tables, or name = value lines)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-n<N>-<key>)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                        help="set any config field, e.g. --set ema=0.999 (repeatable)")
+                        help="set any config field by its dotted or bare name, e.g. --set optim.ema=0.999 "
+                             "(repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true", help="overwrite a directory that holds a different run")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="CPU threads for torch (default 1: small models run about as fast on one thread, and "
                              "several threads stall badly when other processes share the cores)")
-    main = parser.add_argument_group("run")
-    more = parser.add_argument_group("more fields (see innovwin/config.py)")
-    for field in dataclasses.fields(RunConfig):
-        group = main if field.name in MAIN_FLAGS else more
-        kind = config_module.FIELD_TYPES[field.name].__name__.upper()
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"field_{field.name}", metavar=kind,
-                           help=f"default: {field.default}")
+    defaults = {field.name: field.default for field in dataclasses.fields(RunConfig)}
+    for group, names in config_module.GROUPS.items():
+        flags = parser.add_argument_group(f"[{group}]")
+        for name in names:
+            kind = config_module.FIELD_TYPES[name].__name__.upper()
+            flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", metavar=kind,
+                               help=f"{config_module.DOTTED[name]}, default: {defaults[name]}")
     parser.set_defaults(func=run)
 
 
@@ -50,7 +48,7 @@ def config_from_args(args) -> RunConfig:
         name, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        values[name.strip()] = config_module.parse_value(name.strip(), text.strip())
+        values[config_module.canonical_name(name.strip())] = config_module.parse_value(name.strip(), text.strip())
     for name, text in vars(args).items():
         if name.startswith("field_") and text is not None:
             values[name[len("field_"):]] = config_module.parse_value(name[len("field_"):], text)
@@ -58,8 +56,8 @@ def config_from_args(args) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from innovwin import clocks
-    from innovwin.train import train
+    from innovwin.analysis import clocks
+    from innovwin.train.driver import train
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")

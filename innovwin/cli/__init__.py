@@ -1,4 +1,4 @@
-"""The ``innovwin`` command line. Each subcommand lives beside the code it drives.
+"""The ``innovwin`` command line: one module per command group in this package.
 
 Every command module exposes ``add_parser(subparsers)``, which registers its parser and
 sets ``func``. Bad input (ValueError, FileNotFoundError) becomes one line on stderr and exit 2.
@@ -11,10 +11,10 @@ import sys
 
 # Module path of each subcommand group, in the order `innovwin --help` lists them.
 COMMAND_MODULES = [
-    "innovwin.tasks.cli",
-    "innovwin.train_cli",
-    "innovwin.basins_cli",
-    "innovwin.sweep_cli",
+    "innovwin.cli.tasks",
+    "innovwin.cli.train",
+    "innovwin.cli.basins",
+    "innovwin.cli.sweep",
 ]
 
 

@@ -1,9 +1,10 @@
-"""`innovwin basins RUN_DIR`: basin-of-attraction dissection of a DiT run's snapshots (see innovwin.basins)."""
+"""`innovwin basins RUN_DIR`: basin-of-attraction dissection of a DiT run's snapshots (see innovwin.analysis.basins)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from innovwin.basins import DEFAULTS, PROBE_CLASSES
+from innovwin.analysis.basins import DEFAULTS, PROBE_CLASSES
 
 
 def add_parser(subparsers) -> None:
@@ -37,8 +38,11 @@ def add_parser(subparsers) -> None:
 
 
 def run_basins_command(args: argparse.Namespace) -> int:
-    from innovwin.basins import BASINS, measure_run, sigma_grid
-    from innovwin.basins_plot import FIGURES
+    import json
+
+    from innovwin.analysis.basins import BASINS, measure_run, sigma_grid
+    from innovwin.report.basins_figures import FIGURES, plot_all
+    from innovwin.store import rundir
 
     sigmas = args.sigmas if args.sigmas is not None else sigma_grid(args.sigma_min, args.sigma_max, args.n_sigmas)
 
@@ -46,7 +50,9 @@ def run_basins_command(args: argparse.Namespace) -> int:
         radii = "  ".join(f"{name} {row['classes'][name]['radius_median']:.3g}" for name in PROBE_CLASSES)
         print(f"[basins] step {row['step']:>8}  median radius: {radii}  ({row['seconds']:.1f} s)", flush=True)
 
-    measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
-                snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device, progress=report)
+    rows = measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
+                       snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device, progress=report)
+    summary_path = Path(args.run_dir) / rundir.SUMMARY
+    plot_all(args.run_dir, rows, json.loads(summary_path.read_text()) if summary_path.exists() else None)
     print(f"[basins] wrote {BASINS} and {', '.join(FIGURES)} in {args.run_dir}")
     return 0

@@ -1,8 +1,7 @@
 """Executors: run a sweep's queued runs and record each result in the store as it lands.
 
-``run_sweep`` is the driver loop, the same for every executor: queue the runs, hand the
-longest ones out first, write each result to the store the moment it returns, print a live
-summary line. Executors only start runs and report them back:
+Executors only start runs and report them back; the driver loop that feeds them is
+:func:`innovwin.sweeps.driver.run_sweep`.
 
 - ``LocalExecutor``: long-lived worker processes (spawned, so CUDA and torch threads start
   clean). With GPUs each worker is pinned to one through ``CUDA_VISIBLE_DEVICES`` (more
@@ -19,8 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import functools
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -30,8 +27,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from innovwin.store import RunStore
-
 EXECUTORS = ("local", "ray")
 STOP_GRACE_S = 30.0  # how long a stopped sweep waits for runs to save their state
 RunFn = Callable[[dict, str], dict]
@@ -40,28 +35,9 @@ RunFn = Callable[[dict, str], dict]
 def train_run(config: dict, run_dir: str) -> dict:
     """The default run function: train (or resume, or return the finished summary of) one run."""
     from innovwin.config import RunConfig
-    from innovwin.train import train
+    from innovwin.train.driver import train
 
     return train(RunConfig.from_dict(config), run_dir, quiet=True)
-
-
-def estimate_cost(config: dict) -> float:
-    """Relative cost of a run, for longest-first ordering and the ETA: tokens x parameters
-    over training steps plus the evaluations' network calls (a DiT sample costs two calls per
-    Heun step, a GPT sample one pass)."""
-    tokens = _n_cells(config["task"])
-    params = config["depth"] * (4 + 2 * config["mlp_ratio"]) * config["width"] ** 2
-    n_evals = 1 + config["evals_per_decade"] * math.log10(max(config["steps"] / config["first_eval"], 1.0))
-    calls = 2 * config["sampler_steps"] if config["arch"] == "dit" else 1
-    samples = 3 * config["steps"] * config["batch"] + n_evals * config["eval_samples"] * calls
-    return float(samples * tokens * params)
-
-
-@functools.lru_cache(maxsize=None)
-def _n_cells(task_spec: str) -> int:
-    from innovwin.tasks import make
-
-    return make(task_spec).n_cells
 
 
 def execute(run_fn: RunFn, config: dict, run_dir: str) -> tuple[str, object, float]:
@@ -281,51 +257,6 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-# --- the driver loop -------------------------------------------------------------------
-class Progress:
-    """The live summary line: done / running / queued / failed, and the time left."""
-
-    def __init__(self, stream, costs: dict[str, float], capacity: int):
-        self.stream = stream
-        self.costs = costs
-        self.capacity = capacity
-        self.start = time.monotonic()
-        self.seconds_per_cost: list[tuple[float, float]] = []  # (seconds, cost) of runs done here
-        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
-        self.last_counts = None
-
-    def finished(self, key: str, seconds: float) -> None:
-        if seconds > 0:
-            self.seconds_per_cost.append((seconds, self.costs.get(key, 0.0)))
-
-    def eta(self, left: list[str]) -> float | None:
-        seconds, cost = (sum(column) for column in zip(*self.seconds_per_cost)) if self.seconds_per_cost else (0, 0)
-        if not left or cost <= 0:
-            return None if left else 0.0
-        return seconds / cost * sum(self.costs.get(key, 0.0) for key in left) / min(self.capacity, len(left))
-
-    def show(self, counts: dict[str, int], left: list[str], final: bool = False) -> None:
-        if not self.stream or (not self.tty and not final and counts == self.last_counts):
-            return  # a log file gets a line per change, a terminal a line that ticks
-        self.last_counts = dict(counts)
-        eta = self.eta(left)
-        line = (f"[sweep] {counts['done']} done · {counts['running']} running · {counts['queued']} queued · "
-                f"{counts['failed']} failed · {_duration(time.monotonic() - self.start)} elapsed · "
-                f"ETA {'?' if eta is None else _duration(eta)}")
-        end = "\n" if final or not self.tty else ""
-        self.stream.write(("\r\033[K" if self.tty else "") + line + end)
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def make_executor(name: str, run_fn: RunFn, *, workers=None, ray_address=None, n_runs=None):
     if name == "local":
         if ray_address is not None:
@@ -334,70 +265,3 @@ def make_executor(name: str, run_fn: RunFn, *, workers=None, ray_address=None, n
     if name == "ray":
         return RayExecutor(run_fn, workers, ray_address, n_runs)
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
-
-
-def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
-              ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=None, poll_s: float = 1.0) -> dict[str, int]:
-    """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
-
-    Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
-    their run directory), failed ones are retried until they have had ``max_attempts``.
-    ``stream`` (e.g. sys.stderr) gets the live summary line; None runs quietly.
-    """
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-    store.requeue_orphans()
-    costs = {key: estimate_cost(config) for key, config in runs.items()}
-    store.add(runs, costs)
-    queue = store.pending(runs, max_attempts)
-    if not queue:
-        counts = store.counts(runs)
-        if stream:
-            stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed "
-                         f"(after {max_attempts} attempts)\n")
-        return counts
-    pool = make_executor(executor, run_fn, workers=workers, ray_address=ray_address, n_runs=len(queue))
-    progress = Progress(stream, costs, pool.capacity)
-    if stream:
-        stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}\n")
-    in_flight: set[str] = set()
-    previous_sigterm = _raise_on_sigterm()
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < pool.capacity:
-                key = queue.pop(0)
-                store.claim(key)
-                pool.submit(key, runs[key], str(store.run_dir(key)))
-                in_flight.add(key)
-            progress.show(store.counts(runs), queue + sorted(in_flight))
-            for key, status, payload, seconds in pool.wait(poll_s):
-                in_flight.discard(key)
-                if status == "done":
-                    store.finish(key, payload)
-                    progress.finished(key, seconds)
-                else:
-                    store.fail(key, str(payload))
-                    if store.get(key)["attempts"] < max_attempts:
-                        queue.append(key)
-        counts = store.counts(runs)
-        progress.show(counts, [], final=True)
-        return counts
-    finally:
-        pool.close()
-        for key in in_flight:  # interrupted, not failed: back in the queue for the next sweep
-            store.release(key)
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-
-
-def _raise_on_sigterm():
-    """SIGTERM stops a sweep like Ctrl-C: workers stopped, unfinished runs queued again.
-    Returns the previous handler (None off the main thread, where signals are left alone)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:
-        return None

@@ -15,9 +15,8 @@ values < alphabet; ``uint64`` (n, words) are keys as :func:`innovwin.bits.pack` 
 also ``int64``, as :func:`innovwin.bits.pack_torch` makes them). numpy in -> numpy out; torch in ->
 torch out on the queries' device.
 
-:class:`NearestIndex` packs a training set once, keeps it on its device, answers many queries and
-tells exact copies by hashing (one sort of the training hashes, then a binary search per query: no
-M x N scan). :func:`nearest_l2` is the float counterpart for a DiT's undecoded outputs (the ratio
+:class:`NearestIndex` packs a training set once, keeps it on its device and answers many queries
+(an exact copy is a nearest distance of 0). :func:`nearest_l2` is the float counterpart for a DiT's undecoded outputs (the ratio
 test d1 < d2 / 3).
 """
 from __future__ import annotations
@@ -35,7 +34,6 @@ NIBBLE_LOW = np.uint64(0x1111111111111111)  # the low bit of every nibble
 _REFERENCE_CHUNK = 2**22  # word comparisons (numpy) or CPU distances (l2) held at once
 _L2_CHUNK_CUDA = 2**26  # distances held at once on a GPU: fewer, larger GEMMs
 _KEY_INDEX_MASK = 2**32 - 1
-_HASH_MULT = 0x5851F42D4C957F2D  # odd and < 2^63: the same hash code runs on numpy uint64 and torch int64
 
 
 # ---------------------------------------------------------------- input checks and conversions
@@ -92,23 +90,13 @@ def _check_k(k, n_train: int) -> None:
 
 # ---------------------------------------------------------------- numpy reference
 
-def _popcount_numpy(x: np.ndarray) -> np.ndarray:
-    """Set bits per uint64 element (numpy >= 2 has it built in; SWAR otherwise)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
-
-
 def differing_cells_numpy(queries: np.ndarray, train: np.ndarray, nibbles: bool) -> np.ndarray:
     """All-pairs differing cells of packed uint64 keys: (M, W) x (N, W) -> int64 (M, N)."""
     x = queries[:, None, :] ^ train[None, :, :]
     if nibbles:  # one marker bit per nonzero nibble
         one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
         x = (x | (x >> one) | (x >> two) | (x >> three)) & NIBBLE_LOW
-    return _popcount_numpy(x).sum(axis=-1, dtype=np.int64)
+    return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
 
 
 def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool):
@@ -134,42 +122,6 @@ def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool)
         out.append(best)
     keys = np.concatenate(out)
     return (keys >> 32).astype(np.int32), keys & _KEY_INDEX_MASK
-
-
-# ---------------------------------------------------------------- exact copies by hashing
-
-def _row_hash(keys, seed: int):
-    """A 64-bit hash of each packed row; operators only, so one code serves numpy and torch."""
-    h = keys[:, 0] ^ seed
-    for w in range(1, keys.shape[1]):
-        h = (h * _HASH_MULT) ^ keys[:, w]
-    h = h * _HASH_MULT
-    return h ^ (h >> 29)
-
-
-class _CopyTable:
-    """Sorted row hashes of the training set. Distinct rows get distinct hashes (re-seeded until
-    they do), so a query matching a hash has exactly one candidate row to compare."""
-
-    def __init__(self, keys):
-        lib = torch if _is_torch(keys) else np
-        for seed in range(64):
-            hashes = _row_hash(keys, seed)
-            order = lib.argsort(hashes)
-            hashes = hashes[order]
-            tie = hashes[1:] == hashes[:-1]
-            if not tie.any() or (keys[order[1:]][tie] == keys[order[:-1]][tie]).all():
-                self.seed, self.hashes, self.order, self.keys, self.lib = seed, hashes, order, keys, lib
-                return
-        raise RuntimeError("could not find a collision-free hash seed for the training set")  # pragma: no cover
-
-    def contains(self, queries):
-        """bool (M,): each packed query row equals some training row."""
-        h = _row_hash(queries, self.seed)
-        pos = self.lib.searchsorted(self.hashes, h)
-        pos[pos >= len(self.hashes)] = len(self.hashes) - 1
-        candidate = self.keys[self.order[pos]]
-        return (self.hashes[pos] == h) & (candidate == queries).all(1)
 
 
 # ---------------------------------------------------------------- front
@@ -210,7 +162,6 @@ class NearestIndex:
         self.keys = _numpy_keys(keys) if self.device.type == "cpu" else _torch_keys(keys, self.device)
         self.n_train, self.words = self.keys.shape
         self._columns = None  # word-major copy for the Triton kernel, made on first use
-        self._copies = None  # hash table for is_copy, made on first use
 
     def _query_keys(self, queries):
         keys, n_cells = _as_keys(queries, self.alphabet, "queries")
@@ -242,14 +193,6 @@ class NearestIndex:
                     self._columns = _torch_keys(self.keys, device).t().contiguous()
                 dist, idx = hamming.hamming_topk(q, self._columns, k, self.nibbles)
         return _like(dist, queries), _like(idx, queries)
-
-    def is_copy(self, queries):
-        """bool (M,): the query equals a training sample exactly (hash lookup, not a distance scan)."""
-        keys = self._query_keys(queries)
-        if self._copies is None:
-            self._copies = _CopyTable(self.keys)
-        found = self._copies.contains(_torch_keys(keys, self.device) if _is_torch(self.keys) else _numpy_keys(keys))
-        return _like(found, queries)
 
 
 def nearest(queries, train, k: int = 2, alphabet: int = 2, backend: str = "auto"):

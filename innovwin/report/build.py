@@ -4,13 +4,13 @@ figures, and an index.html that shows them together.
     OUT/index.html              the page a user opens first
     OUT/runs.csv, runs.md       one row per finished run: variant (config_variants), clocks, intervals,
                                 censoring, window
-    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.fits), bootstrap interval on alpha
+    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits), bootstrap interval on alpha
     OUT/sensitivity.csv, .md    each run's clocks at several thresholds (see innovwin.sensitivity)
     OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
     OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the fitted lines, DiT | GPT
     OUT/tau_rule.png            tau_rule against rule complexity, one line per depth, DiT | GPT
     OUT/window_map.png          the window's width over (task x N), closed windows marked, DiT | GPT
-    OUT/dit_vs_gpt.png          each clock of a GPT run against the same run as a DiT (when both exist)
+    OUT/arch_pairs.png          each clock of a GPT run against the same run as a DiT (when both exist)
     OUT/curves/KEY.png          the two-clock curves of each run
     OUT/basins/*.png            basin figures found in the run directories
 
@@ -32,16 +32,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from innovwin import clocks, sensitivity
+from innovwin import objectives
+from innovwin.analysis import clocks, sensitivity
+from innovwin.analysis.fits import fit_all
 from innovwin.config import SEED_FIELDS
-from innovwin.fits import fit_all
-from innovwin.rundir import read_metrics
-from innovwin.store import RunStore
+from innovwin.store.rundir import read_metrics
+from innovwin.store.runstore import RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
-ARCH_TITLE = {"dit": "DiT (EDM diffusion)", "gpt": "GPT (next token)"}
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored", "tau_mem_at_first_eval",
@@ -62,7 +62,7 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
     write_table(out / "fits", fits, FIT_COLUMNS)
     figures = {}
     for name, draw in (("tau_vs_n", plot_tau_vs_n), ("tau_rule", plot_tau_rule),
-                       ("window_map", plot_window_map), ("dit_vs_gpt", plot_dit_vs_gpt)):
+                       ("window_map", plot_window_map), ("arch_pairs", plot_arch_pairs)):
         figure = draw(records, fits) if records else None  # a store whose runs are all queued has nothing to draw
         if figure is not None:
             figures[name] = _save(figure, out / f"{name}.png")
@@ -102,7 +102,7 @@ def write_sensitivity(out: Path, records, metrics, *, n_boot: int, seed: int) ->
 
 # --- records ---------------------------------------------------------------------------
 # Config fields that never make a run's variant: runs that differ only in these share one fit, colour,
-# window-map cell and DiT/GPT pair. Why each is safe to pool:
+# window-map cell and architecture pair. Why each is safe to pool:
 POOLED_FIELDS = frozenset({
     # the axes: grouping keys already, or the x of a fit
     "task", "arch", "depth", "width", "n_train",
@@ -220,11 +220,16 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
-    """A figure with one column per architecture present (DiT left, GPT right), shared y."""
-    archs = [arch for arch in ("dit", "gpt") if any(r["arch"] == arch for r in records)]
+    """A figure with one column per architecture present (in registry order), shared y."""
+    archs = present_archs(records)
     figure = Figure(figsize=(5.5 * len(archs), height * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, len(archs), squeeze=False, sharey=n_rows == 1)
     return figure, archs, axes
+
+
+def _panels_over(records, x: str):
+    """One panel per architecture for a figure against ``x``; None when x takes fewer than two values."""
+    return _arch_panels(records) if len({r[x] for r in records}) >= 2 else None
 
 
 def _size_label(depth, width, variant="") -> str:
@@ -287,64 +292,70 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
 
 def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
     """Both clocks against N on log-log axes, one colour per (task, size, variant), with the fitted lines."""
-    if len({r["n_train"] for r in records}) < 2:
+    if (panels := _panels_over(records, "n_train")) is None:
         return None
-    figure, archs, axes = _arch_panels(records)
+    figure, archs, axes = panels
     for ax, arch in zip(axes[0], archs):
-        groups = sorted({(r["task"], r["depth"], r["width"], r["variant"]) for r in records if r["arch"] == arch})
-        for color_index, (task, depth, width, variant) in enumerate(groups):
-            color = f"C{color_index % 10}"
-            members = [r for r in records if (r["arch"], r["task"], r["depth"], r["width"], r["variant"])
-                       == (arch, task, depth, width, variant)]
+        for color, (task, depth, width, variant), members in _coloured_groups(records, arch, "task"):
             for clock in CLOCKS:
                 _scatter_clock(ax, members, "n_train", clock, color)
                 fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width,
                                 variant=variant)
-                if fit and fit["alpha"] is not None:
-                    xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
-                    ax.plot(xs, fit["a"] * xs ** fit["alpha"], CLOCK_STYLE[clock][1], color=color, lw=1.2,
-                            label=f"{CLOCK_STYLE[clock][2]} ∝ N^{fit['alpha']:.2f}  {task}, "
-                                  f"{_size_label(depth, width, variant)}")
+                _draw_fit(ax, fit, CLOCK_STYLE[clock][1], color, f"{CLOCK_STYLE[clock][2]} ∝ N^{{alpha}}  {task}, "
+                          f"{_size_label(depth, width, variant)}")
         _clock_legend(ax, [r for r in records if r["arch"] == arch])
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _ticks_at(ax, sorted({r["n_train"] for r in records}))
-        ax.set_xlabel("training-set size N (samples)")
-        ax.set_ylabel("clock τ (training steps)")
-        ax.set_title(ARCH_TITLE.get(arch, arch))
-        ax.grid(alpha=0.3, which="both")
+        _log_panel(ax, sorted({r["n_train"] for r in records}), "training-set size N (samples)",
+                   "clock τ (training steps)", arch_title(arch))
     return figure
+
+
+def _coloured_groups(records: list[dict], arch: str, by: str):
+    """(colour, (record[by], depth, width, variant), members) for each such group of ``arch``'s records."""
+    fields = (by, "depth", "width", "variant")
+    groups = sorted({tuple(r[f] for f in fields) for r in records if r["arch"] == arch})
+    for index, group in enumerate(groups):
+        members = [r for r in records if r["arch"] == arch and tuple(r[f] for f in fields) == group]
+        yield f"C{index % 10}", group, members
+
+
+def _draw_fit(ax, fit: dict | None, style: str, color: str, label: str) -> bool:
+    """Draw a fitted power law over its x range (``{alpha}`` in the label becomes the exponent); False if none."""
+    if not fit or fit["alpha"] is None:
+        return False
+    xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
+    ax.plot(xs, fit["a"] * xs ** fit["alpha"], style, color=color, lw=1.2,
+            label=label.replace("{alpha}", f"{fit['alpha']:.2f}"))
+    return True
+
+
+def _log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
+    """Log-log axes with ticks at the swept x values, labels, title and a light grid."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _ticks_at(ax, x_values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
 
 
 def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
     """tau_rule against the rule's complexity, one line per depth (pooled over N and seeds)."""
-    if len({r["complexity"] for r in records}) < 2:
+    if (panels := _panels_over(records, "complexity")) is None:
         return None
-    figure, archs, axes = _arch_panels(records)
+    figure, archs, axes = panels
     for ax, arch in zip(axes[0], archs):
-        groups = sorted({(r["family"], r["depth"], r["width"], r["variant"]) for r in records if r["arch"] == arch})
-        for color_index, (family, depth, width, variant) in enumerate(groups):
-            color = f"C{color_index % 10}"
-            members = [r for r in records if (r["arch"], r["family"], r["depth"], r["width"], r["variant"])
-                       == (arch, family, depth, width, variant)]
+        for color, (family, depth, width, variant), members in _coloured_groups(records, arch, "family"):
             _scatter_clock(ax, members, "complexity", "tau_rule", color)
             fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width,
                             variant=variant)
             label = f"{family}, {_size_label(depth, width, variant)}"
-            if fit and fit["alpha"] is not None:
-                xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
-                ax.plot(xs, fit["a"] * xs ** fit["alpha"], "--", color=color, lw=1.2,
-                        label=f"{label}: τ_rule ∝ complexity^{fit['alpha']:.2f}")
-            else:
+            if not _draw_fit(ax, fit, "--", color, f"{label}: τ_rule ∝ complexity^{{alpha}}"):
                 ax.plot([], [], "s", color=color, label=label)
         _clock_legend(ax, [r for r in records if r["arch"] == arch], ("tau_rule",))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _ticks_at(ax, sorted({r["complexity"] for r in records}))
-        ax.set_xlabel("rule complexity (the task's knob, e.g. parity group size G)")
-        ax.set_ylabel("τ_rule (training steps)")
-        ax.set_title(ARCH_TITLE.get(arch, arch))
-        ax.grid(alpha=0.3, which="both")
+        _log_panel(ax, sorted({r["complexity"] for r in records}),
+                   "rule complexity (the task's knob, e.g. parity group size G)", "τ_rule (training steps)",
+                   arch_title(arch))
     return figure
 
 
@@ -382,7 +393,7 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
             ax.set_xlabel("training-set size N (samples)")
             if ax is row_axes[0]:
                 ax.set_ylabel("task (complexity increases upward)")
-            ax.set_title(f"{ARCH_TITLE.get(arch, arch)} · {_size_label(depth, width, variant)}", fontsize=9)
+            ax.set_title(f"{arch_title(arch)} · {_size_label(depth, width, variant)}", fontsize=9)
     if image is not None:
         figure.colorbar(image, ax=axes, shrink=0.8,
                         label="log10(τ_mem/τ_rule), decades")
@@ -422,11 +433,13 @@ def _rectangle(x, y, color):
     return Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=color, hatch="xx", edgecolor="white", lw=0)
 
 
-def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
-    """Each clock of a GPT run against the DiT run with the same task, N, size, seed and variant."""
-    pairs = dit_gpt_pairs(records)
+def plot_arch_pairs(records: list[dict], fits: list[dict]) -> Figure | None:
+    """Each clock of a run of the second architecture against the same run (task, N, size, seed, variant) of the
+    first, for the first two architectures present (e.g. DiT on x, GPT on y)."""
+    pairs = arch_pairs(records)
     if not pairs:
         return None
+    first, second = (arch_title(arch).split(" (")[0] for arch in present_archs(records)[:2])
     figure = Figure(figsize=(5.2, 4.8), layout="constrained")
     ax = figure.subplots()
     values = []
@@ -434,8 +447,8 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
              "first_eval": " (a clock crossed by the first evaluation: ≤ that step)"}
     for clock, color in (("tau_rule", "tab:blue"), ("tau_mem", "tab:red")):
         for kind, note in notes.items():
-            points = [(clock_value(d, clock)[0], clock_value(g, clock)[0]) for d, g in pairs
-                      if _pair_kind(d, g, clock) == kind]
+            points = [(clock_value(a, clock)[0], clock_value(b, clock)[0]) for a, b in pairs
+                      if _pair_kind(a, b, clock) == kind]
             if points:
                 xs, ys = zip(*points)
                 values += xs + ys
@@ -446,26 +459,40 @@ def plot_dit_vs_gpt(records: list[dict], fits: list[dict]) -> Figure | None:
     ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls=":", label="same step")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("DiT clock (training steps)")
-    ax.set_ylabel("GPT clock (training steps), same task, N, size, seed, variant")
-    ax.set_title("DiT vs GPT: the same two clocks, shifted")
+    ax.set_xlabel(f"{first} clock (training steps)")
+    ax.set_ylabel(f"{second} clock (training steps), same task, N, size, seed, variant")
+    ax.set_title(f"{first} vs {second}: the same two clocks, shifted")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     return figure
 
 
-def dit_gpt_pairs(records: list[dict]) -> list[tuple[dict, dict]]:
-    """(DiT run, GPT run) with the same task, N, size, seed and variant: every such pair, so runs that differ
-    only in POOLED_FIELDS (e.g. steps) each get a point instead of overwriting one another."""
+def present_archs(records: list[dict]) -> list[str]:
+    """The architectures among the records, registry order first (unregistered names after, sorted)."""
+    present = {r["arch"] for r in records}
+    return [a for a in objectives.names() if a in present] + sorted(present - set(objectives.names()))
+
+
+def arch_title(arch: str) -> str:
+    return objectives.get(arch).title if arch in objectives.names() else arch
+
+
+def arch_pairs(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(run of the first architecture, run of the second) with the same task, N, size, seed and variant: every
+    such pair, so runs that differ only in POOLED_FIELDS (e.g. steps) each get a point instead of overwriting one
+    another. Empty with fewer than two architectures."""
+    archs = present_archs(records)
+    if len(archs) < 2:
+        return []
     runs = defaultdict(lambda: defaultdict(list))
     for r in records:
         runs[(r["task"], r["n_train"], r["depth"], r["width"], r["seed"], r["variant"])][r["arch"]].append(r)
-    return [(dit, gpt) for by_arch in runs.values() for dit in by_arch["dit"] for gpt in by_arch["gpt"]]
+    return [(a, b) for by_arch in runs.values() for a in by_arch[archs[0]] for b in by_arch[archs[1]]]
 
 
-def _pair_kind(dit: dict, gpt: dict, clock: str) -> str:
-    """How a (DiT, GPT) point is drawn: censored if a clock is, else an upper bound if a clock is one."""
-    kinds = {clock_kind(dit, clock), clock_kind(gpt, clock)}
+def _pair_kind(a: dict, b: dict, clock: str) -> str:
+    """How a pair's point is drawn: censored if a clock is, else an upper bound if a clock is one."""
+    kinds = {clock_kind(a, clock), clock_kind(b, clock)}
     return next(kind for kind in ("censored", "first_eval", "measured") if kind in kinds)
 
 
@@ -528,7 +555,7 @@ FIGURE_CAPTIONS = {
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells where no "
                   "clock crossed or both crossed by the first evaluation (order unknown).",
-    "dit_vs_gpt": "Each clock of a GPT run against the DiT run with the same task, N, size, seed and variant. Hollow: "
+    "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with the same task, N, size, seed and variant. Hollow: "
                   "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
 }
 

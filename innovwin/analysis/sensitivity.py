@@ -11,8 +11,8 @@ samples each break one of 18 groups 1% of the time has learned the rule at the g
 sample-level validity (0.99^18 = 0.83) reaches 0.9.
 
 Everything here is a pure function of the evaluation rows a run already stored (metrics.jsonl): no model
-is evaluated again. The clocks are ``innovwin.clocks``' own (same crossing, confirmation, interpolation
-and censoring), and the fits are ``innovwin.fits``' own (same groups; censored clocks, and clocks already
+is evaluated again. The clocks are ``innovwin.analysis.clocks``' own (same crossing, confirmation, interpolation
+and censoring), and the fits are ``innovwin.analysis.fits``' own (same groups; censored clocks, and clocks already
 crossed at the first evaluation, never enter a fit).
 The clocks here carry no bootstrap interval (that needs the per-sample arrays); the intervals at the
 configured thresholds are in runs.csv, and the refitted alphas keep fits.py's bootstrap over runs.
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from innovwin import clocks
-from innovwin.fits import FIT_PLAN, fit_groups
+from innovwin.analysis import clocks
+from innovwin.analysis.fits import FIT_PLAN, fit_groups
 
 RULE_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
 MEM_THRESHOLDS = (0.05, 0.1, 0.2, 0.5)

@@ -6,8 +6,8 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    from innovwin.executors import EXECUTORS
-    from innovwin.sweep import presets
+    from innovwin.sweeps.executors import EXECUTORS
+    from innovwin.sweeps.spec import presets
 
     sweep = subparsers.add_parser(
         "sweep", help="run a grid of runs into a store (skips done runs, resumes interrupted ones)",
@@ -36,9 +36,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from innovwin.executors import run_sweep
-    from innovwin.store import RunStore
-    from innovwin.sweep import load_preset, load_spec
+    from innovwin.store.runstore import RunStore
+    from innovwin.sweeps.driver import run_sweep
+    from innovwin.sweeps.spec import load_preset, load_spec
 
     if (args.spec is None) == (args.preset is None):
         raise ValueError("give either a spec file or --preset NAME")
@@ -58,7 +58,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from innovwin.report import build_report
+    from innovwin.report.build import build_report
 
     index = build_report(args.store, args.out, n_boot=args.n_boot)
     print(f"report: {index}")

@@ -1,1 +1,0 @@
-"""Sweep specs shipped with innovwin: `innovwin sweep --preset NAME --store DIR` (see innovwin.sweep)."""
