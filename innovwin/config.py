@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from innovwin.tomlfile import read_toml
 
 DTYPES = ("auto", "float32", "bfloat16")
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
+MAX_SEED = 2**62 - 1  # seed fills data_seed..train_seed with 4*seed+3 at most, and torch takes seeds below 2**64
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
+        _check_seeds(self)
         checks = [
             (self.arch in objectives.names(),
              f"arch must be one of {', '.join(objectives.names())}, got {self.arch!r}{did_you_mean(self.arch, objectives.names())}"),
@@ -242,6 +246,22 @@ def _check_types(config: RunConfig) -> None:
             object.__setattr__(config, name, float(value))
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+
+
+def _check_finite(config: RunConfig) -> None:
+    """Refuse inf and NaN in every float field (JSON cannot hold them, and no range check below catches inf)."""
+    for name, kind in FIELD_TYPES.items():
+        value = getattr(config, name)
+        if kind is float and value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def _check_seeds(config: RunConfig) -> None:
+    """Seeds in the range every generator takes, named (numpy and torch would refuse them anonymously)."""
+    for name in ("seed", *SEED_FIELDS):
+        value, top = getattr(config, name), MAX_SEED // 4 if name == "seed" else MAX_SEED
+        if value is not None and not 0 <= value <= top:
+            raise ValueError(f"{name} must be an integer in 0..{top}, got {value}")
 
 
 FIELD_TYPES.update({name: _scalar_type(hint) for name, hint in _hints().items()})

@@ -14,6 +14,7 @@ from innovwin._native_loader import native
 BACKENDS = ("auto", "native", "numpy")
 NUMPY_CHUNK = 1 << 16  # rows per numpy reference call: bounds its temporaries (~100 MB for 9x9 Sudoku)
 REQUIRED = object()  # marks a spec parameter without a default
+MAX_SIDE = 64  # grid rows or columns: 4096 cells already outgrow every model and search here
 
 
 def as_int(value) -> int:
@@ -21,6 +22,21 @@ def as_int(value) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def as_side(value) -> int:
+    """A grid's rows or columns: an integer in 1..MAX_SIDE (a size <= 0 would make an empty or negative grid)."""
+    side = as_int(value)
+    if not 1 <= side <= MAX_SIDE:
+        raise ValueError(f"expected an integer in 1..{MAX_SIDE}, got {side}")
+    return side
+
+
+def as_seed(value) -> int:
+    seed = as_int(value)
+    if seed < 0:
+        raise ValueError(f"expected a seed >= 0, got {seed}")
+    return seed
 
 
 class Task:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from innovwin._native_loader import native
-from innovwin.tasks.base import Task, as_int
+from innovwin.tasks.base import Task, as_int, as_seed, as_side
 
 CHECK_KINDS = ("rowcol", "sparse")
 
@@ -69,12 +69,12 @@ class LinearCodeTask(Task):
     name = "linear"
     example = "linear:h=6,w=6,checks=rowcol"
     PARAMS = {
-        "h": (as_int, 6),
-        "w": (as_int, 6),
+        "h": (as_side, 6),
+        "w": (as_side, 6),
         "checks": (str, "rowcol"),
         "m": (as_int, None),
         "weight": (as_int, None),
-        "seed": (as_int, 0),
+        "seed": (as_seed, 0),
     }
 
     def __init__(self, h=6, w=6, checks="rowcol", m=None, weight=None, seed=0):

@@ -12,7 +12,7 @@ from math import comb
 import numpy as np
 
 from innovwin._native_loader import native
-from innovwin.tasks.base import REQUIRED, Task, as_int
+from innovwin.tasks.base import REQUIRED, Task, as_int, as_seed, as_side
 from innovwin.tasks.linear import LinearCodeTask
 
 LAYOUTS = ("rows", "blocks", "random")
@@ -74,11 +74,11 @@ def group_family_params(task) -> dict:
 
 
 GROUP_PARAMS = {
-    "h": (as_int, 6),
-    "w": (as_int, 6),
+    "h": (as_side, 6),
+    "w": (as_side, 6),
     "g": (parse_group, REQUIRED),
     "layout": (str, None),
-    "seed": (as_int, 0),
+    "seed": (as_seed, 0),
 }
 
 
