@@ -8,17 +8,25 @@
     state.pt                    the latest full training state (model, optimizer, EMA, RNG states, step)
     summary.json                the clocks, the window, the final row and the timing, at the end
 
+    .lock                       held (flock) by the one process (train, basins) working in the directory
+
 Every file except metrics.jsonl is written to a temporary name and moved into place, so a run killed at
-any instant leaves either the old file or the new one. metrics.jsonl rows past the saved state's step are
-dropped on resume (they will be written again, identically).
+any instant leaves either the old file or the new one (a temporary a killed run left is removed by the next
+one, under the lock). state.pt keeps a copy of metrics.jsonl's rows up to its step, so on resume the file is
+rewritten from it: rows past the saved step are dropped (they will be written again, identically), and a torn,
+garbled or deleted row is restored rather than lost. Readers refuse a torn row (see :func:`read_metrics`).
+See docs/reliability.md.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +38,10 @@ STATE = "state.pt"
 SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
 EVALS = "evals"
+LOCK = ".lock"
 OWNED = (CONFIG, METRICS, STATE, SUMMARY, SNAPSHOTS, EVALS)
 _STEP_FILE = re.compile(r"step_(\d{8})\.(pt|npz)$")
+_TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
 
 
 # --- atomic writes -------------------------------------------------------------------------
@@ -39,11 +49,15 @@ def write_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsynced, then renamed over it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or a signal) must not leave the temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path, obj) -> None:
@@ -58,6 +72,52 @@ def save_torch(path, obj) -> None:
 
 def step_path(run_dir, folder: str, step: int, suffix: str) -> Path:
     return Path(run_dir) / folder / f"step_{step:08d}.{suffix}"
+
+
+def read_json(path) -> dict:
+    """A JSON object from ``path``; ValueError naming the file when it is garbled."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is garbled ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is garbled (a JSON {type(value).__name__}, not an object)")
+    return value
+
+
+# --- one process per directory -------------------------------------------------------------
+@contextlib.contextmanager
+def locked(run_dir, purpose: str):
+    """Hold ``run_dir``'s lock (creating the directory) while one process trains or measures in it.
+
+    A second process is refused at once with the holder's pid, rather than interleaving its rows with the
+    first's. The kernel drops the lock when its holder dies, so a killed run never leaves it stuck.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"{run_dir} is in use ({holder}); wait for it to finish or stop it first") from None
+        handle.truncate(0)
+        handle.write(f"{purpose}, pid {os.getpid()}")
+        handle.flush()
+        remove_temporaries(run_dir)
+        yield
+
+
+def remove_temporaries(run_dir) -> None:
+    """Delete what :func:`write_atomic` calls a killed process left (only safe under the lock)."""
+    for folder in (Path(run_dir), Path(run_dir) / SNAPSHOTS, Path(run_dir) / EVALS):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if _TEMPORARY.match(path.name) and path.is_file():
+                    path.unlink()
 
 
 # --- claiming a directory ------------------------------------------------------------------
@@ -82,8 +142,8 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
                              "not a run directory; choose another --out or pass --force")
         return None
     try:
-        saved = RunConfig.from_dict({k: v for k, v in json.loads(config_path.read_text()).items() if k != "key"})
-    except (OSError, ValueError, TypeError) as error:
+        saved = RunConfig.from_dict({k: v for k, v in read_json(config_path).items() if k != "key"})
+    except (ValueError, TypeError) as error:
         raise ValueError(f"{config_path} is unreadable ({error}); pass --force to start over") from None
     if saved.key() != config.key():
         changed = [k for k, v in config.resolved().to_dict().items() if saved.resolved().to_dict().get(k) != v]
@@ -119,18 +179,20 @@ def reset(run_dir) -> None:
             path.unlink()
 
 
-def start(run_dir, config, resume_step: int) -> None:
-    """Write config.json and drop whatever a killed run wrote past ``resume_step``.
+def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[str, str | None]:
+    """Write config.json, put back metrics.jsonl as the saved ``state`` knew it, and drop whatever a killed run
+    wrote past the state's step. ``evaluated``: the evaluation steps up to that step (the rows it must have).
 
-    config.json comes first: a run killed at any point after it leaves a directory that :func:`prepare`
-    recognizes as this run's, never one of run files without a config.
+    Returns metrics.jsonl's text and a note when rows had to be restored. config.json comes first: a run killed
+    at any point after it leaves a directory that :func:`prepare` recognizes as this run's.
     """
     run_dir = Path(run_dir)
+    resume_step = state["step"] if state else 0
     write_json(run_dir / CONFIG, {**config.resolved().to_nested(), "key": config.key()})
     for folder in (SNAPSHOTS, EVALS):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
-    rows = [row for row in read_metrics(run_dir) if row["step"] <= resume_step]
-    write_atomic(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    text, note = _metrics_to_resume(run_dir, state, evaluated)
+    write_atomic(run_dir / METRICS, text.encode())
     for folder in (SNAPSHOTS, EVALS):
         for path in (run_dir / folder).iterdir():
             match = _STEP_FILE.match(path.name)
@@ -139,30 +201,68 @@ def start(run_dir, config, resume_step: int) -> None:
     summary = run_dir / SUMMARY
     if summary.exists():
         summary.unlink()
+    return text, note
+
+
+def _metrics_to_resume(run_dir: Path, state: dict | None, evaluated: list[int]) -> tuple[str, str | None]:
+    """metrics.jsonl's rows up to the state's step: the state's own copy, or (a state written before it kept one)
+    the file's rows, refused unless they are exactly the evaluations up to that step."""
+    if state is None:
+        return "", None  # a new run, or one whose state was deleted: it starts again from step 0
+    path = run_dir / METRICS
+    current = path.read_bytes().decode(errors="replace") if path.is_file() else ""
+    if "metrics" in state:
+        text = state["metrics"]
+        if current.startswith(text):  # rows past the saved step are a killed run's: dropped, written again
+            return text, None
+        return text, (f"{path} was damaged (torn, garbled or shortened); its {len(evaluated)} rows up to step "
+                      f"{state['step']} were restored from {STATE}")
+    try:
+        rows = [row for row in parse_metrics(current, path) if row["step"] <= state["step"]]
+    except ValueError:
+        rows = None
+    if rows is None or [row["step"] for row in rows] != evaluated:
+        raise ValueError(f"{path} is damaged (rows up to step {state['step']} torn or missing) and {STATE} keeps no "
+                         "copy of them (an older innovwin wrote it); pass --force to start over")
+    return "".join(metrics_line(row) for row in rows), None
 
 
 # --- metrics -------------------------------------------------------------------------------
-def append_metrics(run_dir, row: dict) -> None:
-    """Append one row and push it to disk before returning (a reader never waits on a buffer)."""
+def metrics_line(row: dict) -> str:
+    return json.dumps(row, allow_nan=False) + "\n"
+
+
+def append_metrics(run_dir, row: dict) -> str:
+    """Append one row and push it to disk before returning (a reader never waits on a buffer); returns the line."""
+    line = metrics_line(row)
     with open(Path(run_dir) / METRICS, "a") as handle:
-        handle.write(json.dumps(row, allow_nan=False) + "\n")
+        handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+    return line
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """All complete rows; a torn last line (a run killed mid-write) is skipped."""
+    """All rows; a torn or garbled row is refused (ValueError naming the file), never skipped: rerunning the same
+    `innovwin train` restores it from state.pt."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
+    return parse_metrics(path.read_bytes().decode(errors="replace"), path)
+
+
+def parse_metrics(text: str, path) -> list[dict]:
     rows = []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines):
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            if number != len(lines) - 1:
-                raise ValueError(f"{path} line {number + 1} is not JSON") from None
+            row = None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or step <= (rows[-1]["step"] if rows else 0):
+            raise ValueError(f"{path} line {number} is torn or garbled (a run killed mid-write, or a damaged "
+                             f"file): rerun `innovwin train --out {Path(path).parent}` to restore it from {STATE}")
+        rows.append(row)
     return rows
 
 
@@ -177,8 +277,15 @@ def load_eval_samples(run_dir, steps) -> dict:
     """Per-sample arrays of the given evaluations, stacked: name -> (evals, samples, ...)."""
     loaded = []
     for step in steps:
-        with np.load(step_path(run_dir, EVALS, step, "npz")) as data:
-            loaded.append({name: data[name] for name in data.files})
+        path = step_path(run_dir, EVALS, step, "npz")
+        try:
+            with np.load(path) as data:
+                loaded.append({name: data[name] for name in data.files})
+        except FileNotFoundError:
+            raise ValueError(f"{path} is missing: the run's evaluation at step {step} has no per-sample arrays; "
+                             "pass --force to train the run again") from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is corrupt ({type(error).__name__}); pass --force to train the run again") from None
     return {name: np.stack([one[name] for one in loaded]) for name in loaded[0]} if loaded else {}
 
 
@@ -203,10 +310,14 @@ def load_snapshot(run_dir, step: int):
     path = step_path(run_dir, SNAPSHOTS, step, "pt")
     if not path.exists():
         raise ValueError(f"no snapshot at step {step} in {run_dir} (have: {snapshot_steps(run_dir)})")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    task = tasks.make(saved["task"])
-    size = {key: value for key, value in saved["size"].items() if key != "sigma_data"}  # older snapshots kept the
-    # DiT's sigma_data with its size; it was always the encoding's default, which the objective now owns
-    model = objectives.build_model(task, saved["arch"], **size)
-    model.load_state_dict(saved["model"])
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        task = tasks.make(saved["task"])
+        size = {key: value for key, value in saved["size"].items() if key != "sigma_data"}  # older snapshots kept
+        # the DiT's sigma_data with its size; it was always the encoding's default, which the objective now owns
+        model = objectives.build_model(task, saved["arch"], **size)
+        model.load_state_dict(saved["model"])
+    except Exception as error:  # torch raises many kinds on a truncated or foreign file
+        raise ValueError(f"snapshot {path} is corrupt ({type(error).__name__}); delete it, or pass "
+                         "--snapshots with the steps to measure") from None
     return task, model.eval()

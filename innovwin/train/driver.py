@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -50,6 +51,9 @@ def check_run(config: RunConfig):
     if task.n_valid is not None and config.n_train > task.n_valid:
         raise ValueError(f"n_train {config.n_train} is larger than the valid set of {task.spec} "
                          f"({task.n_valid} configurations)")
+    if config.n_train == task.n_valid:
+        raise ValueError(f"n_train {config.n_train} is the whole valid set of {task.spec}: no held-out sample is "
+                         "left and every valid sample is a copy (the chance copy rate is 1); train on fewer")
     return config, task
 
 
@@ -75,6 +79,7 @@ class Trainer:
         self.step_fn = make_train_step(self.model, self.optimizer, loss_fn, compile=config.compile, amp=amp,
                                        clip=config.grad_clip or None)
         self.step = 0
+        self.metrics = ""  # metrics.jsonl's text up to this step, saved with the state to restore a damaged file
         self.loss_sum = torch.zeros((), device=device)
         self.loss_count = 0
 
@@ -115,6 +120,7 @@ class Trainer:
             "loss_sum": self.loss_sum.detach().cpu(),
             "loss_count": self.loss_count,
             "timing": dict(timing),
+            "metrics": self.metrics,
         }
 
     def load(self, state: dict) -> None:
@@ -157,11 +163,18 @@ class StopRequests:
 
 
 def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool = False) -> dict:
-    """Train (or resume) the run ``config`` in ``out_dir``; returns the summary (also in summary.json)."""
+    """Train (or resume) the run ``config`` in ``out_dir``; returns the summary (also in summary.json).
+
+    Holds the run directory's lock throughout: a second train (or basins) on it is refused, not interleaved."""
     started = time.perf_counter()
     config, task = check_run(config)
     device = resolve_device(config.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    with rundir.locked(out_dir, "innovwin train"):
+        return _train_locked(config, task, device, out_dir, quiet, force, started)
+
+
+def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool, started: float) -> dict:
     state = rundir.prepare(out_dir, config, force)  # reads only: bad input is refused before anything is written
     dataset = run_dataset(config, task)
     trainer = Trainer(config, task, dataset, device)
@@ -172,10 +185,11 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
 
     if force:
         rundir.reset(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.start(out_dir, config, resume_step=trainer.step)
-    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
     schedule = set(eval_steps(config))
+    trainer.metrics, note = rundir.start(out_dir, config, state, sorted(s for s in schedule if s <= trainer.step))
+    if note:
+        print(f"innovwin train: {note}", file=sys.stderr)
+    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
 
     def save_state():
         timing["wall_s"] = earlier_wall + time.perf_counter() - started
@@ -217,7 +231,7 @@ def record_evaluation(out_dir, config, task, trainer, evaluator, train_loss) -> 
     model = trainer.eval_model
     row, samples = evaluator(model, trainer.step)
     row["train_loss"] = train_loss
-    rundir.append_metrics(out_dir, row)
+    trainer.metrics += rundir.append_metrics(out_dir, row)
     rundir.save_eval_samples(out_dir, trainer.step, samples)
     if config.snapshots:
         rundir.save_snapshot(out_dir, trainer.step, task.spec, config.arch, model)
