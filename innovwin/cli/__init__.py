@@ -1,12 +1,16 @@
 """The ``innovwin`` command line: one module per command group in this package.
 
 Every command module exposes ``add_parser(subparsers)``, which registers its parser and
-sets ``func``. Bad input (ValueError, FileNotFoundError) becomes one line on stderr and exit 2.
+sets ``func``. Bad input (ValueError) and what the machine refuses (an OSError: a full disk, a read-only or
+missing path, a file where a directory should be; a SQLite error; memory) become one line on stderr, naming
+the path where there is one, and exit 2: this is the one place they are turned into messages.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sqlite3
 import sys
 
 # Module path of each subcommand group, in the order `innovwin --help` lists them.
@@ -35,13 +39,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"innovwin {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, sqlite3.Error, MemoryError, RuntimeError) as error:
+        message = one_line(error)
+        if message is None:
+            raise
+        print(f"innovwin {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"innovwin {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def one_line(error: BaseException) -> str | None:
+    """The user's message for an error that is not a bug, or None (a bug keeps its traceback)."""
+    if isinstance(error, OSError) and error.strerror:
+        paths = " -> ".join(os.fspath(p) for p in (error.filename, error.filename2) if p is not None)
+        return f"{paths}: {error.strerror}" if paths else error.strerror
+    if isinstance(error, sqlite3.Error):  # the store adds its path as a note (innovwin.store.runstore)
+        return "; ".join([f"SQLite: {error}", *getattr(error, "__notes__", [])])
+    if isinstance(error, RuntimeError):  # torch's allocators raise RuntimeError; anything else is a bug
+        text = str(error)
+        if "can't allocate memory" not in text and "out of memory" not in text:
+            return None
+    if isinstance(error, (MemoryError, RuntimeError)):
+        return "out of memory: ask for less (a smaller batch, fewer samples, a smaller model)"
+    return str(error)
 
 
 if __name__ == "__main__":

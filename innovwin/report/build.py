@@ -3,7 +3,8 @@ figures, and an index.html that shows them together.
 
     OUT/index.html              the page a user opens first
     OUT/runs.csv, runs.md       one row per finished run: variant (config_variants), clocks, intervals,
-                                censoring, window
+                                censoring, window, and summary_check: where the store's copy of the run's summary
+                                disagrees with the run directory's summary.json (which the report then uses)
     OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits), bootstrap interval on alpha
     OUT/sensitivity.csv, .md    each run's clocks at several thresholds (see innovwin.sensitivity)
     OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
@@ -36,7 +37,7 @@ from innovwin import objectives
 from innovwin.analysis import clocks, sensitivity
 from innovwin.analysis.fits import fit_all
 from innovwin.config import SEED_FIELDS
-from innovwin.store.rundir import read_metrics
+from innovwin.store.rundir import SUMMARY, read_json, read_metrics
 from innovwin.store.runstore import RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
@@ -45,7 +46,9 @@ BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that ste
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored", "tau_mem_at_first_eval",
-               "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac")
+               "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac",
+               "summary_check")
+RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
 FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
                "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note")
 
@@ -143,7 +146,7 @@ def run_records(rows: list[dict]) -> list[dict]:
     records = []
     finished = [row for row in rows if row["status"] == "done" and row["summary"]]
     for row, variant in zip(finished, config_variants([row["config"] for row in finished])):
-        summary = row["summary"]
+        summary, check = run_summary(row)
         config = row["config"]
         task = tasks.setdefault(config["task"], make(config["task"]))
         final = summary.get("final") or {}
@@ -154,6 +157,7 @@ def run_records(rows: list[dict]) -> list[dict]:
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
             "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
             "final_valid_frac": final.get("valid_frac"), "final_copy_frac": final.get("copy_frac"),
+            "summary_check": check,
         }
         for clock in CLOCKS:
             ci = summary.get(f"{clock}_ci") or [None, None]
@@ -168,6 +172,26 @@ def run_records(rows: list[dict]) -> list[dict]:
         records.append(record)
     return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
                                           r["width"], r["variant"], r["n_train"], r["seed"]))
+
+
+def run_summary(row: dict) -> tuple[dict, str]:
+    """The run's own summary.json (the store keeps a copy) and a note where the two disagree, or "".
+
+    summary.json is what the run wrote; a store edited, restored from a backup or written by a crashed driver may
+    hold another copy, which is used only where the run directory has none. A row the records cannot read is
+    refused, named."""
+    path = Path(row["run_dir"]) / SUMMARY
+    summary, check = row["summary"], f"no {SUMMARY} in the run directory: the store's copy is used"
+    if path.is_file():
+        summary = read_json(path)
+        check = "" if summary == row["summary"] else f"the store's summary differs from {SUMMARY}: {SUMMARY} is used"
+    problems = [f"its config lacks {name}" for name in RECORD_CONFIG if name not in row["config"]]
+    problems += [f"its summary's {name} is not a {kind.__name__}"
+                 for name, kind in (("final", dict), ("tau_rule_ci", list), ("tau_mem_ci", list))
+                 if summary.get(name) is not None and not isinstance(summary[name], kind)]
+    if problems:
+        raise ValueError(f"run {row['key']} in the store is malformed: {'; '.join(problems)}")
+    return summary, check
 
 
 def stored_clock(record: dict, clock: str) -> clocks.Clock:
@@ -578,6 +602,10 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
     parts.append(_html_table([_rendered_run(r) for r in records],
                              ("run", "task", "arch", "depth", "width", "variant", "n_train", "seed", "τ_rule",
                               "τ_mem", "window")))
+    checked = [r["key"] for r in records if r["summary_check"]]
+    if checked:
+        parts.append(f"<p><b>Check:</b> {len(checked)} run(s) whose stored summary disagrees with its run directory "
+                     f"(or has none): {html.escape(', '.join(checked))}; see runs.csv's summary_check.</p>")
     parts.append(sensitivity_html)
     if curves:
         parts.append("<h2>Two-clock curves</h2><div class='grid'>")

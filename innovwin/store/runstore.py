@@ -8,6 +8,8 @@ Only the driver process writes the table: workers (local processes or Ray tasks)
 summaries to it. Every state change is one committed transaction, so killing the driver at
 any moment loses no finished run; the next driver finds rows left ``running`` by a dead
 driver and queues them again, and ``train`` resumes them from their own training state.
+A store on a read-only mount opens for reading (as an immutable file). A SQLite error carries the
+store's path as a note, for the command line's one-line message.
 """
 from __future__ import annotations
 
@@ -56,10 +58,15 @@ class RunStore:
         elif not db.exists():
             raise ValueError(f"{self.path} is not a run store (no {DB_NAME})")
         try:
-            self.db = sqlite3.connect(db, timeout=5.0, isolation_level=None)
+            self.db = sqlite3.connect(db if write else _read_only_uri(db), timeout=5.0, isolation_level=None,
+                                      uri=not write)
             self._check_and_init()
         except ValueError:
             self.close()
+            raise
+        except sqlite3.OperationalError as error:  # the disk or the file system, not the file's content
+            self.close()
+            error.add_note(f"run store {db}")
             raise
         except sqlite3.DatabaseError as error:
             self.close()
@@ -104,13 +111,17 @@ class RunStore:
     @contextlib.contextmanager
     def _transaction(self):
         """One atomic, committed change (the connection is in autocommit mode otherwise)."""
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as error:  # e.g. "database or disk is full": name the store
+            error.add_note(f"run store {self.path / DB_NAME}")
             raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         if getattr(self, "db", None) is not None:
@@ -195,14 +206,31 @@ class RunStore:
         rows = self._decoded("SELECT * FROM runs WHERE key = ?", key)
         return rows[0] if rows else None
 
+    def _json_object(self, row: dict, column: str) -> dict:
+        try:
+            value = json.loads(row[column])
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"run store {self.path / DB_NAME}: the {column} of run {row['key']} is malformed "
+                             "(not a JSON object)")
+        return value
+
     def _decoded(self, query: str, *params) -> list[dict]:
         cursor = self.db.execute(query, params)
         names = [column[0] for column in cursor.description]
         rows = []
         for values in cursor:
             row = dict(zip(names, values))
-            row["config"] = json.loads(row["config"])
-            row["summary"] = json.loads(row["summary"]) if row["summary"] else None
+            row["config"] = self._json_object(row, "config")
+            row["summary"] = self._json_object(row, "summary") if row["summary"] else None
             row["run_dir"] = str(self.run_dir(row["key"]))
             rows.append(row)
         return rows
+
+
+def _read_only_uri(db: Path) -> str:
+    """Open for reading only; on a read-only file system as immutable, since SQLite could not create the
+    write-ahead log's shared-memory file beside it (and nothing can write there meanwhile)."""
+    immutable = "" if os.access(db.parent, os.W_OK) else "&immutable=1"
+    return f"{db.resolve().as_uri()}?mode=ro{immutable}"
