@@ -142,7 +142,8 @@ def test_packed_keys_and_torch_inputs_give_the_same_answer(backend):
     queries, train = random_cells(5, 20, 90, 81, 9)
     expected = brute_force(queries, train, 2)
     assert_same(nearest(bits.pack(queries, 9), bits.pack(train, 9), k=2, alphabet=9, backend=backend), expected)
-    got = nearest(torch.from_numpy(queries), bits.pack_torch(torch.from_numpy(train), 9), alphabet=9, backend=backend)
+    got = nearest(torch.from_numpy(queries), bits.pack_torch(torch.from_numpy(train), 9), alphabet=9, backend=backend,
+                  n_cells=81)
     assert isinstance(got[0], torch.Tensor) and isinstance(got[1], torch.Tensor)
     assert_same(got, expected)
 

@@ -16,7 +16,10 @@ also ``int64``, as :func:`innovwin.bits.pack_torch` makes them). numpy in -> num
 torch out on the queries' device.
 
 :class:`NearestIndex` packs a training set once, keeps it on its device and answers many queries
-(an exact copy is a nearest distance of 0). :func:`nearest_l2` is the float counterpart for a DiT's undecoded outputs (the ratio
+(an exact copy is a nearest distance of 0). As in the validators, bits or nibbles past ``n_cells`` (the padding of
+the last word) never count toward a distance: keys are masked there when the index knows ``n_cells``, which it
+does when it was built from cells or given ``n_cells``. An index built from bare keys compares whole words and
+takes only keys as queries (cells could not be checked against a cell count it does not know). :func:`nearest_l2` is the float counterpart for a DiT's undecoded outputs (the ratio
 test d1 < d2 / 3).
 """
 from __future__ import annotations
@@ -81,6 +84,22 @@ def _like(result, queries):
     if _is_torch(queries):
         return torch.as_tensor(result).to(queries.device)
     return result.cpu().numpy() if _is_torch(result) else result
+
+
+def _padding_mask(n_cells: int, alphabet: int) -> int | None:
+    """The used bits of a sample's last word, or None when the cells fill it (nothing to mask)."""
+    per = bits.cells_per_word(alphabet)
+    used = n_cells - (bits.n_words(n_cells, alphabet) - 1) * per
+    return None if used == per else (1 << (used * (64 // per))) - 1
+
+
+def _masked(keys, mask: int | None):
+    """Keys with their last word's padding cleared (a copy; ``mask`` < 2**63, so it fits torch's int64)."""
+    if mask is None:
+        return keys
+    keys = keys.clone() if _is_torch(keys) else keys.copy()
+    keys[:, -1] &= mask if _is_torch(keys) else np.uint64(mask)
+    return keys
 
 
 def _check_k(k, n_train: int) -> None:
@@ -149,7 +168,7 @@ class NearestIndex:
     Triton kernel, on CPU the C++ search (numpy without the extension).
     """
 
-    def __init__(self, train, alphabet: int = 2, device=None):
+    def __init__(self, train, alphabet: int = 2, device=None, n_cells: int | None = None):
         if isinstance(alphabet, bool) or not isinstance(alphabet, (int, np.integer)):
             raise ValueError(f"alphabet must be an integer in 2..{bits.MAX_ALPHABET}, got {alphabet!r}")
         bits.cells_per_word(int(alphabet))  # raises ValueError out of range
@@ -158,18 +177,29 @@ class NearestIndex:
         if device is None:
             device = train.device if _is_torch(train) else "cpu"
         self.device = torch.device(device)
-        keys, self.n_cells = _as_keys(train, self.alphabet, "train")
+        keys, cells = _as_keys(train, self.alphabet, "train")
+        if n_cells is not None and cells is not None and n_cells != cells:
+            raise ValueError(f"n_cells={n_cells} but the training set has {cells} cells per sample")
+        self.n_cells = cells if cells is not None else n_cells
+        if self.n_cells is not None and bits.n_words(self.n_cells, self.alphabet) != keys.shape[1]:
+            raise ValueError(f"n_cells={self.n_cells} packs into {bits.n_words(self.n_cells, self.alphabet)} words, "
+                             f"but the training keys have {keys.shape[1]}")
+        self._mask = None if self.n_cells is None else _padding_mask(self.n_cells, self.alphabet)
+        keys = _masked(keys, self._mask if cells is None else None)  # packed cells have no padding bits set
         self.keys = _numpy_keys(keys) if self.device.type == "cpu" else _torch_keys(keys, self.device)
         self.n_train, self.words = self.keys.shape
         self._columns = None  # word-major copy for the Triton kernel, made on first use
 
     def _query_keys(self, queries):
         keys, n_cells = _as_keys(queries, self.alphabet, "queries")
-        if n_cells is not None and self.n_cells is not None and n_cells != self.n_cells:
+        if n_cells is not None and self.n_cells is None:
+            raise ValueError("queries are cells but the index was built from packed keys without n_cells: "
+                             "pass n_cells= to the index (or query with packed keys)")
+        if n_cells is not None and n_cells != self.n_cells:
             raise ValueError(f"queries have {n_cells} cells per sample but the training set has {self.n_cells}")
         if keys.shape[1] != self.words:
             raise ValueError(f"queries have {keys.shape[1]} packed words per sample but the training set has {self.words}")
-        return keys
+        return keys if n_cells is not None else _masked(keys, self._mask)
 
     def query(self, queries, k: int = 2, backend: str = "auto"):
         """The k nearest training samples of each query: (dist int32 (M, k), idx int64 (M, k))."""
@@ -195,15 +225,16 @@ class NearestIndex:
         return _like(dist, queries), _like(idx, queries)
 
 
-def nearest(queries, train, k: int = 2, alphabet: int = 2, backend: str = "auto"):
+def nearest(queries, train, k: int = 2, alphabet: int = 2, backend: str = "auto", n_cells: int | None = None):
     """The k nearest training samples of each query by differing cells.
 
     Returns (dist int32 (M, k), idx int64 (M, k)), sorted by distance, ties to the lowest training
     index. Runs where the queries live (their CUDA device, else the CPU). To search one training
-    set many times, build a :class:`NearestIndex` once instead.
+    set many times, build a :class:`NearestIndex` once instead. ``n_cells``: as for :class:`NearestIndex`.
     """
     device = queries.device if _is_torch(queries) else torch.device("cpu")
-    return NearestIndex(train, alphabet=alphabet, device=device).query(queries, k=k, backend=backend)
+    index = NearestIndex(train, alphabet=alphabet, device=device, n_cells=n_cells)
+    return index.query(queries, k=k, backend=backend)
 
 
 def nearest_l2(queries, train, k: int = 2):
