@@ -226,9 +226,10 @@ def test_cli_tasks_sample_validate(tmp_path, capsys):
     cells[2, 0] ^= 1
     np.save(path, cells)
     capsys.readouterr()
-    assert main(["validate", "parity:h=6,w=6,g=3", str(path)]) == 0
+    assert main(["validate", "parity:h=6,w=6,g=3", str(path)]) == 1  # an invalid sample: exit 1, counted
     report = capsys.readouterr().out
     assert "8 samples, 7 valid (87.5%)" in report and "sample 2: 1 constraint(s) fail: 0" in report
+    assert "1 of 8 samples are invalid" in report
     assert main(["validate", "sudoku:n=4", str(path)]) == 2
     assert "must have shape (n, 16)" in capsys.readouterr().err
 

@@ -174,9 +174,9 @@ def describe(summary: dict) -> str:
     def one(name):
         ci = summary[f"{name}_ci"]
         text = summary[f"{name}_text"]
-        if ci:
-            hi = "open" if ci[1] is None else f"{ci[1]:.0f}"
-            text += f"  (95% CI {ci[0]:.0f}-{hi})"
+        if ci:  # either bound may be open (None): the bootstrap found no crossing on that side
+            lo, hi = ("open" if bound is None else f"{bound:.0f}" for bound in ci)
+            text += f"  (95% CI {lo}-{hi})"
         return text
 
     lines = [f"tau_rule  {one('tau_rule')}", f"tau_mem   {one('tau_mem')}"]

@@ -38,8 +38,6 @@ def add_parser(subparsers) -> None:
 
 
 def run_basins_command(args: argparse.Namespace) -> int:
-    import json
-
     from innovwin.analysis.basins import BASINS, measure_run, sigma_grid
     from innovwin.report.basins_figures import FIGURES, plot_all
     from innovwin.store import rundir
@@ -50,9 +48,13 @@ def run_basins_command(args: argparse.Namespace) -> int:
         radii = "  ".join(f"{name} {row['classes'][name]['radius_median']:.3g}" for name in PROBE_CLASSES)
         print(f"[basins] step {row['step']:>8}  median radius: {radii}  ({row['seconds']:.1f} s)", flush=True)
 
-    rows = measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
-                       snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device, progress=report)
-    summary_path = Path(args.run_dir) / rundir.SUMMARY
-    plot_all(args.run_dir, rows, json.loads(summary_path.read_text()) if summary_path.exists() else None)
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"{args.run_dir} is not a run directory")
+    with rundir.locked(args.run_dir, "innovwin basins"):  # a train (or another basins) on it is refused meanwhile
+        rows = measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
+                           snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device,
+                           progress=report)
+        summary_path = Path(args.run_dir) / rundir.SUMMARY
+        plot_all(args.run_dir, rows, rundir.read_json(summary_path) if summary_path.exists() else None)
     print(f"[basins] wrote {BASINS} and {', '.join(FIGURES)} in {args.run_dir}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+MIN_BOOT = 100  # report --n-boot: with fewer, a 95% interval's ends are set by a handful of resamples
+
 
 def add_parser(subparsers) -> None:
     from innovwin.sweeps.executors import EXECUTORS
@@ -31,7 +33,9 @@ def add_parser(subparsers) -> None:
                                                "finished run in a store, and an index.html showing them.")
     report.add_argument("store", help="store directory written by `innovwin sweep`")
     report.add_argument("--out", required=True, help="output directory")
-    report.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the fits' intervals")
+    report.add_argument("--n-boot", type=int, default=1000,
+                        help=f"bootstrap resamples for the fits' intervals: 0 (none) or at least {MIN_BOOT} "
+                             "(default 1000)")
     report.set_defaults(func=run_report_command)
 
 
@@ -60,6 +64,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 def run_report_command(args: argparse.Namespace) -> int:
     from innovwin.report.build import build_report
 
+    if args.n_boot != 0 and args.n_boot < MIN_BOOT:
+        raise ValueError(f"--n-boot must be 0 (no intervals) or at least {MIN_BOOT} (with fewer, a 95% interval's "
+                         f"ends are set by a handful of resamples), got {args.n_boot}")
     index = build_report(args.store, args.out, n_boot=args.n_boot)
     print(f"report: {index}")
     return 0

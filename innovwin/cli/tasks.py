@@ -1,10 +1,14 @@
-"""``innovwin tasks | sample | validate``: list the tasks, print samples, check a file of samples."""
+"""``innovwin tasks | sample | validate``: list the tasks, print samples, check a file of samples.
+
+``validate`` exits 0 when every sample is valid and 1 when any is not (so scripts can branch on it)."""
 from __future__ import annotations
 
 import numpy as np
 
 from innovwin import bits
 from innovwin.tasks import TASKS, make
+
+MAX_SAMPLES = 10**6  # `sample --n`: more would take minutes and gigabytes (9x9 Sudoku), never a useful printout
 
 # The task table of `innovwin tasks`: each family's example plus the sweep points we use most.
 TABLE_SPECS = [
@@ -51,6 +55,8 @@ def run_tasks(args) -> int:
 
 
 def run_sample(args) -> int:
+    if not 0 <= args.n <= MAX_SAMPLES:
+        raise ValueError(f"--n must be in 0..{MAX_SAMPLES}, got {args.n}")
     task = make(args.spec)
     cells = task.sample(args.n, seed=args.seed)
     if args.out:
@@ -66,7 +72,12 @@ def run_sample(args) -> int:
 
 def load_samples(task, path: str) -> np.ndarray:
     """Cells from a .npy file: uint8 (n, n_cells) or (n, h, w), or packed uint64 keys (n, words)."""
-    data = np.load(path, allow_pickle=False)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:  # not a .npy file, truncated, or pickled objects
+        raise ValueError(f"{path} is not a readable .npy array ({error})") from None
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"{path} is a .npz archive; give one .npy array")
     if data.dtype == np.uint64:
         return bits.unpack(task.check_keys(data), task.n_cells, task.k)
     if data.ndim == 3 and data.shape[1:] == task.shape:
@@ -75,6 +86,8 @@ def load_samples(task, path: str) -> np.ndarray:
 
 
 def run_validate(args) -> int:
+    if args.show < 0:
+        raise ValueError(f"--show must be >= 0, got {args.show}")
     task = make(args.spec)
     cells = load_samples(task, args.file)
     held = task.constraints(cells, backend=args.backend)
@@ -90,6 +103,9 @@ def run_validate(args) -> int:
               + (" ..." if len(failed) > 12 else ""))
     if len(invalid) > args.show:
         print(f"  ... and {len(invalid) - args.show} more invalid samples")
+    if len(invalid):
+        print(f"{len(invalid)} of {n} samples are invalid")
+        return 1
     return 0
 
 
@@ -99,12 +115,12 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("sample", help="print (or save) valid samples of a task")
     p.add_argument("spec", help="task spec, e.g. parity:h=6,w=6,g=3 or sudoku:n=4")
-    p.add_argument("--n", type=int, default=5, help="number of samples (default 5)")
+    p.add_argument("--n", type=int, default=5, help=f"number of samples, up to {MAX_SAMPLES} (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="save the samples as uint8 (n, n_cells) to this .npy file instead of printing")
     p.set_defaults(func=run_sample)
 
-    p = subparsers.add_parser("validate", help="check samples in a .npy file against a task")
+    p = subparsers.add_parser("validate", help="check samples in a .npy file against a task (exit 1 if any is invalid)")
     p.add_argument("spec", help="task spec the samples should satisfy")
     p.add_argument("file", help=".npy with uint8 cells (n, n_cells) or (n, h, w), or packed uint64 keys")
     p.add_argument("--backend", choices=["auto", "native", "numpy"], default="auto")

@@ -285,7 +285,8 @@ def load_eval_samples(run_dir, steps) -> dict:
             raise ValueError(f"{path} is missing: the run's evaluation at step {step} has no per-sample arrays; "
                              "pass --force to train the run again") from None
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path} is corrupt ({type(error).__name__}); pass --force to train the run again") from None
+            raise ValueError(f"{path} is corrupt ({type(error).__name__}); "
+                             "pass --force to train the run again") from None
     return {name: np.stack([one[name] for one in loaded]) for name in loaded[0]} if loaded else {}
 
 

@@ -41,6 +41,19 @@ def _n_cells(task_spec: str) -> int:
     return make(task_spec).n_cells
 
 
+def preflight(runs: dict[str, dict]) -> None:
+    """Refuse the sweep, before any run is queued or any attempt spent, when a run could never start (n_train
+    not below |V|, ...): it would fail every attempt the same way."""
+    from innovwin.config import RunConfig
+    from innovwin.train.driver import check_run
+
+    for key, config in runs.items():
+        try:
+            check_run(RunConfig.from_dict(config))
+        except ValueError as error:
+            raise ValueError(f"run {key} ({config['task']}, n_train {config['n_train']}) cannot run: {error}") from None
+
+
 # --- the driver loop -------------------------------------------------------------------
 class Progress:
     """The live summary line: done / running / queued / failed, and the time left."""
@@ -98,6 +111,7 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    preflight(runs)
     store.requeue_orphans()
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     store.add(runs, costs)
