@@ -50,13 +50,25 @@ def write_atomic(path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with naming(path), open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:  # a full disk (or a signal) must not leave the temporary behind
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def naming(path):
+    """Give an OSError raised without a file name (a write or fsync on a full disk) the name of ``path``, so
+    the command line's one-line message says where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.strerror:
+            raise type(error)(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -235,7 +247,7 @@ def metrics_line(row: dict) -> str:
 def append_metrics(run_dir, row: dict) -> str:
     """Append one row and push it to disk before returning (a reader never waits on a buffer); returns the line."""
     line = metrics_line(row)
-    with open(Path(run_dir) / METRICS, "a") as handle:
+    with naming(Path(run_dir) / METRICS), open(Path(run_dir) / METRICS, "a") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())

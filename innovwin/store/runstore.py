@@ -119,8 +119,10 @@ class RunStore:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
-        except sqlite3.Error as error:  # e.g. "database or disk is full": name the store
-            error.add_note(f"run store {self.path / DB_NAME}")
+        except sqlite3.Error as error:  # e.g. "database or disk is full": name the store (once)
+            note = f"run store {self.path / DB_NAME}"
+            if note not in getattr(error, "__notes__", ()):
+                error.add_note(note)
             raise
 
     def close(self) -> None:

@@ -1,0 +1,537 @@
+"""Fault injection: what a user's mistakes, a killed process, a full or read-only disk and damaged files do.
+
+Each test injects one fault and checks what docs/reliability.md promises: the command refuses with one line that
+names the path or field and exits 2 (never a traceback), nothing valid is lost, and the recovery it names works.
+The full-disk and read-only tests mount a small tmpfs or a read-only bind mount in a private mount namespace
+(``unshare -m``); where the machine does not allow that they are skipped, with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from innovwin import bits, cli, config as config_module, tasks
+from innovwin._native_loader import native
+from innovwin.analysis import clocks
+from innovwin.config import RunConfig
+from innovwin.search import NearestIndex, nearest_numpy
+from innovwin.store import RunStore, rundir
+from innovwin.train.driver import train
+
+RUN = dict(task="parity:h=4,w=4,g=2", arch="dit", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24,
+           first_eval=4, evals_per_decade=4, eval_samples=32, sampler_steps=4, loss_samples=32, bootstrap=50,
+           device="cpu")
+FLAGS = [f"--{name.replace('_', '-')}={value}" for name, value in RUN.items()]
+BASINS = ["--probes", "2", "--n-sigmas", "2", "--draws", "1", "--steps", "2"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """A command in-process: (exit code, stderr, stdout). A refusal must be exactly one line."""
+    code = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    if code == 2:
+        assert captured.err.count("\n") == 1, captured.err
+    return code, captured.err, captured.out
+
+
+def rows_without_time(run_dir) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "eval_seconds"} for row in rundir.read_metrics(run_dir)]
+
+
+def summary_without_time(run_dir) -> dict:
+    return {k: v for k, v in rundir.read_json(Path(run_dir) / rundir.SUMMARY).items() if k not in ("timing", "out_dir")}
+
+
+def files_of(folder: Path) -> dict:
+    """Every file's bytes, less the lock's (it names its latest holder)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != rundir.LOCK}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A finished tiny DiT run (DiT, so that basins runs on it too); tests damage copies of it."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    train(RunConfig(**RUN), out, quiet=True)
+    return out
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path) -> Path:
+    return Path(shutil.copytree(base_run, tmp_path / "run"))
+
+
+def make_store(base_run: Path, where: Path) -> tuple[Path, str]:
+    """A store holding the base run as its one finished run (as a sweep would have left it)."""
+    config = RunConfig(**RUN).resolved()
+    key = config.key()
+    with RunStore(where, write=True) as store:
+        store.add({key: config.to_dict()})
+        store.claim(key)
+        shutil.copytree(base_run, store.run_dir(key))
+        store.finish(key, rundir.read_json(base_run / rundir.SUMMARY))
+    return where, key
+
+
+# --- 1. one process per run directory -----------------------------------------------------------
+def test_a_locked_run_directory_refuses_train_and_basins(capsys, run_copy):
+    before = files_of(run_copy)
+    with rundir.locked(run_copy, "a test"):
+        for argv in (["train", "--quiet", *FLAGS, "--out", run_copy], ["basins", run_copy, *BASINS]):
+            code, err, _ = run_cli(capsys, *argv)
+            assert code == 2 and "is in use (a test, pid" in err
+    assert files_of(run_copy) == before
+    assert run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)[0] == 0  # released on exit
+
+
+def test_a_concurrent_train_is_refused_and_a_killed_holder_frees_the_lock(capsys, tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-m", "innovwin", "train", "--quiet", *FLAGS, "--steps=100000",
+                               "--out", str(out)], cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / rundir.LOCK).exists() and (out / rundir.LOCK).read_text()):
+            assert holder.poll() is None and time.monotonic() < deadline, "the first train never took the lock"
+            time.sleep(0.1)
+        code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--steps=100000", "--out", out)
+        assert code == 2 and f"(innovwin train, pid {holder.pid})" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with rundir.locked(out, "after the kill"):  # the kernel dropped the dead holder's lock
+        pass
+
+
+# --- 2. torn, garbled and deleted rows --------------------------------------------------------------
+def damaged_metrics(text: str):
+    """(name, damaged text) for every row: cut at its start, in its middle, before its newline; garbled; the
+    whole file deleted (None)."""
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"][:-1]
+    for number, start in enumerate(starts):
+        end = text.index("\n", start)
+        for where, cut in (("start", start), ("middle", (start + end) // 2), ("end", end)):
+            yield f"row {number} cut at its {where}", text[:cut]
+        yield f"row {number} garbled", text[:start] + "#" + text[start + 1:]
+    yield "file deleted", None
+
+
+def test_a_torn_garbled_or_missing_row_is_restored_from_the_state(capsys, run_copy, base_run):
+    metrics = run_copy / rundir.METRICS
+    original = metrics.read_bytes()
+    summary = summary_without_time(base_run)
+    for name, text in damaged_metrics(original.decode()):
+        if text is None:
+            metrics.unlink()
+        else:
+            metrics.write_text(text)
+            if "middle" in name or "garbled" in name:  # a reader refuses the row rather than skip it
+                with pytest.raises(ValueError, match="torn or garbled"):
+                    rundir.read_metrics(run_copy)
+        code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)
+        assert code == 0 and "restored from state.pt" in err, name
+        assert metrics.read_bytes() == original, name
+        assert summary_without_time(run_copy) == summary, name
+
+
+def test_a_torn_row_of_an_interrupted_run_is_evaluated_again(monkeypatch, tmp_path, base_run):
+    saves, save_torch = [], rundir.save_torch
+
+    def save_then_stop(path, obj):  # the process dies right after its third saved state
+        save_torch(path, obj)
+        saves.append(obj["step"])
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "save_torch", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(RunConfig(**RUN), tmp_path / "run", quiet=True)
+    monkeypatch.setattr(rundir, "save_torch", save_torch)
+    metrics = tmp_path / "run" / rundir.METRICS
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) - 40])  # the last saved row, torn
+    train(RunConfig(**RUN), tmp_path / "run", quiet=True)
+    assert rows_without_time(tmp_path / "run") == rows_without_time(base_run)
+
+
+def test_a_state_without_rows_and_a_damaged_file_is_refused(capsys, run_copy):
+    state = rundir.load_state(run_copy, RunConfig(**RUN).key())
+    del state["metrics"]  # as an older innovwin saved it
+    rundir.save_torch(run_copy / rundir.STATE, state)
+    metrics = run_copy / rundir.METRICS
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
+    code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)
+    assert code == 2 and "metrics.jsonl is damaged" in err and "--force" in err
+
+
+# --- 3. a full disk, a read-only directory ------------------------------------------------------------
+def namespace_skip_reason() -> str | None:
+    if shutil.which("unshare") is None:
+        return "no unshare(1) on this machine"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k none /mnt"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot mount in a private mount namespace here ({probe.stderr.strip() or probe.returncode})"
+    return None
+
+
+needs_mounts = pytest.mark.skipif(namespace_skip_reason() is not None, reason=str(namespace_skip_reason()))
+
+
+def in_namespace(script: str, **paths) -> None:
+    """Run a shell script in a private mount namespace (its mounts vanish with it); paths become variables."""
+    env = {**os.environ, **{name: str(path) for name, path in paths.items()}, "PYTHON": sys.executable}
+    subprocess.run(["unshare", "-m", "sh", "-c", textwrap.dedent(script)], cwd=REPO, env=env, check=True,
+                   timeout=300)
+
+
+def read_result(folder: Path, name: str) -> tuple[int, str]:
+    return int((folder / f"{name}.rc").read_text()), (folder / f"{name}.err").read_text()
+
+
+@needs_mounts
+def test_a_full_disk_is_one_line_leaves_no_temporary_and_resumes_exactly(tmp_path, base_run):
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    flags = " ".join(FLAGS)
+    in_namespace(f"""
+        mount -t tmpfs -o size=700k none "$DISK"
+        $PYTHON -m innovwin train --quiet {flags} --out "$DISK/run" 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
+        find "$DISK/run" -name '*.tmp' > "$OUT/temporaries"
+        mount -o remount,size=16m "$DISK"
+        $PYTHON -m innovwin train --quiet {flags} --out "$DISK/run" 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
+        cp -r "$DISK/run" "$OUT/run"
+    """, DISK=disk, OUT=out)
+    code, err = read_result(out, "full")
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and str(disk / "run") in err, err
+    assert (out / "temporaries").read_text() == ""
+    assert read_result(out, "freed") == (0, "")
+    assert rows_without_time(out / "run") == rows_without_time(base_run)
+
+
+@needs_mounts
+def test_a_full_disk_in_a_sweep_is_one_line_and_the_next_sweep_finishes(tmp_path):
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[base]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in RUN.items() if k != "n_train")
+                    + "[grid]\nn_train = [16, 24]\n")
+    in_namespace("""
+        mount -t tmpfs -o size=1m none "$DISK"
+        dd if=/dev/zero of="$DISK/filler" bs=1k count=2000 2> /dev/null
+        rm "$DISK/filler"; dd if=/dev/zero of="$DISK/filler" bs=1k count=990 2> /dev/null
+        $PYTHON -m innovwin sweep "$SPEC" --store "$DISK/store" --workers 1 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
+        rm "$DISK/filler"; mount -o remount,size=16m "$DISK"
+        $PYTHON -m innovwin sweep "$SPEC" --store "$DISK/store" --workers 1 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
+        find "$DISK" -name '*.tmp' > "$OUT/temporaries"
+    """, DISK=disk, OUT=out, SPEC=spec)
+    code, err = read_result(out, "full")
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err, err
+    assert "No space left on device" in lines[-1] or "SQLite" in lines[-1], err
+    assert str(disk / "store") in lines[-1], err
+    code, err = read_result(out, "freed")
+    assert code == 0 and "2 done" in err, err
+    assert (out / "temporaries").read_text() == ""
+
+
+@needs_mounts
+def test_a_read_only_store_reports_and_writes_are_one_line(tmp_path, base_run):
+    store, _ = make_store(base_run, tmp_path / "ro" / "store")
+    out = tmp_path / "out"
+    out.mkdir()
+    flags = " ".join(FLAGS)
+    in_namespace(f"""
+        mount --bind -o ro "$RO" "$RO"
+        $PYTHON -m innovwin report "$RO/store" --out "$OUT/report" --n-boot 0 2> "$OUT/report.err"; echo $? > "$OUT/report.rc"
+        $PYTHON -m innovwin report "$RO/store" --out "$RO/report" --n-boot 0 2> "$OUT/report_ro.err"; echo $? > "$OUT/report_ro.rc"
+        $PYTHON -m innovwin train --quiet {flags} --out "$RO/run" 2> "$OUT/train.err"; echo $? > "$OUT/train.rc"
+    """, RO=tmp_path / "ro", OUT=out)
+    assert read_result(out, "report") == (0, "")
+    assert (out / "report" / "index.html").exists()
+    for name, path in (("report_ro", tmp_path / "ro" / "report"), ("train", tmp_path / "ro" / "run")):
+        code, err = read_result(out, name)
+        assert code == 2 and err == f"innovwin {name.split('_')[0]}: error: {path}: Read-only file system\n", err
+
+
+# --- 4. files where directories belong, and the reverse --------------------------------------------
+def test_files_in_place_of_directories_are_one_line(capsys, tmp_path, base_run):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    store, _ = make_store(base_run, tmp_path / "store")
+    no_snapshots = Path(shutil.copytree(base_run, tmp_path / "no_snapshots"))
+    shutil.rmtree(no_snapshots / "snapshots")
+    (no_snapshots / "snapshots").write_text("not a folder")
+    cases = [
+        (["train", "--quiet", *FLAGS, "--out", a_file], f"{a_file} exists and is not a directory"),
+        (["train", "--quiet", *FLAGS, "--out", a_file / "run"], f"{a_file / 'run'}: Not a directory"),
+        (["train", "--quiet", *FLAGS, "--out", no_snapshots], f"{no_snapshots / 'snapshots'}: File exists"),
+        (["sweep", "--preset", "quick", "--store", a_file], f"{a_file}: File exists"),
+        (["report", a_file, "--out", tmp_path / "report"], "is not a run store"),
+        (["report", store, "--out", a_file], f"{a_file}: File exists"),
+        (["basins", a_file, *BASINS], "is not a run directory"),
+    ]
+    for argv, message in cases:
+        code, err, _ = run_cli(capsys, *argv)
+        assert code == 2 and message in err, (argv, err)
+    assert a_file.read_text() == "mine"
+
+
+def test_a_temporary_left_by_a_killed_run_is_removed_and_a_failed_write_leaves_none(monkeypatch, capsys, run_copy):
+    left = run_copy / rundir.EVALS / ".step_00000024.npz.4242.tmp"
+    left.write_bytes(b"half a file")
+    assert run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)[0] == 0
+    assert not left.exists()
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(OSError, match="No space"):
+        rundir.write_json(run_copy / "x.json", {"a": 1})
+    assert [p.name for p in run_copy.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- 5. every per-run file truncated or garbled ----------------------------------------------------
+RUN_FILES = ["config.json", "metrics.jsonl", "state.pt", "summary.json", "evals/step_00000024.npz",
+             "snapshots/step_00000024.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_a_damaged_run_file_is_named_or_repaired_by_every_command(capsys, tmp_path, base_run, name, damage):
+    store, key = make_store(base_run, tmp_path / "store")
+    run_dir = store / "runs" / key
+    path = run_dir / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(b ^ 0x5A for b in data))
+    commands = {"train": ["train", "--quiet", *FLAGS, "--out", run_dir],
+                "basins": ["basins", run_dir, *BASINS, "--snapshots", "24", "--device", "cpu"],
+                "report": ["report", store, "--out", tmp_path / "report", "--n-boot", "0"]}
+    for command, argv in commands.items():
+        code, err, _ = run_cli(capsys, *argv)
+        assert code in (0, 2), (command, err)
+        if code == 2:  # refused: the message names the damaged file
+            assert Path(name).name in err, (command, err)
+        elif command == "train" and name == "metrics.jsonl":  # repaired from state.pt
+            assert path.read_bytes() == data
+    if name in ("state.pt", "config.json"):  # nothing to resume from: train must refuse, not start over
+        assert run_cli(capsys, *commands["train"])[0] == 2
+
+
+def test_the_report_reads_each_runs_summary_and_flags_a_store_that_disagrees(capsys, tmp_path, base_run):
+    store, key = make_store(base_run, tmp_path / "store")
+    own = rundir.read_json(store / "runs" / key / rundir.SUMMARY)
+    with sqlite3.connect(store / "runs.sqlite") as db:
+        db.execute("UPDATE runs SET summary = ? WHERE key = ?",
+                   (json.dumps({**own, "tau_rule": 999999.0, "tau_rule_censored": False}), key))
+    assert run_cli(capsys, "report", store, "--out", tmp_path / "report", "--n-boot", "0")[0] == 0
+    (row,) = list(__import__("csv").DictReader(open(tmp_path / "report" / "runs.csv")))
+    assert "differs from summary.json" in row["summary_check"]
+    assert row["tau_rule"] == ("" if own["tau_rule"] is None else str(own["tau_rule"]))
+    assert "disagrees with its run directory" in (tmp_path / "report" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("summary", "[1]", "summary of run"),
+    ("summary", '{"final": 3}', "summary's final is not a dict"),
+    ("config", '{"task": "parity:h=4,w=4,g=2"}', "config lacks arch"),
+    ("config", "not json", "config of run"),
+])
+def test_malformed_store_rows_are_refused_by_key(capsys, tmp_path, base_run, column, value, message):
+    store, key = make_store(base_run, tmp_path / "store")
+    shutil.rmtree(store / "runs" / key)  # the report falls back on the store's copy
+    with sqlite3.connect(store / "runs.sqlite") as db:
+        db.execute(f"UPDATE runs SET {column} = ? WHERE key = ?", (value, key))
+    code, err, _ = run_cli(capsys, "report", store, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and message in err and key in err, err
+
+
+# --- 6. numbers: non-finite, out of range, too large ----------------------------------------------------
+FLOAT_FIELDS = [name for name, kind in config_module.FIELD_TYPES.items() if kind is float]
+INT_FIELDS = [name for name, kind in config_module.FIELD_TYPES.items() if kind is int]
+
+
+def test_the_field_lists_are_not_empty():
+    assert "lr" in FLOAT_FIELDS and "temperature" in FLOAT_FIELDS and "batch" in INT_FIELDS
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_floats_are_refused_before_anything_is_deleted(capsys, run_copy, value):
+    before = files_of(run_copy)
+    for name in FLOAT_FIELDS:
+        for argv in ([f"--{name.replace('_', '-')}={value}"], ["--set", f"{config_module.DOTTED[name]}={value}"]):
+            code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--force", "--out", run_copy, *argv)
+            assert code == 2 and name in err, err
+    assert files_of(run_copy) == before
+
+
+def test_negative_integers_are_refused_by_name(capsys, tmp_path):
+    for name in INT_FIELDS:
+        code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, f"--{name.replace('_', '-')}=-1",
+                               "--out", tmp_path / "run")
+        assert code == 2 and name in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", str(10**24)], "seed must be an integer in 0.."),
+    (["--seed", "-1"], "seed must be an integer in 0.."),
+    (["--train-seed", str(2**64)], "train_seed must be an integer in 0.."),
+    (["--task", "parity:h=-6,w=-6,g=2"], "parity: parameter h: expected an integer in 1..64, got -6"),
+    (["--task", "linear:h=6,w=6,checks=sparse,m=3,weight=2,seed=-1"], "parameter seed: expected a seed >= 0"),
+    (["--task", "parity:h=4,w=4,g=2", "--n-train", "256"], "is the whole valid set"),
+    (["--device", "tpu"], "device must be auto, cpu or cuda"),
+])
+def test_bad_numbers_and_names_are_one_line(capsys, tmp_path, argv, message):
+    code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, *argv, "--out", tmp_path / "run")
+    assert code == 2 and message in err, err
+
+
+def test_a_batch_too_large_to_allocate_is_one_line(capsys, tmp_path):
+    code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--batch", str(10**13), "--out", tmp_path / "run")
+    assert code == 2 and "out of memory" in err, err
+
+
+def test_the_other_commands_check_their_numbers(capsys, tmp_path, base_run):
+    store, _ = make_store(base_run, tmp_path / "store")
+    cells = tasks.make("parity:h=4,w=4,g=2").sample(4, seed=0)
+    cells[:, 0] ^= 1
+    np.save(tmp_path / "bad.npy", cells)
+    cases = [
+        (["report", store, "--out", tmp_path / "r", "--n-boot", "-1"], 2, "--n-boot must be 0"),
+        (["report", store, "--out", tmp_path / "r", "--n-boot", "1"], 2, "--n-boot must be 0"),
+        (["sample", "parity:h=4,w=4,g=2", "--n", str(10**14)], 2, "--n must be in 0.."),
+        (["validate", "parity:h=4,w=4,g=2", tmp_path / "bad.npy", "--show", "-1"], 2, "--show must be >= 0"),
+        (["validate", "parity:h=4,w=4,g=2", tmp_path / "bad.npy", "--show", "9"], 1, ""),
+        (["basins", base_run, *BASINS, "--device", "xla"], 2, "device must be auto, cpu or cuda"),
+    ]
+    for argv, expected, message in cases:
+        code, err, out = run_cli(capsys, *argv)
+        assert code == expected and message in err, (argv, err)
+        if expected == 1:
+            assert "4 of 4 samples are invalid" in out and "more" not in out
+
+
+def test_a_sweep_refuses_runs_that_cannot_start_before_any_attempt(capsys, tmp_path):
+    for axis, message in (("n_train = [16, 256]", "is the whole valid set"),
+                          ("n_train = [16, 300]", "larger than the valid set"),
+                          ("lr = [1e-3, inf]", "lr must be a finite number")):
+        spec = tmp_path / "spec.toml"
+        spec.write_text('[base]\ntask = "parity:h=4,w=4,g=2"\nsteps = 24\n[grid]\n' + axis + "\n")
+        code, err, _ = run_cli(capsys, "sweep", spec, "--store", tmp_path / "store")
+        assert code == 2 and message in err, err
+        if (tmp_path / "store" / "runs.sqlite").exists():
+            with RunStore(tmp_path / "store") as store:
+                assert store.rows() == []
+
+
+def test_the_end_of_run_printout_takes_open_interval_bounds():
+    summary = {"tau_rule_ci": [None, 40.0], "tau_rule_text": "30", "tau_mem_ci": [None, None],
+               "tau_mem_text": "> 300", "window": None, "window_state": "unknown", "window_reason": "r"}
+    assert "95% CI open-40" in clocks.describe(summary) and "95% CI open-open" in clocks.describe(summary)
+
+
+# --- 7. the native entry points against their references, on arbitrary inputs -----------------------
+requires_native = pytest.mark.skipif(native is None, reason="the C++ extension innovwin._native is not built")
+words_of = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+def keys_strategy(max_rows: int, words: int):
+    return st.lists(st.lists(words_of, min_size=words, max_size=words), min_size=1, max_size=max_rows).map(
+        lambda rows: np.array(rows, dtype=np.uint64))
+
+
+@requires_native
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), k=st.integers(2, 16), n_cells=st.integers(1, 80))
+def test_native_pack_matches_the_reference_on_any_bytes(data, k, n_cells):
+    cells = np.array(data.draw(st.lists(st.lists(st.integers(0, 255), min_size=n_cells, max_size=n_cells),
+                                        min_size=1, max_size=6)), dtype=np.uint8)
+    if cells.max() >= k:
+        with pytest.raises(ValueError, match="outside the alphabet"):
+            bits.pack(cells, k)
+        with pytest.raises(ValueError, match="outside the alphabet"):
+            bits.pack_numpy(cells, k)
+    else:
+        np.testing.assert_array_equal(bits.pack(cells, k), bits.pack_numpy(cells, k))
+
+
+@requires_native
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), words=st.integers(1, 3), nibbles=st.booleans())
+def test_native_search_matches_the_reference_on_any_keys(data, words, nibbles):
+    queries = data.draw(keys_strategy(5, words))
+    train_keys = data.draw(keys_strategy(9, words))
+    k = data.draw(st.integers(1, len(train_keys)))
+    got = native.hamming_topk(queries, train_keys, k, nibbles)
+    expected = nearest_numpy(queries, train_keys, k, nibbles)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+@requires_native
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), alphabet=st.sampled_from([2, 9]), n_cells=st.integers(1, 70))
+def test_padding_never_counts_toward_a_distance(data, alphabet, n_cells):
+    """Keys with garbage past n_cells search like the clean cells they hold (as the validators read them)."""
+    per = 64 if alphabet == 2 else 16
+    n_words = bits.n_words(n_cells, alphabet)
+    used = n_cells - (n_words - 1) * per
+    padding = np.uint64(0 if used == per else (2**64 - 1) ^ ((1 << used * (64 // per)) - 1))
+
+    def clean_and_dirty(rows):
+        garbage = data.draw(keys_strategy(rows, n_words))
+        cells = np.minimum(bits.unpack(garbage, n_cells, alphabet), alphabet - 1)
+        dirty = bits.pack(cells, alphabet)
+        dirty[:, -1] |= garbage[:, -1] & padding
+        return cells, dirty
+
+    (train_cells, train_keys), (query_cells, query_keys) = clean_and_dirty(6), clean_and_dirty(4)
+    expected = NearestIndex(train_cells, alphabet=alphabet).query(query_cells, k=1, backend="numpy")
+    for backend in ("native", "numpy", "torch"):
+        for index in (NearestIndex(train_keys, alphabet=alphabet, n_cells=n_cells),
+                      NearestIndex(train_cells, alphabet=alphabet)):
+            got = index.query(query_keys, k=1, backend=backend)
+            np.testing.assert_array_equal(got[0], expected[0])
+            np.testing.assert_array_equal(got[1], expected[1])
+
+
+@requires_native
+@pytest.mark.parametrize("spec", ["parity:h=4,w=5,g=2", "rule:h=3,w=3,g=3,pred=majority",
+                                  "linear:h=5,w=5,checks=rowcol", "latin:n=5", "sudoku:n=4"])
+def test_native_validators_match_the_reference_on_any_keys(spec):
+    task = tasks.make(spec)
+
+    @settings(max_examples=40, deadline=None)
+    @given(keys=keys_strategy(8, task.n_words))
+    def check(keys):
+        np.testing.assert_array_equal(task.constraints_packed(keys, backend="native"),
+                                      task.constraints_packed(keys, backend="numpy"))
+
+    check()
+
+
+def test_a_cell_query_against_a_key_index_needs_its_cell_count():
+    train_cells = tasks.make("parity:h=6,w=6,g=2").sample(8, seed=0)
+    with pytest.raises(ValueError, match="without n_cells"):
+        NearestIndex(bits.pack(train_cells)).query(np.zeros((2, 40), np.uint8))
+    with pytest.raises(ValueError, match="40 cells per sample but the training set has 36"):
+        NearestIndex(bits.pack(train_cells), n_cells=36).query(np.zeros((2, 40), np.uint8))
+    distances, _ = NearestIndex(bits.pack(train_cells), n_cells=36).query(train_cells, k=1)
+    assert (distances == 0).all()
