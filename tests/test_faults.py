@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -191,81 +190,90 @@ def namespace_skip_reason() -> str | None:
 needs_mounts = pytest.mark.skipif(namespace_skip_reason() is not None, reason=str(namespace_skip_reason()))
 
 
-def in_namespace(script: str, **paths) -> None:
-    """Run a shell script in a private mount namespace (its mounts vanish with it); paths become variables."""
-    env = {**os.environ, **{name: str(path) for name, path in paths.items()}, "PYTHON": sys.executable}
-    subprocess.run(["unshare", "-m", "sh", "-c", textwrap.dedent(script)], cwd=REPO, env=env, check=True,
-                   timeout=300)
+STEPS = """
+import contextlib, io, json, subprocess, sys
+from innovwin import cli
+for kind, what, name in json.loads(sys.argv[1]):
+    if kind == "sh":
+        subprocess.run(what, shell=True, check=True)
+        continue
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(what)
+    with open(f"{sys.argv[2]}/{name}.json", "w") as handle:
+        json.dump([code, err.getvalue()], handle)
+"""
 
 
-def read_result(folder: Path, name: str) -> tuple[int, str]:
-    return int((folder / f"{name}.rc").read_text()), (folder / f"{name}.err").read_text()
+def in_namespace(steps: list, out: Path) -> dict[str, tuple[int, str]]:
+    """Run steps in one process in a private mount namespace (its mounts vanish with it): ("sh", command) runs a
+    shell command, ("cli", argv, name) a command whose (exit code, stderr) is returned under ``name``."""
+    steps = [(step[0], [str(a) for a in step[1]] if step[0] == "cli" else step[1], step[2] if step[2:] else "")
+             for step in steps]
+    subprocess.run(["unshare", "-m", sys.executable, "-c", STEPS, json.dumps(steps), str(out)], cwd=REPO,
+                   check=True, timeout=300)
+    return {step[2]: tuple(json.loads((out / f"{step[2]}.json").read_text())) for step in steps if step[0] == "cli"}
 
 
 @needs_mounts
 def test_a_full_disk_is_one_line_leaves_no_temporary_and_resumes_exactly(tmp_path, base_run):
-    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk = tmp_path / "disk"
     disk.mkdir()
-    out.mkdir()
-    flags = " ".join(FLAGS)
-    in_namespace(f"""
-        mount -t tmpfs -o size=700k none "$DISK"
-        $PYTHON -m innovwin train --quiet {flags} --out "$DISK/run" 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
-        find "$DISK/run" -name '*.tmp' > "$OUT/temporaries"
-        mount -o remount,size=16m "$DISK"
-        $PYTHON -m innovwin train --quiet {flags} --out "$DISK/run" 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
-        cp -r "$DISK/run" "$OUT/run"
-    """, DISK=disk, OUT=out)
-    code, err = read_result(out, "full")
+    train_run = ["train", "--quiet", *FLAGS, "--out", disk / "run"]
+    results = in_namespace([
+        ("sh", f"mount -t tmpfs -o size=700k none {disk}"),
+        ("cli", train_run, "full"),
+        ("sh", f"find {disk} -name '*.tmp' > {tmp_path / 'temporaries'}"),
+        ("sh", f"mount -o remount,size=16m {disk}"),
+        ("cli", train_run, "freed"),
+        ("sh", f"cp -r {disk / 'run'} {tmp_path / 'run'}"),
+    ], tmp_path)
+    code, err = results["full"]
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and str(disk / "run") in err, err
-    assert (out / "temporaries").read_text() == ""
-    assert read_result(out, "freed") == (0, "")
-    assert rows_without_time(out / "run") == rows_without_time(base_run)
+    assert (tmp_path / "temporaries").read_text() == ""
+    assert results["freed"] == (0, "")
+    assert rows_without_time(tmp_path / "run") == rows_without_time(base_run)
 
 
 @needs_mounts
 def test_a_full_disk_in_a_sweep_is_one_line_and_the_next_sweep_finishes(tmp_path):
-    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk = tmp_path / "disk"
     disk.mkdir()
-    out.mkdir()
     spec = tmp_path / "spec.toml"
     spec.write_text("[base]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in RUN.items() if k != "n_train")
-                    + "[grid]\nn_train = [16, 24]\n")
-    in_namespace("""
-        mount -t tmpfs -o size=1m none "$DISK"
-        dd if=/dev/zero of="$DISK/filler" bs=1k count=2000 2> /dev/null
-        rm "$DISK/filler"; dd if=/dev/zero of="$DISK/filler" bs=1k count=990 2> /dev/null
-        $PYTHON -m innovwin sweep "$SPEC" --store "$DISK/store" --workers 1 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
-        rm "$DISK/filler"; mount -o remount,size=16m "$DISK"
-        $PYTHON -m innovwin sweep "$SPEC" --store "$DISK/store" --workers 1 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
-        find "$DISK" -name '*.tmp' > "$OUT/temporaries"
-    """, DISK=disk, OUT=out, SPEC=spec)
-    code, err = read_result(out, "full")
-    lines = err.strip().splitlines()
-    assert code == 2 and "Traceback" not in err, err
-    assert "No space left on device" in lines[-1] or "SQLite" in lines[-1], err
-    assert str(disk / "store") in lines[-1], err
-    code, err = read_result(out, "freed")
-    assert code == 0 and "2 done" in err, err
-    assert (out / "temporaries").read_text() == ""
+                    + "[grid]\nn_train = [16]\n")
+    sweep = ["sweep", spec, "--store", disk / "store", "--workers", "1"]
+    results = in_namespace([
+        ("sh", f"mount -t tmpfs -o size=1m none {disk}"),
+        ("sh", f"dd if=/dev/zero of={disk / 'filler'} bs=1k count=990 2> /dev/null"),
+        ("cli", sweep, "full"),
+        ("sh", f"rm {disk / 'filler'}; mount -o remount,size=16m {disk}"),
+        ("cli", sweep, "freed"),
+        ("sh", f"find {disk} -name '*.tmp' > {tmp_path / 'temporaries'}"),
+    ], tmp_path)
+    code, err = results["full"]
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and str(disk / "store") in last, err
+    assert "No space left on device" in last or "SQLite" in last, err
+    code, err = results["freed"]
+    assert code == 0 and "1 done" in err, err
+    assert (tmp_path / "temporaries").read_text() == ""
 
 
 @needs_mounts
 def test_a_read_only_store_reports_and_writes_are_one_line(tmp_path, base_run):
-    store, _ = make_store(base_run, tmp_path / "ro" / "store")
-    out = tmp_path / "out"
-    out.mkdir()
-    flags = " ".join(FLAGS)
-    in_namespace(f"""
-        mount --bind -o ro "$RO" "$RO"
-        $PYTHON -m innovwin report "$RO/store" --out "$OUT/report" --n-boot 0 2> "$OUT/report.err"; echo $? > "$OUT/report.rc"
-        $PYTHON -m innovwin report "$RO/store" --out "$RO/report" --n-boot 0 2> "$OUT/report_ro.err"; echo $? > "$OUT/report_ro.rc"
-        $PYTHON -m innovwin train --quiet {flags} --out "$RO/run" 2> "$OUT/train.err"; echo $? > "$OUT/train.rc"
-    """, RO=tmp_path / "ro", OUT=out)
-    assert read_result(out, "report") == (0, "")
-    assert (out / "report" / "index.html").exists()
-    for name, path in (("report_ro", tmp_path / "ro" / "report"), ("train", tmp_path / "ro" / "run")):
-        code, err = read_result(out, name)
+    read_only = tmp_path / "ro"
+    store, _ = make_store(base_run, read_only / "store")
+    results = in_namespace([
+        ("sh", f"mount --bind -o ro {read_only} {read_only}"),
+        ("cli", ["report", store, "--out", tmp_path / "report", "--n-boot", "0"], "report"),
+        ("cli", ["report", store, "--out", read_only / "report", "--n-boot", "0"], "report_ro"),
+        ("cli", ["train", "--quiet", *FLAGS, "--out", read_only / "run"], "train"),
+    ], tmp_path)
+    assert results["report"] == (0, "")
+    assert (tmp_path / "report" / "index.html").exists()
+    for name, path in (("report_ro", read_only / "report"), ("train", read_only / "run")):
+        code, err = results[name]
         assert code == 2 and err == f"innovwin {name.split('_')[0]}: error: {path}: Read-only file system\n", err
 
 
