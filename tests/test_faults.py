@@ -285,10 +285,14 @@ def test_files_in_place_of_directories_are_one_line(capsys, tmp_path, base_run):
     no_snapshots = Path(shutil.copytree(base_run, tmp_path / "no_snapshots"))
     shutil.rmtree(no_snapshots / "snapshots")
     (no_snapshots / "snapshots").write_text("not a folder")
+    summary_folder = Path(shutil.copytree(base_run, tmp_path / "summary_folder"))
+    (summary_folder / "summary.json").unlink()
+    (summary_folder / "summary.json").mkdir()
     cases = [
         (["train", "--quiet", *FLAGS, "--out", a_file], f"{a_file} exists and is not a directory"),
         (["train", "--quiet", *FLAGS, "--out", a_file / "run"], f"{a_file / 'run'}: Not a directory"),
         (["train", "--quiet", *FLAGS, "--out", no_snapshots], f"{no_snapshots / 'snapshots'}: File exists"),
+        (["train", "--quiet", *FLAGS, "--out", summary_folder], f"{summary_folder / 'summary.json'}: Is a directory"),
         (["sweep", "--preset", "quick", "--store", a_file], f"{a_file}: File exists"),
         (["report", a_file, "--out", tmp_path / "report"], "is not a run store"),
         (["report", store, "--out", a_file], f"{a_file}: File exists"),
