@@ -187,7 +187,8 @@ def namespace_skip_reason() -> str | None:
     return None
 
 
-needs_mounts = pytest.mark.skipif(namespace_skip_reason() is not None, reason=str(namespace_skip_reason()))
+NO_MOUNTS = namespace_skip_reason()
+needs_mounts = pytest.mark.skipif(NO_MOUNTS is not None, reason=str(NO_MOUNTS))
 
 
 STEPS = """
@@ -235,6 +236,7 @@ def test_a_full_disk_is_one_line_leaves_no_temporary_and_resumes_exactly(tmp_pat
     assert rows_without_time(tmp_path / "run") == rows_without_time(base_run)
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_full_disk_in_a_sweep_is_one_line_and_the_next_sweep_finishes(tmp_path):
     disk = tmp_path / "disk"

@@ -13,6 +13,8 @@ import os
 import sqlite3
 import sys
 
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # what torch's CPU and CUDA allocators say
+
 # Module path of each subcommand group, in the order `innovwin --help` lists them.
 COMMAND_MODULES = [
     "innovwin.cli.tasks",
@@ -58,13 +60,11 @@ def one_line(error: BaseException) -> str | None:
         return f"{paths}: {error.strerror}" if paths else error.strerror
     if isinstance(error, sqlite3.Error):  # the store adds its path as a note (innovwin.store.runstore)
         return "; ".join([f"SQLite: {error}", *getattr(error, "__notes__", [])])
-    if isinstance(error, RuntimeError):  # torch's allocators raise RuntimeError; anything else is a bug
-        text = str(error)
-        if "can't allocate memory" not in text and "out of memory" not in text:
-            return None
-    if isinstance(error, (MemoryError, RuntimeError)):
+    # torch's allocators raise RuntimeError (CPU) or its subclass OutOfMemoryError (CUDA); any other is a bug
+    out_of_memory = isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY)
+    if isinstance(error, MemoryError) or out_of_memory:
         return "out of memory: ask for less (a smaller batch, fewer samples, a smaller model)"
-    return str(error)
+    return None if isinstance(error, RuntimeError) else str(error)
 
 
 if __name__ == "__main__":
