@@ -348,6 +348,12 @@ def test_a_damaged_run_file_is_named_or_repaired_by_every_command(capsys, tmp_pa
         assert run_cli(capsys, *commands["train"])[0] == 2
 
 
+def test_a_garbled_basins_file_is_named(capsys, run_copy):
+    (run_copy / "basins.jsonl").write_bytes(b'{"step": 4, "sn')
+    code, err, _ = run_cli(capsys, "basins", run_copy, *BASINS)
+    assert code == 2 and "basins.jsonl is garbled" in err, err
+
+
 def test_the_report_reads_each_runs_summary_and_flags_a_store_that_disagrees(capsys, tmp_path, base_run):
     store, key = make_store(base_run, tmp_path / "store")
     own = rundir.read_json(store / "runs" / key / rundir.SUMMARY)

@@ -356,6 +356,9 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
 
 
 def read_basins(run_dir) -> list[dict]:
-    """The rows of a run's basins.jsonl (empty when it has none)."""
+    """The rows of a run's basins.jsonl (empty when it has none); a garbled file is refused, named."""
     path = Path(run_dir) / BASINS
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is garbled; delete it to measure every snapshot again") from None
