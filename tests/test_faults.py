@@ -348,6 +348,14 @@ def test_a_damaged_run_file_is_named_or_repaired_by_every_command(capsys, tmp_pa
         assert run_cli(capsys, *commands["train"])[0] == 2
 
 
+def test_the_report_refuses_metrics_cut_at_a_row_boundary(capsys, tmp_path, base_run):
+    store, key = make_store(base_run, tmp_path / "store")
+    metrics = store / "runs" / key / rundir.METRICS
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-2]))
+    code, err, _ = run_cli(capsys, "report", store, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and "metrics.jsonl ends at step" in err, err
+
+
 def test_a_garbled_basins_file_is_named(capsys, run_copy):
     (run_copy / "basins.jsonl").write_bytes(b'{"step": 4, "sn')
     code, err, _ = run_cli(capsys, "basins", run_copy, *BASINS)

@@ -69,7 +69,7 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
         figure = draw(records, fits) if records else None  # a store whose runs are all queued has nothing to draw
         if figure is not None:
             figures[name] = _save(figure, out / f"{name}.png")
-    metrics = {record["key"]: read_metrics(record["run_dir"]) for record in records}
+    metrics = {record["key"]: run_metrics(record) for record in records}
     curves = {}
     for record in records:
         if metrics[record["key"]]:
@@ -192,6 +192,16 @@ def run_summary(row: dict) -> tuple[dict, str]:
     if problems:
         raise ValueError(f"run {row['key']} in the store is malformed: {'; '.join(problems)}")
     return summary, check
+
+
+def run_metrics(record: dict) -> list[dict]:
+    """A finished run's metrics rows, refused when they stop short of its summary's final row (a file cut at a row
+    boundary reads as a shorter history; rerunning the run's train restores it from state.pt)."""
+    rows = read_metrics(record["run_dir"])
+    if rows and rows[-1]["step"] != record["last_step"]:
+        raise ValueError(f"{Path(record['run_dir']) / 'metrics.jsonl'} ends at step {rows[-1]['step']} but the run's "
+                         f"summary at step {record['last_step']}: rerun the run's `innovwin train` to restore it")
+    return rows
 
 
 def stored_clock(record: dict, clock: str) -> clocks.Clock:
