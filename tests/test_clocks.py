@@ -60,8 +60,9 @@ def test_window_states():
     assert "memorized before" in clocks.window(rule, early_mem)[2]
     assert clocks.window(never_rule, mem)[1] == "closed"
     assert "tau_rule never reached" in clocks.window(never_rule, mem)[2]
-    assert clocks.window(rule, never_mem)[1] == "open_at_end"
-    assert clocks.window(never_rule, never_mem)[1] == "unknown"
+    span, state, reason = clocks.window(rule, never_mem)
+    assert state == "open" and span == [rule.value, None] and "open at the end" in reason
+    assert clocks.window(never_rule, never_mem)[1] == "unresolved"
 
 
 def test_window_when_clocks_crossed_at_the_first_evaluation():
@@ -69,7 +70,7 @@ def test_window_when_clocks_crossed_at_the_first_evaluation():
     early_mem = clocks.tau_mem(STEPS, [0.5] * 6, [0] * 6)
     # both are upper bounds at step 10: which came first is unknown, not "memorized before the rule"
     span, state, reason = clocks.window(early_rule, early_mem)
-    assert (span, state) == (None, "unknown") and "both clocks crossed by the first evaluation" in reason
+    assert (span, state) == (None, "unresolved") and "both clocks crossed by the first evaluation" in reason
     # tau_rule <= 10, tau_mem measured: the window is open, and its width only a lower bound
     mem = clocks.tau_mem(STEPS, [0, 0, 0, 0, 0.5, 0.9], [0] * 6)
     span, state, reason = clocks.window(early_rule, mem)
@@ -104,10 +105,11 @@ def test_bootstrap_interval_brackets_the_estimate_on_noisy_curves():
             for s, v, c in zip(steps, valid, copy)]
     summary = clocks.summarize(rows, valid, copy, n_resamples=300, seed=0)
     for name in ("tau_rule", "tau_mem"):
-        lo, hi = summary[f"{name}_ci"]
-        assert lo <= summary[name] <= hi
-        assert hi / lo < 3  # 256 samples pin the clock down within a factor of a few
-    assert summary["tau_rule"] < summary["tau_mem"] and summary["window_state"] == "open"
+        clock = summary[name]
+        lo, hi = clock["interval"]
+        assert lo <= clock["bracket"][0] < clock["estimate"] <= clock["bracket"][1] <= hi
+        assert hi / lo < 4  # 256 samples and the bracket pin the clock down within a factor of a few
+    assert summary["tau_rule"]["estimate"] < summary["tau_mem"]["estimate"] and summary["window_state"] == "open"
     again = clocks.summarize(rows, valid, copy, n_resamples=300, seed=0)
     assert again == summary  # the seed fixes the resamples
 
@@ -125,7 +127,8 @@ def test_censored_clock_has_no_interval_and_describe_reads():
     rows = [{"step": int(s), "valid_frac": v.mean(), "copy_frac": 0.0, "chance_copy": None}
             for s, v in zip(steps, valid)]
     summary = clocks.summarize(rows, valid, np.zeros_like(copy), n_resamples=50)
-    assert summary["tau_mem_censored"] and summary["tau_mem_ci"] is None
+    assert summary["tau_mem"] == {"estimate": None, "bracket": [640.0, None], "interval": [640.0, None],
+                                  "censored": "right"}
     assert "open at the end" in clocks.describe(summary)
 
 
@@ -136,3 +139,49 @@ def test_bad_shapes_are_refused():
         clocks.crossing_steps([2, 1], [[0.1, 0.2]], 0.5, confirm=False)
     with pytest.raises(ValueError, match="no evaluation rows"):
         clocks.summarize([])
+
+
+def test_bracket_is_the_evaluations_around_the_crossing():
+    rule = clocks.tau_rule(STEPS, [0.0, 0.5, 0.8, 1.0, 1.0, 1.0])
+    assert rule.bracket == (40, 80) and rule.interval == (40, 80)
+    assert rule.to_json() == {"estimate": pytest.approx(math.sqrt(40 * 80)), "bracket": [40.0, 80.0],
+                              "interval": [40.0, 80.0], "censored": None}
+    early = clocks.tau_rule(STEPS, [0.95] * 6)
+    assert early.to_json() == {"estimate": None, "bracket": [0.0, 10.0], "interval": [0.0, 10.0], "censored": "left"}
+    never = clocks.tau_mem(STEPS, [0.0] * 6, [0.0] * 6)
+    assert never.to_json()["bracket"] == [320.0, None] and never.bounds() == (320.0, math.inf)
+
+
+def test_interval_is_never_narrower_than_the_bracket():
+    clock = clocks.tau_rule(STEPS, [0.0, 0.5, 0.8, 1.0, 1.0, 1.0])
+    assert clocks.with_bootstrap(clock, [50.0, 70.0]).interval == (40, 80)  # a bootstrap inside the bracket
+    assert clocks.with_bootstrap(clock, [20.0, None]).interval == (20.0, None)
+
+
+def test_crossings_between_the_same_two_evaluations_are_unresolved():
+    # the G=3, N=64 case: tau_mem interpolates before tau_rule, yet both lie between steps 316 and 422
+    steps = [178, 237, 316, 422, 562]
+    rule = clocks.tau_rule(steps, [0.5, 0.7, 0.8, 0.95, 0.97])
+    mem = clocks.tau_mem(steps, [0.0, 0.0, 0.0, 0.5, 0.6], [0.0] * 5)
+    assert mem.value < rule.value and rule.bracket == mem.bracket == (316, 422)
+    span, state, reason = clocks.window(rule, mem)
+    assert (span, state) == (None, "unresolved") and "overlap" in reason
+    # with a later memorization the order is measured: open
+    late = clocks.tau_mem(steps, [0.0, 0.0, 0.0, 0.0, 0.6], [0.0] * 5)
+    assert clocks.window(rule, late)[1] == "open"
+
+
+def test_read_clock_reads_new_and_old_summaries_alike():
+    rows = [{"step": s, "valid_frac": v, "copy_frac": c, "chance_copy": 0.0}
+            for s, v, c in zip(STEPS, [0, 0.5, 1, 1, 1, 1], [0, 0, 0, 0, 0.5, 0.9])]
+    summary = {**clocks.summarize(rows), "final": rows[-1]}
+    rule, mem = clocks.read_clocks(summary)
+    assert rule == clocks.tau_rule(STEPS, [0, 0.5, 1, 1, 1, 1])
+    assert mem.value == pytest.approx(clocks.tau_mem(STEPS, [0, 0, 0, 0, 0.5, 0.9], [0] * 6).value)
+    old = {"tau_rule": 28.3, "tau_rule_ci": [25.0, 31.0], "tau_rule_censored": False, "tau_rule_text": "28",
+           "tau_mem": None, "tau_mem_ci": None, "tau_mem_censored": True, "tau_mem_text": "> 320", "final": {"step": 320}}
+    rule, mem = clocks.read_clocks(old)
+    assert (rule.value, rule.interval, rule.bracket) == (28.3, (25.0, 31.0), None)
+    assert mem.censored and mem.render() == "> 320"
+    assert clocks.window(rule, mem)[1] == "open"
+    assert "tau_rule  28 [25, 31]" in clocks.describe(old)

@@ -71,7 +71,7 @@ def test_a_registered_objective_trains_evaluates_and_reloads(tmp_path):
         # samples are valid, and the loss approaches ln 2 per cell
         assert rows[-1]["valid_frac"] < 0.2 and rows[-1]["ratio_copy_frac"] is None
         assert abs(rows[-1]["heldout_loss"] - 0.693) < 0.05
-        assert summary["tau_rule_censored"] and json.loads((tmp_path / "config.json").read_text())["model"]["arch"] == "cells"
+        assert summary["tau_rule"]["censored"] == "right" and json.loads((tmp_path / "config.json").read_text())["model"]["arch"] == "cells"
         _, model = rundir.load_snapshot(tmp_path, 40)
         assert isinstance(model, CellLogits)
     finally:

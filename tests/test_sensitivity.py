@@ -74,9 +74,9 @@ def test_the_configured_thresholds_column_is_the_summary_clock(n, chance, valid_
     rows = curve_rows(n, chance=chance, valid_top=valid_top)
     summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
     (row,), columns = sensitivity.sensitivity_rows([record(n)], {f"run-{n}-0": rows})
-    assert row["tau_rule@0.9"] == summary["tau_rule_text"] and row["tau_mem@0.1"] == summary["tau_mem_text"]
-    assert row["clocks"][("tau_rule", 0.9)].value == summary["tau_rule"]
-    assert row["clocks"][("tau_mem", 0.1)].value == summary["tau_mem"]
+    rule, mem = clocks.read_clocks(summary, last_step=rows[-1]["step"])
+    assert row["tau_rule@0.9"] == rule.render() and row["tau_mem@0.1"] == mem.render()
+    assert row["clocks"][("tau_rule", 0.9)] == rule and row["clocks"][("tau_mem", 0.1)] == mem
     assert columns[-12:] == ["tau_rule@0.8", "tau_rule@0.9", "tau_rule@0.95", "tau_rule@0.99",
                              "tau_rule_group@0.8", "tau_rule_group@0.9", "tau_rule_group@0.95", "tau_rule_group@0.99",
                              "tau_mem@0.05", "tau_mem@0.1", "tau_mem@0.2", "tau_mem@0.5"]

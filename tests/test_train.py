@@ -19,8 +19,7 @@ from innovwin.train.driver import eval_steps, train
 ROW_KEYS = {"step", "train_loss", "valid_frac", "constraint_frac", "copy_frac", "chance_copy", "near_copy_frac",
             "ratio_copy_frac", "novel_valid_frac", "unique_frac", "mean_nn_dist", "heldout_loss", "train_eval_loss",
             "eval_seconds", "n_samples"}
-SUMMARY_KEYS = {"tau_rule", "tau_mem", "tau_rule_ci", "tau_mem_ci", "tau_rule_censored", "tau_mem_censored",
-                "window", "window_reason", "final", "timing", "config"}
+SUMMARY_KEYS = {"tau_rule", "tau_mem", "window", "window_state", "window_reason", "final", "timing", "config"}
 # 4x4 grids, 2^8 valid: small enough that a tiny model trains in a second.
 TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24, first_eval=4,
             evals_per_decade=4, eval_samples=32, sampler_steps=4, loss_samples=32, bootstrap=50, device="cpu")

@@ -4,30 +4,57 @@
   the next evaluation. A crossing at the last evaluation has no next one to confirm it, so it does not
   count: the clock stays censored. (Otherwise one lucky final evaluation would end a run with a clock.)
 - ``tau_mem``: the first evaluation whose copy rate above chance (copy_frac - chance_copy) is >= the threshold.
-- Both are interpolated in log(step) between the evaluation before the crossing and the crossing one. A curve
-  already above the threshold at the first evaluation gives the first step, an upper bound (``at_first_eval``).
-  A curve that never crosses is *censored*: no value, rendered "> last step".
-- Intervals: a paired bootstrap over the generated samples. The same starting noises are used at every
-  evaluation, so sample j of one evaluation and sample j of the next are paired; one resample of the sample
-  indices is applied to every evaluation, and the clocks are recomputed on the resampled curves.
+- The *estimate* is interpolated in log(step) between the evaluation before the crossing and the crossing one.
+  Where the crossing lies between those two evaluations is not measured: they are the clock's *bracket*.
+  A curve already above the threshold at the first evaluation is *left-censored* (bracket [0, first step]; the
+  first step is an upper bound, ``at_first_eval``). A curve that never crosses is *right-censored* (bracket
+  [last step, open]), rendered "> last step".
+- The *interval* joins the bracket and the sampling error of the generations: a paired bootstrap over the
+  generated samples (the same starting noises are used at every evaluation, so sample j of one evaluation and
+  sample j of the next are paired; one resample of the sample indices is applied to every evaluation), taking
+  the lower tail of the resampled brackets' low ends and the upper tail of their high ends. It is never narrower
+  than the bracket.
+- The window's verdict is three-valued: open (tau_rule's interval ends at or before tau_mem's begins), closed
+  (the reverse), or unresolved (the intervals overlap: the order is not measured).
 
+summary.json holds each clock as ``{"estimate", "bracket", "interval", "censored"}`` (see :meth:`Clock.to_json`);
+:func:`read_clock` reads that and the flat form of older summaries alike, and every reader goes through it.
 Everything here is a pure function of arrays; the training driver and the reports share it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 CI_LEVEL = 0.95
+CLOCKS = ("tau_rule", "tau_mem")
 
 
 @dataclass(frozen=True)
 class Clock:
-    value: float | None  # interpolated step; None when censored
-    censored: bool  # the curve never crossed by the last evaluation
-    at_first_eval: bool  # already crossed at the first evaluation: value is an upper bound
+    value: float | None  # interpolated step; None when right-censored; the first step when left-censored
+    censored: bool  # right-censored: the curve never crossed by the last evaluation
+    at_first_eval: bool  # left-censored: already crossed at the first evaluation, value is an upper bound
     last_step: int
+    bracket: tuple | None = None  # (last evaluation below, first at/after; None: open); None: not recorded
+    interval: tuple | None = None  # the bracket joined with the bootstrap, (lo, hi or None: open); None: none
+
+    @property
+    def censoring(self) -> str | None:
+        """"left", "right" or None (summary.json's ``censored``)."""
+        return "right" if self.censored else "left" if self.at_first_eval else None
+
+    def bounds(self) -> tuple[float, float]:
+        """(lo, hi) of what is known of the clock, hi = inf when open: the interval, else the bracket, else the
+        value itself (an older summary's measured clock), with the censoring's own bounds."""
+        if self.censored:
+            return float(self.last_step), math.inf
+        known = self.interval or self.bracket
+        if known is None:
+            return (0.0 if self.at_first_eval else self.value), self.value
+        return float(known[0] or 0.0), math.inf if known[1] is None else float(known[1])
 
     def render(self) -> str:
         if self.censored:
@@ -36,11 +63,25 @@ class Clock:
             return f"<= {self.value:.0f}"
         return f"{self.value:.0f}"
 
+    def render_interval(self) -> str:
+        """The value and its interval, e.g. ``399 [316, 562]``; a censored clock has only its bound."""
+        if self.censored or self.interval is None:
+            return self.render()
+        lo, hi = ("open" if bound is None else f"{bound:.0f}" for bound in self.interval)  # an older summary's
+        return f"{self.render()} [{lo}, {hi}]"  # bootstrap may have found no crossing on either side
 
-def crossing_steps(steps, values, threshold: float, confirm: bool) -> np.ndarray:
-    """Crossing step of each curve in ``values`` (curves, evals), NaN where a curve never crosses.
+    def to_json(self) -> dict:
+        as_list = lambda pair: None if pair is None else [float(pair[0]), None if pair[1] is None else float(pair[1])]  # noqa: E731
+        return {"estimate": None if self.censoring else self.value, "bracket": as_list(self.bracket),
+                "interval": as_list(self.interval), "censored": self.censoring}
 
-    ``confirm`` asks the next evaluation to stay at or above the threshold too (tau_rule's rule).
+
+def crossing_brackets(steps, values, threshold: float, confirm: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each curve's crossing of ``values`` (curves, evals): (estimate, bracket low, bracket high) steps.
+
+    The estimate is NaN where a curve never crosses (its bracket is [last step, inf]); a curve crossed at the
+    first evaluation has the first step as estimate and bracket [0, first step]. ``confirm`` asks the next
+    evaluation to stay at or above the threshold too (tau_rule's rule).
     """
     steps = np.asarray(steps, dtype=np.float64)
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -60,18 +101,23 @@ def crossing_steps(steps, values, threshold: float, confirm: bool) -> np.ndarray
     fraction = np.where(first > 0, (threshold - v0) / np.where(v1 > v0, v1 - v0, 1.0), 0.0)
     log_step = np.log(steps[before]) + np.clip(fraction, 0.0, 1.0) * (np.log(steps[first]) - np.log(steps[before]))
     at_step = np.where(first > 0, np.exp(log_step), steps[0])
-    return np.where(crossed, at_step, np.nan)
+    low = np.where(crossed, np.where(first > 0, steps[before], 0.0), steps[-1])
+    high = np.where(crossed, steps[first], np.inf)
+    return np.where(crossed, at_step, np.nan), low, high
+
+
+def crossing_steps(steps, values, threshold: float, confirm: bool) -> np.ndarray:
+    """Crossing step of each curve in ``values`` (curves, evals), NaN where a curve never crosses."""
+    return crossing_brackets(steps, values, threshold, confirm)[0]
 
 
 def _clock(steps, values, threshold: float, confirm: bool) -> Clock:
-    value = float(crossing_steps(steps, values, threshold, confirm)[0])
-    censored = bool(np.isnan(value))
-    return Clock(
-        value=None if censored else value,
-        censored=censored,
-        at_first_eval=not censored and value == float(steps[0]),
-        last_step=int(steps[-1]),
-    )
+    estimate, low, high = (float(a[0]) for a in crossing_brackets(steps, values, threshold, confirm))
+    censored = bool(np.isnan(estimate))
+    bracket = (low, None if math.isinf(high) else high)
+    return Clock(value=None if censored else estimate, censored=censored,
+                 at_first_eval=not censored and estimate == float(steps[0]), last_step=int(steps[-1]),
+                 bracket=bracket, interval=bracket)
 
 
 def tau_rule(steps, valid_frac, threshold: float = 0.9) -> Clock:
@@ -85,30 +131,48 @@ def tau_mem(steps, copy_frac, chance_copy, threshold: float = 0.1) -> Clock:
     return _clock(steps, excess, threshold, confirm=False)
 
 
-def window(rule: Clock, mem: Clock) -> tuple[list[float] | None, str, str | None]:
-    """The innovation window ``[tau_rule, tau_mem]`` with its state and, when there is none, the reason.
+def with_bootstrap(clock: Clock, boot: list | None) -> Clock:
+    """``clock`` with its interval widened to the bootstrap's ``[lo, hi]`` (hi None: open); never below the
+    bracket. A right-censored clock keeps [last step, open]."""
+    if boot is None or clock.censored or clock.bracket is None:
+        return clock
+    lo = min(clock.bracket[0], boot[0]) if boot[0] is not None else clock.bracket[0]
+    hi = None if boot[1] is None or clock.bracket[1] is None else max(clock.bracket[1], boot[1])
+    return Clock(clock.value, clock.censored, clock.at_first_eval, clock.last_step, clock.bracket, (lo, hi))
 
-    States: "open" (both clocks crossed, rule first), "closed" (memorization came first, or the rule was
-    never learned while memorization began), "open_at_end" (rule learned, memorization not reached: the
-    window's end is past the run), "unknown" (neither clock crossed, or both by the first evaluation: both
-    are upper bounds there, so their order is unknown). An open window whose tau_rule is an upper bound
-    (crossed at the first evaluation) opened at or before it: its width is a lower bound, and the reason says so.
+
+def window(rule: Clock, mem: Clock) -> tuple[list | None, str, str | None]:
+    """The innovation window ``[tau_rule, tau_mem]``, its verdict and the verdict's reason.
+
+    The verdict compares what is known of the two clocks (:meth:`Clock.bounds`): "open" when tau_rule's
+    interval ends at or before tau_mem's begins, "closed" when tau_mem's ends at or before tau_rule's begins,
+    "unresolved" otherwise (the intervals overlap, both clocks crossed by the first evaluation, or neither
+    crossed). An open window's span is ``[tau_rule, tau_mem]``, with tau_mem None when memorization was not
+    reached (the window is still open at the end); the reason says when its width is only a lower bound.
     """
-    if not rule.censored and not mem.censored:
-        if rule.at_first_eval and mem.at_first_eval:
-            return None, "unknown", (f"both clocks crossed by the first evaluation (step {rule.value:.0f}): "
-                                     "which came first is unknown")
-        if rule.value < mem.value:
-            reason = (f"tau_rule {rule.render()} (crossed at the first evaluation): the window opened at or "
-                      "before it, so its width is a lower bound") if rule.at_first_eval else None
-            return [rule.value, mem.value], "open", reason
-        return None, "closed", f"memorized before the rule was learned (tau_mem {mem.render()} <= tau_rule {rule.render()})"
-    if rule.censored and not mem.censored:
-        return None, "closed", (f"tau_rule never reached (sample validity never held at its threshold); "
-                                f"memorization began at step {mem.render()}")
-    if not rule.censored:
-        return None, "open_at_end", f"memorization not reached: window open at the end (rule learned at step {rule.render()})"
-    return None, "unknown", f"neither clock reached by step {rule.last_step}"
+    rule_lo, rule_hi = rule.bounds()
+    mem_lo, mem_hi = mem.bounds()
+    if rule_hi <= mem_lo:
+        bound = []
+        if rule.at_first_eval:
+            bound.append(f"tau_rule {rule.render()} crossed at the first evaluation")
+        if mem.censored:
+            bound.append(f"memorization not reached by step {mem.last_step}: the window is open at the end")
+        reason = f"{'; '.join(bound)} (its width is a lower bound)" if bound else None
+        return [rule.value, mem.value], "open", reason
+    if mem_hi <= rule_lo:
+        if rule.censored:
+            return None, "closed", (f"tau_rule never reached (sample validity never held at its threshold); "
+                                    f"memorization began at step {mem.render_interval()}")
+        return None, "closed", (f"memorized before the rule was learned (tau_mem {mem.render_interval()} "
+                                f"<= tau_rule {rule.render_interval()})")
+    if rule.censored and mem.censored:
+        return None, "unresolved", f"neither clock reached by step {rule.last_step}"
+    if rule.at_first_eval and mem.at_first_eval:
+        return None, "unresolved", (f"both clocks crossed by the first evaluation (step {rule.value:.0f}): "
+                                    "which came first is unknown")
+    return None, "unresolved", (f"the clocks' intervals overlap (tau_rule {rule.render_interval()}, tau_mem "
+                                f"{mem.render_interval()}): which came first is not measured")
 
 
 def bootstrap_intervals(steps, valid, copy, chance_copy, *, rule_threshold=0.9, mem_threshold=0.1,
@@ -116,8 +180,9 @@ def bootstrap_intervals(steps, valid, copy, chance_copy, *, rule_threshold=0.9, 
     """Paired bootstrap intervals for (tau_rule, tau_mem) over the generated samples.
 
     ``valid`` and ``copy`` are boolean (evals, samples) arrays, sample j of every evaluation coming from the
-    same starting noise. Returns two ``[lo, hi]`` lists; ``hi`` is None when more than the upper tail of
-    resamples never crosses (the interval is open to the right).
+    same starting noise. Each resample's clock is known to its bracket; the interval runs from the lower tail
+    of the brackets' low ends to the upper tail of their high ends. Returns two ``[lo, hi]`` lists; ``hi`` is
+    None when more than the upper tail of resamples never crosses (the interval is open to the right).
     """
     valid = np.asarray(valid, dtype=np.float64)
     copy = np.asarray(copy, dtype=np.float64)
@@ -128,63 +193,69 @@ def bootstrap_intervals(steps, valid, copy, chance_copy, *, rule_threshold=0.9, 
     counts = rng.multinomial(m, np.full(m, 1.0 / m), size=n_resamples).astype(np.float64)  # (B, M)
     valid_curves = counts @ valid.T / m
     excess_curves = counts @ copy.T / m - np.asarray(chance_copy, dtype=np.float64)
-    tails = [(1 - level) / 2, (1 + level) / 2]
     intervals = []
     for curves, threshold, confirm in ((valid_curves, rule_threshold, True), (excess_curves, mem_threshold, False)):
-        taus = crossing_steps(steps, curves, threshold, confirm)
-        lo, hi = np.quantile(np.where(np.isnan(taus), np.inf, taus), tails, method="inverted_cdf")
-        intervals.append([None if np.isinf(lo) else float(lo), None if np.isinf(hi) else float(hi)])
+        _, low, high = crossing_brackets(steps, curves, threshold, confirm)
+        lo = float(np.quantile(low, (1 - level) / 2, method="inverted_cdf"))
+        hi = float(np.quantile(high, (1 + level) / 2, method="inverted_cdf"))
+        intervals.append([lo, None if math.isinf(hi) else hi])
     return intervals[0], intervals[1]
 
 
 def summarize(rows: list[dict], valid=None, copy=None, *, rule_threshold=0.9, mem_threshold=0.1,
               n_resamples=1000, seed=0) -> dict:
-    """The clocks' part of summary.json from metrics rows (and per-sample arrays for the intervals).
-
-    An interval is reported only for a clock that crossed (a censored clock has no value to bracket).
-    """
+    """The clocks' part of summary.json from metrics rows (and per-sample arrays for the intervals)."""
     if not rows:
         raise ValueError("no evaluation rows: the run has not evaluated yet")
     steps = [row["step"] for row in rows]
     chance = [row["chance_copy"] or 0.0 for row in rows]
     rule = tau_rule(steps, [row["valid_frac"] for row in rows], rule_threshold)
     mem = tau_mem(steps, [row["copy_frac"] for row in rows], chance, mem_threshold)
-    rule_ci = mem_ci = None
     if valid is not None and n_resamples > 0:
         rule_ci, mem_ci = bootstrap_intervals(steps, valid, copy, chance, rule_threshold=rule_threshold,
                                               mem_threshold=mem_threshold, n_resamples=n_resamples, seed=seed)
+        rule, mem = with_bootstrap(rule, rule_ci), with_bootstrap(mem, mem_ci)
     span, state, reason = window(rule, mem)
-    return {
-        "tau_rule": rule.value,
-        "tau_mem": mem.value,
-        "tau_rule_ci": None if rule.censored else rule_ci,
-        "tau_mem_ci": None if mem.censored else mem_ci,
-        "tau_rule_censored": rule.censored,
-        "tau_mem_censored": mem.censored,
-        "tau_rule_text": rule.render(),
-        "tau_mem_text": mem.render(),
-        "window": span,
-        "window_state": state,
-        "window_reason": reason,
-    }
+    return {"tau_rule": rule.to_json(), "tau_mem": mem.to_json(), "window": span, "window_state": state,
+            "window_reason": reason}
+
+
+def read_clock(summary: dict, name: str, last_step: int | None = None) -> Clock:
+    """Clock ``name`` of a summary, in today's form (an object) or the flat form of older summaries (a value
+    with ``name_ci``, ``name_censored`` and ``name_text``; no bracket). ``last_step`` defaults to the
+    summary's final row."""
+    if last_step is None:
+        last_step = int((summary.get("final") or {}).get("step") or 0)
+    stored = summary.get(name)
+    if isinstance(stored, dict):
+        pair = lambda value: None if value is None else (value[0], value[1])  # noqa: E731
+        kind, bracket = stored.get("censored"), pair(stored.get("bracket"))
+        if kind == "right":
+            return Clock(None, True, False, int(bracket[0]) if bracket else last_step, bracket, pair(stored["interval"]))
+        value = bracket[1] if kind == "left" else stored["estimate"]
+        return Clock(value, False, kind == "left", last_step, bracket, pair(stored.get("interval")))
+    censored = bool(summary.get(f"{name}_censored")) or stored is None
+    ci = summary.get(f"{name}_ci")
+    return Clock(None if censored else stored, censored,
+                 not censored and (summary.get(f"{name}_text") or "").startswith("<="), last_step,
+                 None, None if censored or not ci else (ci[0], ci[1]))
+
+
+def read_clocks(summary: dict, last_step: int | None = None) -> tuple[Clock, Clock]:
+    """(tau_rule, tau_mem) of a summary, as :func:`read_clock` reads them."""
+    return tuple(read_clock(summary, name, last_step) for name in CLOCKS)
 
 
 def describe(summary: dict) -> str:
     """A few human lines for the end of a run."""
-    def one(name):
-        ci = summary[f"{name}_ci"]
-        text = summary[f"{name}_text"]
-        if ci:  # either bound may be open (None): the bootstrap found no crossing on that side
-            lo, hi = ("open" if bound is None else f"{bound:.0f}" for bound in ci)
-            text += f"  (95% CI {lo}-{hi})"
-        return text
-
-    lines = [f"tau_rule  {one('tau_rule')}", f"tau_mem   {one('tau_mem')}"]
-    if summary["window"]:
-        lo, hi = summary["window"]
-        lines.append(f"window    [{lo:.0f}, {hi:.0f}]: open for {hi - lo:.0f} steps ({hi / lo:.1f}x)")
-        if summary["window_reason"]:  # a width that is only a lower bound
-            lines.append(f"          {summary['window_reason']}")
+    rule, mem = read_clocks(summary)
+    lines = [f"tau_rule  {rule.render_interval()}", f"tau_mem   {mem.render_interval()}"]
+    span, state, reason = window(rule, mem)
+    if state == "open" and not mem.censored:
+        lo, hi = span
+        lines.append(f"window    open [{lo:.0f}, {hi:.0f}]: {hi - lo:.0f} steps ({hi / lo:.1f}x)")
     else:
-        lines.append(f"window    none ({summary['window_state']}): {summary['window_reason']}")
+        lines.append(f"window    {state}")
+    if reason:
+        lines.append(f"          {reason}")
     return "\n".join(lines)

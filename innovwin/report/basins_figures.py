@@ -21,6 +21,7 @@ from matplotlib.ticker import LogFormatterSciNotation, NullFormatter  # noqa: E4
 
 from innovwin import tasks  # noqa: E402
 from innovwin.analysis.basins import PROBE_CLASSES, independent_bits_radius  # noqa: E402
+from innovwin.analysis.clocks import read_clocks  # noqa: E402
 
 FIGURES = ("basins_radius.png", "basins_return.png", "basins_loss_gap.png")
 CLASS_COLORS = {"train": "tab:red", "novel": "tab:green", "invalid": "tab:gray"}
@@ -57,16 +58,15 @@ def _log_step_axis(ax, steps: np.ndarray) -> None:
 
 
 def _mark_clocks(ax, summary: dict | None) -> None:
-    for name, color in CLOCK_COLORS.items():
-        value = (summary or {}).get(name)
-        if value is None:
-            if (summary or {}).get(f"{name}_censored"):
-                ax.plot([], [], color=color, linestyle="--", linewidth=1, label=f"{name}: not reached")
+    if summary is None:
+        return
+    for clock, (name, color) in zip(read_clocks(summary), CLOCK_COLORS.items()):
+        if clock.censored:
+            ax.plot([], [], color=color, linestyle="--", linewidth=1, label=f"{name}: not reached")
             continue
-        ax.axvline(value, color=color, linestyle="--", linewidth=1, label=f"{name} = {value:.0f}")
-        interval = (summary or {}).get(f"{name}_ci")
-        if interval:
-            ax.axvspan(*interval, color=color, alpha=0.08)
+        ax.axvline(clock.value, color=color, linestyle="--", linewidth=1, label=f"{name} = {clock.value:.0f}")
+        if clock.interval and clock.interval[0] > 0:
+            ax.axvspan(clock.interval[0], clock.interval[1] or clock.value, color=color, alpha=0.08)
 
 
 def plot_radius(rows: list[dict], summary: dict | None, path) -> None:

@@ -44,8 +44,10 @@ CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
-               "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_censored", "tau_rule_at_first_eval",
-               "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_censored", "tau_mem_at_first_eval",
+               "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_bracket_lo", "tau_rule_bracket_hi",
+               "tau_rule_censored", "tau_rule_at_first_eval",
+               "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
+               "tau_mem_censored", "tau_mem_at_first_eval",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac",
                "summary_check")
 RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
@@ -159,16 +161,12 @@ def run_records(rows: list[dict]) -> list[dict]:
             "final_valid_frac": final.get("valid_frac"), "final_copy_frac": final.get("copy_frac"),
             "summary_check": check,
         }
-        for clock in CLOCKS:
-            ci = summary.get(f"{clock}_ci") or [None, None]
-            record.update({clock: summary.get(clock), f"{clock}_lo": ci[0], f"{clock}_hi": ci[1],
-                           f"{clock}_censored": bool(summary.get(f"{clock}_censored")),
-                           # crossed at the first evaluation: the value is an upper bound (clocks.Clock.render)
-                           f"{clock}_at_first_eval": (summary.get(f"{clock}_text") or "").startswith("<=")})
-        # the window from the stored clocks by clocks.window, so a store summarized by an older version reads alike
-        window, record["window_state"], reason = clocks.window(*(stored_clock(record, clock) for clock in CLOCKS))
+        read = clocks.read_clocks(summary, record["last_step"])  # today's clock objects or an older flat summary
+        for clock, found in zip(CLOCKS, read):
+            record.update(clock_fields(clock, found))
+        window, record["window_state"], reason = clocks.window(*read)
         record["window_reason"] = reason or ""
-        record["window_width_decades"] = math.log10(window[1] / window[0]) if window else None
+        record["window_width_decades"] = math.log10(window[1] / window[0]) if window and window[1] else None
         records.append(record)
     return sorted(records, key=lambda r: (r["family"], r["complexity"], r["task"], r["arch"], r["depth"],
                                           r["width"], r["variant"], r["n_train"], r["seed"]))
@@ -204,12 +202,13 @@ def run_metrics(record: dict) -> list[dict]:
     return rows
 
 
-def stored_clock(record: dict, clock: str) -> clocks.Clock:
-    """A record's clock as clocks.Clock, for clocks.window."""
-    censored = record[f"{clock}_censored"] or record[clock] is None
-    return clocks.Clock(value=None if censored else record[clock], censored=censored,
-                        at_first_eval=not censored and record[f"{clock}_at_first_eval"],
-                        last_step=record["last_step"])
+def clock_fields(clock: str, found: clocks.Clock) -> dict:
+    """A clock's flat record fields: value, interval (lo, hi), bracket, censoring."""
+    interval = found.interval or (None, None)
+    bracket = found.bracket or (None, None)
+    return {clock: found.value, f"{clock}_lo": interval[0], f"{clock}_hi": interval[1],
+            f"{clock}_bracket_lo": bracket[0], f"{clock}_bracket_hi": bracket[1],
+            f"{clock}_censored": found.censored, f"{clock}_at_first_eval": found.at_first_eval}
 
 
 def clock_kind(record: dict, clock: str) -> str:
@@ -305,11 +304,10 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
         ax.annotate(f"{CLOCK_STYLE[clock][2]} {relation} {value:.0f}", xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
                     textcoords="offset points", ha="right" if rule else "left", color=color, fontsize=8,
                     xycoords=("data", "axes fraction"))
-    state = record["window_state"]
-    if state == "open":
+    if record["window_state"] == "open" and not record["tau_mem_censored"]:
         ax.axvspan(record["tau_rule"], record["tau_mem"], color="tab:green", alpha=0.15, lw=0,
                    label="innovation window")
-    elif state == "open_at_end":
+    elif record["window_state"] == "open":
         ax.axvspan(record["tau_rule"], steps[-1], color="tab:green", alpha=0.1, lw=0, hatch="//",
                    label="window (still open at the end)")
     ax.set_xscale("log")
@@ -439,9 +437,9 @@ def _window_cell(members: list[dict]) -> tuple[str, float | None]:
     states = Counter(r["window_state"] for r in members)
     widths = [width for r in members if (width := _window_width(r)) is not None]
     if not widths:
-        return ("?" if states.get("unknown") == len(members) else "×"), None
+        return ("?" if states.get("unresolved") == len(members) else "×"), None
     value = float(np.median(widths))
-    prefix = "≥" if states.get("open_at_end") or any(_width_is_a_bound(r) for r in members) else ""
+    prefix = "≥" if any(_width_is_a_bound(r) for r in members) else ""
     suffix = f"\n{len(widths)}/{len(members)} open" if len(widths) < len(members) else ""
     return f"{prefix}{value:.1f}{suffix}", value
 
@@ -449,16 +447,17 @@ def _window_cell(members: list[dict]) -> tuple[str, float | None]:
 def _window_width(record: dict) -> float | None:
     """The window's width in decades; for a window still open at the last step, its lower bound (likewise
     for one whose tau_rule is an upper bound, crossed at the first evaluation)."""
-    if record["window_state"] == "open":
-        return record["window_width_decades"]
-    if record["window_state"] == "open_at_end":
+    if record["window_state"] != "open":
+        return None
+    if record["tau_mem_censored"]:
         return math.log10(record["last_step"] / record["tau_rule"])
-    return None
+    return record["window_width_decades"]
 
 
 def _width_is_a_bound(record: dict) -> bool:
-    """An open window whose tau_rule is an upper bound opened at or before it: its width is a lower bound."""
-    return record["window_state"] == "open" and record["tau_rule_at_first_eval"]
+    """An open window whose tau_rule is an upper bound (crossed at the first evaluation) or whose tau_mem was not
+    reached: its width is a lower bound."""
+    return record["window_state"] == "open" and (record["tau_rule_at_first_eval"] or record["tau_mem_censored"])
 
 
 def _rectangle(x, y, color):
@@ -587,8 +586,9 @@ FIGURE_CAPTIONS = {
                 "censored; downward triangles: crossed by the first evaluation (upper bounds); neither is fitted.",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
-                  "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells where no "
-                  "clock crossed or both crossed by the first evaluation (order unknown).",
+                  "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells whose every run is "
+                  "unresolved (the two clocks' intervals overlap, or neither clock crossed, or both by the first "
+                  "evaluation: which came first is not measured).",
     "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with the same task, N, size, seed and variant. Hollow: "
                   "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
 }
@@ -645,9 +645,9 @@ def _rendered_run(record: dict) -> dict:
             text += f" [{lo:.0f}, {'open' if hi is None else f'{hi:.0f}'}]"
         return text
 
-    window = record["window_state"].replace("_", " ")
-    if record["window_width_decades"] is not None:
-        window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{record['window_width_decades']:.2f} decades)"
+    window = record["window_state"]
+    if (width := _window_width(record)) is not None:
+        window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{width:.2f} decades)"
     return {**record, "run": f"<a href='#{record['key']}'>{record['key']}</a>", "τ_rule": clock("tau_rule"),
             "τ_mem": clock("tau_mem"), "window": window}
 
