@@ -85,6 +85,9 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
         assert int(fit["n_censored"]) > 0 and int(fit["n_points"]) + int(fit["n_censored"]) == 3 * len(NS)
         assert float(fit["alpha_lo"]) <= ALPHA_MEM <= float(fit["alpha_hi"]), fit
         assert float(fit["alpha_hi"]) - float(fit["alpha_lo"]) < 0.3
+        # the censored fit takes every run, censored ones included, and recovers alpha too
+        assert int(fit["ml_n"]) == 3 * len(NS) and int(fit["ml_n_right"]) == int(fit["n_censored"])
+        assert float(fit["ml_alpha_lo"]) <= ALPHA_MEM <= float(fit["ml_alpha_hi"]), fit
     rule_fits = [f for f in fits if f["clock"] == "tau_rule" and f["against"] == "complexity"]
     assert len(rule_fits) == 2
     for fit in rule_fits:

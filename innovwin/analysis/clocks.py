@@ -246,6 +246,15 @@ def read_clocks(summary: dict, last_step: int | None = None) -> tuple[Clock, Clo
     return tuple(read_clock(summary, name, last_step) for name in CLOCKS)
 
 
+def record_fields(name: str, clock: Clock) -> dict:
+    """A clock's flat fields in a table row (runs.csv, the fits' records): value, interval, bracket, censoring."""
+    interval = clock.interval or (None, None)
+    bracket = clock.bracket or (None, None)
+    return {name: clock.value, f"{name}_lo": interval[0], f"{name}_hi": interval[1],
+            f"{name}_bracket_lo": bracket[0], f"{name}_bracket_hi": bracket[1],
+            f"{name}_censored": clock.censored, f"{name}_at_first_eval": clock.at_first_eval}
+
+
 def describe(summary: dict) -> str:
     """A few human lines for the end of a run."""
     rule, mem = read_clocks(summary)

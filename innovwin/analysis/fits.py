@@ -1,5 +1,10 @@
-"""Scaling fits of the clocks: tau = a * x^alpha by least squares in log-log, with a bootstrap
-interval on alpha.
+"""Scaling fits of the clocks: tau = a * x^alpha, two ways side by side.
+
+- Ordinary least squares in log-log on the measured clocks, with a bootstrap interval on alpha (the old fit).
+- Maximum likelihood with censoring (:func:`fit_censored_power_law`): log tau = log a + alpha log x + sigma eps,
+  eps standard normal, where each run is known only to an interval of steps: its bracket (the two evaluations
+  around the crossing), [0, first step] when crossed by the first evaluation, [last step, inf) when never
+  crossed. Every run of every seed enters; the interval on alpha is the profile-likelihood one.
 
 x is the training-set size N for tau_mem (the paper's claim: alpha close to 1), and the rule
 complexity or the depth for tau_rule (alpha is then the clock's elasticity: how many times
@@ -10,10 +15,13 @@ evaluation (``clock + "_at_first_eval"``): its value is only an upper bound.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,147 @@ def _slope_intercept(log_x: np.ndarray, log_y: np.ndarray) -> tuple[float, float
     return slope, float(log_y.mean() - slope * log_x.mean())
 
 
+@dataclass(frozen=True)
+class CensoredFit:
+    a: float
+    alpha: float
+    alpha_lo: float | None  # profile-likelihood interval; None where the profile stays above the cut (unbounded)
+    alpha_hi: float | None
+    sigma: float  # the spread of log tau around the line (seeds, and everything else the line misses)
+    n: int  # runs fitted: all of them
+    n_right: int  # never crossed: [last step, inf)
+    n_left: int  # crossed by the first evaluation: [0, first step]
+
+
+SIGMA_MIN = 1e-3  # intervals that one line threads leave sigma at 0 (likelihood 1); the floor keeps it finite
+
+
+def _log_ndtr(z: np.ndarray) -> np.ndarray:
+    """log Phi(z), accurate in the far lower tail where Phi underflows (torch has it; numpy has no erf)."""
+    return torch.special.log_ndtr(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
+
+
+def _log_interval(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """log(Phi(hi) - Phi(lo)) for lo < hi, computed in the lower tail (mirrored when the interval lies above 0)."""
+    mirror = lo + hi > 0
+    lo, hi = np.where(mirror, -hi, lo), np.where(mirror, -lo, hi)
+    top, bottom = _log_ndtr(hi), _log_ndtr(lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return top + np.log1p(-np.exp(bottom - top))
+
+
+def censored_log_likelihood(log_a: float, alpha: float, sigma: float, log_x, log_lo, log_hi) -> float:
+    """Log-likelihood of runs known to lie in [exp(log_lo), exp(log_hi)] under log tau ~ N(log a + alpha log x,
+    sigma); an exact observation (lo == hi) contributes its density."""
+    mean = log_a + alpha * log_x
+    exact = log_lo == log_hi
+    with np.errstate(invalid="ignore"):
+        z_lo, z_hi = (log_lo - mean) / sigma, (log_hi - mean) / sigma
+    density = -0.5 * z_lo**2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+    terms = np.where(exact, density, _log_interval(np.where(exact, -1.0, z_lo), np.where(exact, 1.0, z_hi)))
+    return float(terms.sum())
+
+
+def _nelder_mead(f, x0, step, *, iterations: int = 400, tol: float = 1e-6) -> tuple[np.ndarray, float]:
+    """Minimize f from x0 (the textbook simplex: reflect, expand, contract, shrink)."""
+    simplex = np.array([x0, *(np.asarray(x0, float) + np.diag(step))], dtype=float)
+    values = np.array([f(x) for x in simplex])
+    for _ in range(iterations):
+        order = np.argsort(values)
+        simplex, values = simplex[order], values[order]
+        if values[-1] - values[0] < tol:
+            break
+        centroid = simplex[:-1].mean(axis=0)
+        reflected = centroid + (centroid - simplex[-1])
+        f_reflected = f(reflected)
+        if f_reflected < values[0]:
+            expanded = centroid + 2 * (centroid - simplex[-1])
+            f_expanded = f(expanded)
+            simplex[-1], values[-1] = (expanded, f_expanded) if f_expanded < f_reflected else (reflected, f_reflected)
+        elif f_reflected < values[-2]:
+            simplex[-1], values[-1] = reflected, f_reflected
+        else:
+            contracted = centroid + 0.5 * (simplex[-1] - centroid)
+            f_contracted = f(contracted)
+            if f_contracted < values[-1]:
+                simplex[-1], values[-1] = contracted, f_contracted
+            else:
+                simplex[1:] = simplex[0] + 0.5 * (simplex[1:] - simplex[0])
+                values[1:] = [f(x) for x in simplex[1:]]
+    best = int(np.argmin(values))
+    return simplex[best], float(values[best])
+
+
+def fit_censored_power_law(x, lo, hi, *, ci: float = 0.95) -> CensoredFit:
+    """Fit tau = a * x^alpha by maximum likelihood to runs known only to lie in [lo, hi] (steps; lo = 0: crossed
+    by the first evaluation, hi = inf: never crossed, lo = hi: an exact value), with a profile-likelihood
+    interval on alpha at level ``ci``."""
+    x, lo, hi = (np.asarray(v, dtype=float) for v in (x, lo, hi))
+    if not x.shape == lo.shape == hi.shape or x.ndim != 1:
+        raise ValueError(f"x, lo and hi must be 1-d of one length, got {x.shape}, {lo.shape}, {hi.shape}")
+    if not (np.all(x > 0) and np.all(np.isfinite(x)) and np.all(lo >= 0) and np.all(hi >= lo) and np.all(hi > 0)):
+        raise ValueError("a censored fit needs x > 0 and 0 <= lo <= hi, hi > 0")
+    bounded = np.isfinite(hi)
+    if len(np.unique(x[bounded])) < 2:
+        raise ValueError(f"a censored fit needs runs that crossed at >= 2 distinct x values, got "
+                         f"{len(np.unique(x[bounded]))}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    log_x = np.log(x)
+    with np.errstate(divide="ignore"):
+        log_lo, log_hi = np.log(lo), np.log(hi)
+    # start from least squares on a point per run (the bracket's geometric middle, or its finite end)
+    middle = np.where(np.isfinite(log_lo) & bounded, (log_lo + log_hi) / 2, np.where(bounded, log_hi, log_lo))
+    alpha0, log_a0 = _slope_intercept(log_x, middle)
+    spread = max(float(np.std(middle - log_a0 - alpha0 * log_x)), 0.1)
+
+    def negative(log_a, alpha, log_sigma):
+        sigma = max(math.exp(log_sigma), SIGMA_MIN)
+        value = censored_log_likelihood(log_a, alpha, sigma, log_x, log_lo, log_hi)
+        return -value if np.isfinite(value) else np.inf
+
+    best, neg_max = _nelder_mead(lambda p: negative(*p), [log_a0, alpha0, math.log(spread)], [0.5, 0.2, 0.5])
+    log_a, alpha, log_sigma = best
+
+    def profile(a_fixed: float) -> float:  # the drop of the profile log-likelihood below the maximum
+        _, neg = _nelder_mead(lambda p: negative(p[0] + (alpha - a_fixed) * log_x.mean(), a_fixed, p[1]),
+                              [log_a, log_sigma], [0.3, 0.3])
+        return neg - neg_max
+
+    cut = _profile_cut(ci, len(x))
+    ends = [_profile_end(profile, alpha, direction, cut) for direction in (-1.0, 1.0)]
+    return CensoredFit(a=math.exp(log_a), alpha=float(alpha), alpha_lo=ends[0], alpha_hi=ends[1],
+                       sigma=max(math.exp(log_sigma), SIGMA_MIN), n=len(x),
+                       n_right=int((~bounded).sum()), n_left=int((lo == 0).sum()))
+
+
+def _profile_cut(ci: float, n: int) -> float:
+    """The drop of the log-likelihood that bounds a ``ci`` interval: n/2 log(1 + t^2/(n-2)), t Student's quantile
+    with n - 2 degrees of freedom (exact for uncensored normal regression with sigma estimated; chi-square(1)/2,
+    the asymptotic cut, undercovers with the few runs a sweep has). t by the Cornish-Fisher expansion."""
+    z = NormalDist().inv_cdf((1 + ci) / 2)
+    if n <= 3:
+        return math.inf  # one degree of freedom or none: no finite interval
+    nu = n - 2
+    t = (z + (z**3 + z) / (4 * nu) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
+         + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3))
+    return n / 2 * math.log1p(t * t / nu)
+
+
+def _profile_end(drop, alpha: float, direction: float, cut: float, *, reach: float = 10.0) -> float | None:
+    """Where the profile's drop reaches ``cut`` on one side of alpha (stepping out, then bisecting);
+    None when it does not within ``reach``."""
+    inner, outer = 0.0, 0.125
+    while drop(alpha + direction * outer) < cut:
+        inner, outer = outer, 2 * outer
+        if outer > reach:
+            return None
+    for _ in range(10):
+        middle = (inner + outer) / 2
+        inner, outer = (middle, outer) if drop(alpha + direction * middle) < cut else (inner, middle)
+    return float(alpha + direction * (inner + outer) / 2)
+
+
 # Which clock is fitted against what, and which run fields must be equal within one fit. ``variant`` holds
 # the other config fields that vary in the store (innovwin.report.config_variants): "" when none does.
 FIT_PLAN = (
@@ -103,8 +252,39 @@ def fit_groups(records: list[dict], clock: str, against: str, by: tuple[str, ...
         except ValueError as error:
             row.update(a=None, alpha=None, alpha_lo=None, alpha_hi=None, n_points=len(measured),
                        x_min=None, x_max=None, note="; ".join(filter(None, (str(error), early_note))))
+        row.update(censored_fit_row(members, clock, against))
         rows.append(row)
     return rows
+
+
+ML_COLUMNS = ("ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_a", "ml_sigma", "ml_n", "ml_n_right", "ml_n_left",
+              "ml_note")
+
+
+def observation(record: dict, clock: str) -> tuple[float, float] | None:
+    """What a record says of its clock as (lo, hi) steps for the censored fit: its bracket; [0, first step] when
+    crossed by the first evaluation; [last step, inf) when never crossed; (value, value) for a record of an older
+    summary that kept no bracket. None when nothing is known (a censored record without its last step)."""
+    value, lo, hi = record.get(clock), record.get(f"{clock}_bracket_lo"), record.get(f"{clock}_bracket_hi")
+    if record.get(f"{clock}_censored") or value is None:
+        last = lo if lo is not None else record.get("last_step")
+        return None if last is None else (float(last), math.inf)
+    if record.get(f"{clock}_at_first_eval"):
+        return 0.0, float(hi if hi is not None else value)
+    return (float(lo), float(hi)) if lo is not None and hi is not None else (float(value), float(value))
+
+
+def censored_fit_row(members: list[dict], clock: str, against: str) -> dict:
+    """The ML_COLUMNS of one group: every member's observation fitted by fit_censored_power_law."""
+    known = [(m[against], found) for m in members if (found := observation(m, clock)) is not None]
+    row = dict.fromkeys(ML_COLUMNS)
+    row.update(ml_n=len(known), ml_note="")
+    try:
+        fit = fit_censored_power_law([x for x, _ in known], [lo for _, (lo, _) in known],
+                                     [hi for _, (_, hi) in known])
+    except ValueError as error:
+        return {**row, "ml_note": str(error)}
+    return {**row, **{f"ml_{name}": value for name, value in asdict(fit).items()}}
 
 
 def fit_all(records: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:

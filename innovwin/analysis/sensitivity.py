@@ -89,9 +89,7 @@ def refit(rows: list[dict], clock: str, against: str, by: tuple[str, ...], thres
     ``sensitivity_rows``; rows sorted by group, then threshold."""
     fits = []
     for threshold in thresholds:
-        points = [{**row, clock: found.value, f"{clock}_censored": found.censored,
-                   f"{clock}_at_first_eval": found.at_first_eval}
-                  for row in rows for found in [row["clocks"][(clock, threshold)]]]
+        points = [{**row, **clocks.record_fields(clock, row["clocks"][(clock, threshold)])} for row in rows]
         fits += [{**fit, "threshold": threshold}
                  for fit in fit_groups(points, clock, against, by, n_boot=n_boot, seed=seed)]
     return sorted(fits, key=lambda fit: (str(tuple(fit[name] for name in by)), fit["threshold"]))

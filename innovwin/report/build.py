@@ -35,7 +35,7 @@ from matplotlib.ticker import NullFormatter
 
 from innovwin import objectives
 from innovwin.analysis import clocks, sensitivity
-from innovwin.analysis.fits import fit_all
+from innovwin.analysis.fits import ML_COLUMNS, fit_all
 from innovwin.config import SEED_FIELDS
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
 from innovwin.store.runstore import RunStore
@@ -52,7 +52,7 @@ RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "s
                "summary_check")
 RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
 FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
-               "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note")
+               "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note", *ML_COLUMNS)
 
 
 def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
@@ -163,7 +163,7 @@ def run_records(rows: list[dict]) -> list[dict]:
         }
         read = clocks.read_clocks(summary, record["last_step"])  # today's clock objects or an older flat summary
         for clock, found in zip(CLOCKS, read):
-            record.update(clock_fields(clock, found))
+            record.update(clocks.record_fields(clock, found))
         window, record["window_state"], reason = clocks.window(*read)
         record["window_reason"] = reason or ""
         record["window_width_decades"] = math.log10(window[1] / window[0]) if window and window[1] else None
@@ -200,15 +200,6 @@ def run_metrics(record: dict) -> list[dict]:
         raise ValueError(f"{Path(record['run_dir']) / 'metrics.jsonl'} ends at step {rows[-1]['step']} but the run's "
                          f"summary at step {record['last_step']}: rerun the run's `innovwin train` to restore it")
     return rows
-
-
-def clock_fields(clock: str, found: clocks.Clock) -> dict:
-    """A clock's flat record fields: value, interval (lo, hi), bracket, censoring."""
-    interval = found.interval or (None, None)
-    bracket = found.bracket or (None, None)
-    return {clock: found.value, f"{clock}_lo": interval[0], f"{clock}_hi": interval[1],
-            f"{clock}_bracket_lo": bracket[0], f"{clock}_bracket_hi": bracket[1],
-            f"{clock}_censored": found.censored, f"{clock}_at_first_eval": found.at_first_eval}
 
 
 def clock_kind(record: dict, clock: str) -> str:
@@ -602,9 +593,13 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
     for name, path in figures.items():
         parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
                      "</figcaption></figure>")
-    parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup>, 95% bootstrap interval on α</h2>")
+    parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup></h2><p>Two fits side by side: least squares on the "
+                 "measured clocks (alpha, 95% bootstrap interval; censored runs left out) and maximum likelihood "
+                 "on every run's bracket, censored runs included (ml_alpha, 95% profile-likelihood interval; "
+                 "ml_sigma is the spread of log τ about the line).</p>")
     parts.append(_html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha",
-                                    "alpha_lo", "alpha_hi", "n_points", "n_censored", "note"))
+                                    "alpha_lo", "alpha_hi", "n_points", "n_censored", "ml_alpha", "ml_alpha_lo",
+                                    "ml_alpha_hi", "ml_sigma", "ml_n", "note", "ml_note"))
                  if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
     parts.append("<h2>Runs</h2>")
     if not records:
