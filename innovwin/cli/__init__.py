@@ -19,6 +19,7 @@ OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # what torch's CPU a
 COMMAND_MODULES = [
     "innovwin.cli.tasks",
     "innovwin.cli.train",
+    "innovwin.cli.refine",
     "innovwin.cli.basins",
     "innovwin.cli.sweep",
 ]

@@ -254,6 +254,17 @@ def append_metrics(run_dir, row: dict) -> str:
     return line
 
 
+def insert_metrics(run_dir, rows: list[dict]) -> str:
+    """Put ``rows`` among the others in step order (refined evaluations between scheduled ones), replacing rows of
+    the same steps; the file is rewritten atomically. Returns its text, for state.pt's copy."""
+    steps = {row["step"] for row in rows}
+    merged = sorted([old for old in read_metrics(run_dir) if old["step"] not in steps] + list(rows),
+                    key=lambda one: one["step"])
+    text = "".join(metrics_line(one) for one in merged)
+    write_atomic(Path(run_dir) / METRICS, text.encode())
+    return text
+
+
 def read_metrics(run_dir) -> list[dict]:
     """All rows; a torn or garbled row is refused (ValueError naming the file), never skipped: rerunning the same
     `innovwin train` restores it from state.pt."""

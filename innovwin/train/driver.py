@@ -232,10 +232,15 @@ def record_evaluation(out_dir, config, task, trainer, evaluator, train_loss) -> 
     row, samples = evaluator(model, trainer.step)
     row["train_loss"] = train_loss
     trainer.metrics += rundir.append_metrics(out_dir, row)
-    rundir.save_eval_samples(out_dir, trainer.step, samples)
-    if config.snapshots:
-        rundir.save_snapshot(out_dir, trainer.step, task.spec, config.arch, model)
+    save_evaluation(out_dir, config, task, model, row["step"], samples)
     return row
+
+
+def save_evaluation(out_dir, config, task, model, step: int, samples: dict) -> None:
+    """Write one evaluation's per-sample arrays and, if kept, the model's weights (its row is the caller's)."""
+    rundir.save_eval_samples(out_dir, step, samples)
+    if config.snapshots:
+        rundir.save_snapshot(out_dir, step, task.spec, config.arch, model)
 
 
 def summarize_run(out_dir, config: RunConfig) -> dict:

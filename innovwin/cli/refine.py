@@ -1,0 +1,52 @@
+"""``innovwin refine RUN|STORE``: evaluate more often inside a clock's bracket (see innovwin.train.refine)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from innovwin.store.runstore import DB_NAME
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "refine", help="narrow the clocks' brackets of a run, or of a store's unresolved runs",
+        description="Replay a finished run's training from step 0 (checked to reproduce its stored evaluations) "
+                    "and evaluate K more times between the two evaluations around a clock's crossing. On a store: "
+                    "every finished run whose window verdict is unresolved, both clocks. Run again to finish an "
+                    "interrupted refinement; a finished one is not repeated.")
+    parser.add_argument("path", metavar="RUN|STORE", help="a run directory, or a sweep store")
+    parser.add_argument("--clock", choices=("rule", "mem", "both"), default="both",
+                        help="which clock's bracket to refine (default: both; a store always refines both)")
+    parser.add_argument("--evals", type=int, default=8, metavar="K", help="evaluations per bracket (default: 8)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads for torch (default 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from innovwin.analysis import clocks
+    from innovwin.train.refine import refine
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.evals < 1:
+        raise ValueError(f"--evals must be >= 1, got {args.evals}")
+    torch.set_num_threads(args.threads)
+    path = Path(args.path)
+    if not (path / DB_NAME).exists():
+        print(clocks.describe(refine(path, args.clock, args.evals)))
+        return 0
+    from innovwin.store.runstore import RunStore
+
+    with RunStore(path, write=True) as store:
+        unresolved = [row for row in store.rows() if row["status"] == "done" and row["summary"]
+                      and clocks.window(*clocks.read_clocks(row["summary"]))[1] == "unresolved"]
+        for row in unresolved:
+            summary = refine(store.run_dir(row["key"]), "both", args.evals)
+            store.finish(row["key"], {**row["summary"], **summary})
+            verdict = clocks.window(*clocks.read_clocks(summary))[1]
+            print(f"{row['key']}  {verdict}  tau_rule {clocks.read_clock(summary, 'tau_rule').render_interval()}"
+                  f"  tau_mem {clocks.read_clock(summary, 'tau_mem').render_interval()}")
+    print(f"refined {len(unresolved)} unresolved run(s) in {path}")
+    return 0

@@ -1,0 +1,126 @@
+"""`refine`: narrow a clock's bracket by evaluating K more times between the two evaluations around its crossing.
+
+A run keeps its full training state (optimizer, EMA, generators) only at its end, in state.pt; a snapshot holds
+the evaluated weights alone. Keeping a resumable state at every evaluation would cost about three times the
+weights per evaluation, so refine replays training from step 0 instead: every draw comes from the run's seeded
+generators, so on a CPU the replay is the same run. That is checked, not assumed: the replayed model must
+generate exactly the samples stored for the scheduled evaluations on either side of the new steps (the bracket's
+ends), or nothing is written. The new evaluations are held in memory until both checks pass.
+
+They are ordinary rows (marked ``"refined": true``) with their per-sample arrays and snapshots, put in step order;
+the summary is recomputed from every row. The planned steps depend only on the run's scheduled evaluations, so
+refine run again after an interruption evaluates what is missing, and after a finished refinement does nothing.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from innovwin.analysis import clocks
+from innovwin.config import RunConfig
+from innovwin.evaluation import Evaluator
+from innovwin.runtime import resolve_device
+from innovwin.store import rundir
+from innovwin.tasks.dataset import run_dataset
+from innovwin.train.driver import Trainer, check_run, eval_steps, save_evaluation, summarize_run
+
+CLOCK_CHOICES = {"rule": ("tau_rule",), "mem": ("tau_mem",), "both": clocks.CLOCKS}
+
+
+def inner_steps(lo: float, hi: float, k: int) -> list[int]:
+    """``k`` log-spaced integer steps strictly between ``lo`` and ``hi`` (every integer there when fewer fit)."""
+    start = max(lo, 1.0)
+    spaced = np.rint(start * (hi / start) ** (np.arange(1, k + 1) / (k + 1))).astype(int)
+    inside = sorted({int(s) for s in spaced if lo < s < hi})
+    everything = list(range(int(lo) + 1, int(np.ceil(hi))))
+    return everything if len(everything) <= k else inside
+
+
+def load_config(run_dir) -> RunConfig:
+    path = Path(run_dir) / rundir.CONFIG
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
+    return RunConfig.from_dict({k: v for k, v in rundir.read_json(path).items() if k != "key"})
+
+
+def plan(run_dir, config: RunConfig, names, k: int) -> dict[str, list[int]]:
+    """The steps to evaluate for each clock in ``names``: ``k`` inside its bracket on the scheduled evaluations.
+    A clock that never crossed has no bracket to refine (none planned)."""
+    scheduled = set(eval_steps(config))
+    rows = [row for row in rundir.read_metrics(run_dir) if row["step"] in scheduled]
+    if not rows or rows[-1]["step"] != config.steps:
+        raise ValueError(f"{run_dir} has not finished (last evaluation at step "
+                         f"{rows[-1]['step'] if rows else 'none'} of {config.steps}): finish it with `innovwin train`")
+    found = clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,
+                             n_resamples=0)
+    steps = {}
+    for name in names:
+        clock = clocks.read_clock(found, name, rows[-1]["step"])
+        steps[name] = [] if clock.censored else inner_steps(*clock.bracket, k)
+    return steps
+
+
+def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> dict:
+    """Evaluate ``evals`` more times inside the bracket of ``clock`` (rule, mem or both); returns the summary,
+    also written to summary.json (with ``refined``: each clock's planned steps)."""
+    if clock not in CLOCK_CHOICES:
+        raise ValueError(f"--clock must be one of {', '.join(CLOCK_CHOICES)}, got {clock!r}")
+    if evals < 1:
+        raise ValueError(f"--evals must be >= 1, got {evals}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"no run directory {run_dir}")
+    with rundir.locked(run_dir, "innovwin refine"):
+        config, task = check_run(load_config(run_dir))
+        planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals)
+        done = {row["step"] for row in rundir.read_metrics(run_dir)}
+        todo = sorted({step for steps in planned.values() for step in steps} - done)
+        if todo:
+            _replay(run_dir, config, task, todo, progress)
+        old = rundir.read_json(run_dir / rundir.SUMMARY) if (run_dir / rundir.SUMMARY).exists() else {}
+        summary = {**summarize_run(run_dir, config), "timing": old.get("timing"),
+                   "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
+        rundir.write_json(run_dir / rundir.SUMMARY, summary)
+    return summary
+
+
+def _replay(run_dir: Path, config: RunConfig, task, todo: list[int], progress) -> None:
+    """Train from step 0 through the scheduled evaluation after ``todo``'s last step, evaluating at each step of
+    ``todo``; write the evaluations once the replay reproduced the scheduled ones around them."""
+    device = resolve_device(config.device)
+    dataset = run_dataset(config, task)
+    trainer = Trainer(config, task, dataset, device)
+    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
+    scheduled = eval_steps(config)
+    checks = {max((s for s in scheduled if s < todo[0]), default=None), min(s for s in scheduled if s > todo[-1])}
+    wanted, held = set(todo), []
+    while trainer.step < max(checks - {None}):
+        trainer.train_step()
+        if trainer.step in checks:
+            _check_replay(run_dir, trainer, evaluator)
+        if trainer.step in wanted:
+            row, samples = evaluator(trainer.eval_model, trainer.step)
+            row.update(train_loss=trainer.take_train_loss(), refined=True)
+            held.append((row, samples, copy.deepcopy(trainer.eval_model)))
+            if progress is not None:
+                progress(row)
+    for row, samples, model in held:
+        save_evaluation(run_dir, config, task, model, row["step"], samples)
+    text = rundir.insert_metrics(run_dir, [row for row, _, _ in held])
+    state = rundir.load_state(run_dir, config.key())
+    if state is not None:  # state.pt keeps the rows a resumed train restores metrics.jsonl from: the refined too
+        rundir.save_torch(run_dir / rundir.STATE, {**state, "metrics": text})
+
+
+def _check_replay(run_dir: Path, trainer: Trainer, evaluator: Evaluator) -> None:
+    """The replay must generate the samples the run stored at this step: then it is the same run."""
+    trainer.take_train_loss()  # the next refined row's loss counts from here, as a scheduled row's would
+    _, samples = evaluator(trainer.eval_model, trainer.step)
+    stored = rundir.load_eval_samples(run_dir, [trainer.step])["keys"][0]
+    if not np.array_equal(samples["keys"], stored):
+        differ = int((samples["keys"] != stored).reshape(len(stored), -1).any(axis=1).sum())
+        raise ValueError(f"replaying {run_dir} does not reproduce its evaluation at step {trainer.step} "
+                         f"({differ} of {len(stored)} samples differ): training is not deterministic on this "
+                         "device; nothing was written")
