@@ -18,7 +18,7 @@ from innovwin.train.driver import eval_steps, train
 
 ROW_KEYS = {"step", "train_loss", "valid_frac", "constraint_frac", "copy_frac", "chance_copy", "near_copy_frac",
             "ratio_copy_frac", "novel_valid_frac", "unique_frac", "mean_nn_dist", "heldout_loss", "train_eval_loss",
-            "eval_seconds", "n_samples"}
+            "eval_seconds", "n_samples", "heldout_hit_frac", "copy_prob", "heldout_copy_prob"}
 SUMMARY_KEYS = {"tau_rule", "tau_mem", "window", "window_state", "window_reason", "final", "timing", "config"}
 # 4x4 grids, 2^8 valid: small enough that a tiny model trains in a second.
 TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24, first_eval=4,
@@ -55,6 +55,8 @@ def test_a_short_run_writes_every_file(tmp_path, arch):
         assert 0 <= row["valid_frac"] <= 1 and row["n_samples"] == 32
         assert row["chance_copy"] == 16 / 256
         assert (row["ratio_copy_frac"] is None) == (arch == "gpt")
+        assert (row["copy_prob"] is None) == (row["heldout_copy_prob"] is None) == (arch != "gpt")
+        assert 0 <= row["heldout_hit_frac"] <= 1
         assert row["novel_valid_frac"] <= row["valid_frac"]
     assert SUMMARY_KEYS <= set(summary)
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))

@@ -11,7 +11,10 @@ when |V| is unknown), near_copy_frac (nearest training sample within Hamming dis
 d(NN1) < ratio * d(NN2) in L2 on the undecoded outputs; null for GPT), novel_valid_frac (valid and not a copy),
 unique_frac (distinct samples / M), mean_nn_dist (mean Hamming distance to the nearest training sample),
 heldout_loss and train_eval_loss (DSM loss for DiT, NLL per cell for GPT, on fixed subsets), eval_seconds,
-n_samples.
+n_samples; heldout_hit_frac (generations equal to a sample of the hits set, as large as the training set and
+disjoint from it: the copy rate a model that does not memorize would have; null when the valid set is too small),
+copy_prob and heldout_copy_prob (for an objective with ``sample_probability``, e.g. the GPT's: the exact
+expected copy rate on the training and hits sets, no sampling noise; null otherwise).
 """
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ import torch
 
 from innovwin import bits
 from innovwin.search import NearestIndex, nearest_l2
+
+
+def _rows(keys: np.ndarray) -> np.ndarray:
+    """Packed keys (n, words) as one comparable value per row, for set membership."""
+    keys = np.ascontiguousarray(keys)
+    return keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
 
 
 def _sync(device: torch.device) -> None:
@@ -45,6 +54,16 @@ class Evaluator:
         sets = {"train": torch.from_numpy(dataset.train[: config.loss_samples]),
                 "heldout": torch.from_numpy(dataset.heldout[: config.loss_samples])}
         self.loss_inputs = objective.loss_inputs(sets, generator, self.device)
+        self.hit_keys = None if dataset.hits is None else _rows(bits.pack(dataset.hits, task.k))
+        self.probability_sets = {"copy_prob": dataset.train, "heldout_copy_prob": dataset.hits}
+
+    @torch.no_grad()
+    def copy_probabilities(self, model) -> dict:
+        """Sum of the exact sample probabilities over the training and hits sets, where the objective has them."""
+        probability = getattr(self.objective, "sample_probability", None)
+        return {name: None if probability is None or cells is None
+                else float(probability(model, torch.from_numpy(cells).to(self.device)).double().sum())
+                for name, cells in self.probability_sets.items()}
 
     @torch.no_grad()
     def losses(self, model) -> dict:
@@ -68,7 +87,9 @@ class Evaluator:
             l2, _ = nearest_l2(outputs, self.train_features, k=2)
             l2 = l2.cpu().numpy()
             ratio_copy = l2[:, 0] < self.config.ratio_copy * l2[:, 1]
+        hit = None if self.hit_keys is None else np.isin(_rows(keys), self.hit_keys)
         losses = self.losses(model)
+        probabilities = self.copy_probabilities(model)
         _sync(self.device)
         row = {
             "step": step,
@@ -86,9 +107,13 @@ class Evaluator:
             "train_eval_loss": losses["train"],
             "eval_seconds": time.perf_counter() - start,
             "n_samples": len(keys),
+            "heldout_hit_frac": None if hit is None else float(hit.mean()),
+            **probabilities,
         }
         samples = {"valid": valid, "copy": copy, "nn_dist": dist.astype(np.int16), "nn_idx": idx.astype(np.int32),
                    "keys": keys}
         if ratio_copy is not None:
             samples["ratio_copy"] = ratio_copy
+        if hit is not None:
+            samples["heldout_hit"] = hit
         return row, samples

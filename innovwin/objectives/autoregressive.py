@@ -2,7 +2,8 @@
 
 Tokens 0..k-1 are cell values and token k is BOS (the GPT backbone's ``bos``). The loss is the negative
 log-likelihood per cell; sampling draws one cell at a time with the backbone's key/value cache, by inverse-CDF
-sampling from one uniform per row, so a fixed generator gives the same samples at every evaluation.
+sampling from one uniform per row, so a fixed generator gives the same samples at every evaluation. A sample's
+exact probability under that sampler comes from one teacher-forced pass (``sample_probability``).
 """
 from __future__ import annotations
 
@@ -18,13 +19,27 @@ def _check_cells(cells: torch.Tensor, n_cells: int) -> None:
         raise ValueError(f"cells must be uint8, got {cells.dtype}")
 
 
-def nll(net: nn.Module, cells: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood (B,) of uint8 cells (B, n_cells), in nats per cell (mean over the cells)."""
+def _teacher_forced(net: nn.Module, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, n_cells, k) as float, targets (B, n_cells)): every position predicted from the true prefix."""
     _check_cells(cells, net.n_cells)
     targets = cells.long()
     bos = torch.full_like(targets[:, :1], net.bos)
-    logits = net(torch.cat([bos, targets[:, :-1]], dim=1))
-    return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+    return net(torch.cat([bos, targets[:, :-1]], dim=1)).float(), targets
+
+
+def nll(net: nn.Module, cells: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (B,) of uint8 cells (B, n_cells), in nats per cell (mean over the cells)."""
+    logits, targets = _teacher_forced(net, cells)
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(1)
+
+
+@torch.no_grad()
+def log_prob(net: nn.Module, cells: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p (B,) that :func:`sample` at ``temperature`` draws exactly these cells: one teacher-forced pass."""
+    if not temperature > 0:
+        raise ValueError(f"a sample's probability needs temperature > 0, got {temperature!r}")
+    logits, targets = _teacher_forced(net, cells)
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets[..., None]).squeeze(-1).sum(1)
 
 
 def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -87,6 +102,11 @@ class Autoregressive:
 
     def loss_inputs(self, sets: dict, generator: torch.Generator, device) -> dict:
         return {name: (cells.to(device),) for name, cells in sets.items()}
+
+    def sample_probability(self, net: nn.Module, cells: torch.Tensor) -> torch.Tensor:
+        """Probability (B,) that one generation equals each row of cells: summed over the training set, the
+        expected copy rate, with no sampling noise (an optional member: objectives without it have none)."""
+        return log_prob(net, cells, self.temperature).exp()
 
     @torch.no_grad()
     def generate(self, net: nn.Module, n: int) -> tuple[torch.Tensor, None]:

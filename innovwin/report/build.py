@@ -270,6 +270,8 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
               ("constraint_frac", "groups / constraints satisfied", "tab:blue", "--"),
               ("copy_frac", "exact copy of a training sample", "tab:red", "-"),
               ("chance_copy", "copy rate by chance (N/|V|)", "tab:red", ":"),
+              ("copy_prob", "expected copy rate, exact (Σ p(training samples))", "tab:red", "-."),
+              ("heldout_hit_frac", "hits on a held-out set of N (no memorization)", "tab:orange", ":"),
               ("novel_valid_frac", "new and valid", "tab:green", "-")]
     for name, label, color, style in series:
         values = [row.get(name) for row in rows]

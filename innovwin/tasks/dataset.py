@@ -25,6 +25,7 @@ class Dataset:
     train_keys: np.ndarray  # uint64 (n, words)
     heldout: np.ndarray  # uint8 (n_heldout, n_cells), distinct, disjoint from train
     heldout_keys: np.ndarray
+    hits: np.ndarray | None = None  # uint8 (n, n_cells): the held-out hits set (see hit_set), None when not drawn
 
     @property
     def chance_copy(self) -> float:
@@ -74,8 +75,26 @@ def make_dataset(task: Task | str, n: int, seed: int, n_heldout: int = 1024) -> 
     return Dataset(task, seed, cells[:n], keys[:n], cells[n:], keys[n:])
 
 
+def hit_set(dataset: Dataset, seed) -> np.ndarray | None:
+    """As many distinct valid samples as the training set, none of them a training sample: what a generalizing
+    model hits as often as the training set. A draw of its own (``seed``), filtered, so the training and held-out
+    sets stay as they were; a uniformly random set when the sampler is uniform. None when the valid set has too
+    few samples outside the training set."""
+    task, n, taken = dataset.task, len(dataset.train), dataset.train_keys
+    wanted = 2 * n
+    try:
+        draw = make_dataset(task, min(wanted, task.n_valid or wanted), seed, n_heldout=0)
+    except ValueError:  # a sampler that cannot find that many distinct samples
+        return None
+    void = np.dtype((np.void, 8 * task.n_words))
+    fresh = ~np.isin(draw.train_keys.view(void).ravel(), taken.view(void).ravel())
+    return draw.train[fresh][:n] if fresh.sum() >= n else None
+
+
 def run_dataset(config, task: Task) -> Dataset:
-    """A run's training and held-out sets: a pure function of its config (``n_train``, ``data_seed``,
+    """A run's training, held-out and hits sets: a pure function of its config (``n_train``, ``data_seed``,
     ``loss_samples``), so the analyses redraw exactly what the run trained on."""
-    return make_dataset(task, config.n_train, config.data_seed,
-                        n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+    dataset = make_dataset(task, config.n_train, config.data_seed,
+                           n_heldout=min(config.loss_samples, (task.n_valid or 10**18) - config.n_train))
+    dataset.hits = hit_set(dataset, (config.data_seed, 1))
+    return dataset

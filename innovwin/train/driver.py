@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from innovwin import objectives, tasks
-from innovwin.analysis import clocks
+from innovwin.analysis import clocks, memorization
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.runtime import resolve_device
@@ -250,4 +250,7 @@ def summarize_run(out_dir, config: RunConfig) -> dict:
     summary = clocks.summarize(rows, samples.get("valid"), samples.get("copy"),
                                rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,
                                n_resamples=config.bootstrap, seed=config.sampling_seed)
+    if "heldout_hit" in samples:  # copies in excess of held-out hits at the last evaluation
+        summary["memorization"] = {"step": rows[-1]["step"], **memorization.excess(
+            samples["copy"][-1], samples["heldout_hit"][-1], n_resamples=config.bootstrap, seed=config.sampling_seed)}
     return {**summary, "final": rows[-1], "config": config.to_dict(), "out_dir": str(out_dir)}
