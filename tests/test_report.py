@@ -284,3 +284,27 @@ def test_runs_that_differ_in_a_swept_field_are_never_pooled(tmp_path):
         refits = [f for f in csv.DictReader(handle) if float(f["threshold"]) == 0.1]
     assert sorted((f["arch"], f["variant"]) for f in refits) == sorted((f["arch"], f["variant"]) for f in fits)
     assert "<td>lr=0.003</td>" in index.read_text()
+
+
+def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
+    from innovwin.report import seeds
+
+    make_store(tmp_path / "store")
+    build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
+    with open(tmp_path / "out" / "seeds.csv") as handle:
+        cells = list(csv.DictReader(handle))
+    assert len(cells) == 2 * 2 * len(NS) and all(cell["seeds"] == "3" for cell in cells)
+    cell = cells[0]
+    values = [float(v) for v in cell["tau_mem_seeds"].split(", ")]
+    assert cell["tau_mem_median"] == f"{np.median(values):.0f}"
+    assert cell["tau_mem_range"] == f"{min(values):.0f} - {max(values):.0f}"
+    # seeds that disagree leave the cell unresolved; a clock never crossed reads as beyond the last step
+    records = [{"window_state": state, "seed": seed, "last_step": 100, "tau_rule": 50.0, "tau_rule_censored": False,
+                "tau_rule_at_first_eval": False, "tau_mem": None if seed else 80.0, "tau_mem_censored": bool(seed),
+                "tau_mem_at_first_eval": False, **dict.fromkeys(seeds.CELL, "x")}
+               for seed, state in enumerate(("closed", "open", "open"))]
+    (row,) = seeds.seed_rows(records)
+    assert row["verdict"] == "unresolved" and row["verdicts"] == "closed x1, open x2"
+    assert row["tau_mem_seeds"] == "80, > 100, > 100" and row["tau_mem_median"] == "> 100"
+    assert row["tau_mem_range"] == "80 - > 100"
+    assert seeds.cell_verdict(records[1:]) == "open"

@@ -48,6 +48,11 @@ def test_expansion_is_grid_times_zip_times_seeds(tmp_path):
     assert len(parse_spec(__import__("tomllib").loads(twice)).expand()) == 1 * 2 * 2 * 2
 
 
+def test_seeds_as_a_count(tmp_path):
+    counted = load_spec(write(tmp_path, SPEC.replace("seeds = [0, 1]", "seeds = 2")))
+    assert counted.seeds == [0, 1] and counted.expand() == load_spec(write(tmp_path, SPEC, "b.toml")).expand()
+
+
 def test_several_zip_groups(tmp_path):
     text = """
 [base]
@@ -75,7 +80,9 @@ batch = [8, 16, 32]
     ("[base]\nsteps = 3", "no \\[grid\\], \\[zip\\] or seeds"),
     ("[zip]\ndepth = [1, 2]\nwidth = [32]", "equal lengths"),
     ("[grid]\ndepth = [1]\n[zip]\ndepth = [2]", "appears more than once"),
-    ("seeds = []\n[grid]\ndepth = [1]", "seeds must be a non-empty list"),
+    ("seeds = []\n[grid]\ndepth = [1]", "seeds must be a count K or a non-empty list"),
+    ("seeds = 0\n[grid]\ndepth = [1]", "seeds = K needs K >= 1"),
+    ("seeds = 2\n[grid]\nseed = [1]", "not both"),
     ("[grid]\nn_train = [0, 4]", "n_train must be > 0"),
 ])
 def test_bad_specs_name_the_problem(tmp_path, text, message):

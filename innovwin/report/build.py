@@ -5,7 +5,9 @@ figures, and an index.html that shows them together.
     OUT/runs.csv, runs.md       one row per finished run: variant (config_variants), clocks, intervals,
                                 censoring, window, and summary_check: where the store's copy of the run's summary
                                 disagrees with the run directory's summary.json (which the report then uses)
-    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits), bootstrap interval on alpha
+    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits): least squares with a bootstrap
+                                interval, and maximum likelihood with censoring (ml_*, profile-likelihood interval)
+    OUT/seeds.csv, seeds.md     per grid cell, every seed's clocks, median and range, verdict (innovwin.report.seeds)
     OUT/sensitivity.csv, .md    each run's clocks at several thresholds (see innovwin.sensitivity)
     OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
     OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the fitted lines, DiT | GPT
@@ -37,6 +39,7 @@ from innovwin import objectives
 from innovwin.analysis import clocks, sensitivity
 from innovwin.analysis.fits import ML_COLUMNS, fit_all
 from innovwin.config import SEED_FIELDS
+from innovwin.report import seeds
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
 from innovwin.store.runstore import RunStore
 
@@ -78,7 +81,9 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
             curves[record["key"]] = _save(plot_curves(record, metrics[record["key"]]),
                                           out / "curves" / f"{record['key']}.png")
     basins = collect_basins(records, out / "basins")
-    section = write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
+    replicates = seeds.seed_rows(records)
+    write_table(out / "seeds", replicates, seeds.COLUMNS)
+    section = seeds.section(replicates) + write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
     index = out / "index.html"
     index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins, section))
     return index
@@ -427,10 +432,11 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
 
 def _window_cell(members: list[dict]) -> tuple[str, float | None]:
     """Text and colour value of one window-map cell (one task, N, size, arch; several seeds)."""
-    states = Counter(r["window_state"] for r in members)
     widths = [width for r in members if (width := _window_width(r)) is not None]
+    if seeds.cell_verdict(members) == "unresolved":  # the runs' clocks overlap, or the seeds disagree
+        return f"?\n{len(widths)}/{len(members)} open" if len(members) > 1 else "?", None
     if not widths:
-        return ("?" if states.get("unresolved") == len(members) else "×"), None
+        return "×", None
     value = float(np.median(widths))
     prefix = "≥" if any(_width_is_a_bound(r) for r in members) else ""
     suffix = f"\n{len(widths)}/{len(members)} open" if len(widths) < len(members) else ""
@@ -579,9 +585,9 @@ FIGURE_CAPTIONS = {
                 "censored; downward triangles: crossed by the first evaluation (upper bounds); neither is fitted.",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
-                  "open at the last step, or τ_rule crossed by the first evaluation); ? marks cells whose every run is "
-                  "unresolved (the two clocks' intervals overlap, or neither clock crossed, or both by the first "
-                  "evaluation: which came first is not measured).",
+                  "open at the last step, or τ_rule crossed by the first evaluation); ? marks unresolved cells: the "
+                  "two clocks' intervals overlap (or neither clock crossed, or both by the first evaluation), or "
+                  "the seeds' verdicts disagree.",
     "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with the same task, N, size, seed and variant. Hollow: "
                   "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
 }

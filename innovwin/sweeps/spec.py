@@ -1,7 +1,7 @@
 """A sweep spec: one TOML file that names a grid of runs.
 
     name = "quick"                 # optional, shown in reports
-    seeds = [0, 1]                 # optional: every run once per seed
+    seeds = [0, 1]                 # optional: every run once per seed (or seeds = 3: seeds 0, 1, 2)
     [base]                         # RunConfig fields shared by every run
     task = "parity:h=6,w=6,g=2"
     steps = 2000
@@ -81,10 +81,14 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
     if repeated:
         raise ValueError(f"{source}: axis {repeated[0]!r} appears more than once in [grid] / [zip]")
     seeds = values.get("seeds")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"{source}: seeds = K needs K >= 1 (K seeds, 0 to K-1), got {seeds}")
+        seeds = list(range(seeds))
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                               for s in seeds):
-            raise ValueError(f"{source}: seeds must be a non-empty list of integers, got {seeds!r}")
+            raise ValueError(f"{source}: seeds must be a count K or a non-empty list of integers, got {seeds!r}")
         if "seed" in names:
             raise ValueError(f"{source}: give seeds either as `seeds = [...]` or as a seed axis, not both")
     if not names and seeds is None:
