@@ -105,7 +105,8 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
     assert len(list((out / "curves").glob("*.png"))) == 2 * 2 * 2  # the runs with metrics.jsonl
     assert (out / "runs.md").read_text().count("\n") == len(runs) + 2
     page = index.read_text()
-    for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued"):
+    assert (out / "seeds.md").read_text().count("\n") == 2 * 2 * len(NS) + 2  # one row per cell of 3 seeds
+    for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued", "seeds.csv"):
         assert name in page, name
     assert len(list((out / "basins").glob("*.png"))) == 1
 
@@ -290,10 +291,9 @@ def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
     from innovwin.report import seeds
 
     make_store(tmp_path / "store")
-    build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    with open(tmp_path / "out" / "seeds.csv") as handle:
-        cells = list(csv.DictReader(handle))
-    assert len(cells) == 2 * 2 * len(NS) and all(cell["seeds"] == "3" for cell in cells)
+    with RunStore(tmp_path / "store") as store:
+        cells = seeds.seed_rows(run_records(store.rows()))
+    assert len(cells) == 2 * 2 * len(NS) and all(cell["seeds"] == 3 for cell in cells)
     cell = cells[0]
     values = [float(v) for v in cell["tau_mem_seeds"].split(", ")]
     assert cell["tau_mem_median"] == f"{np.median(values):.0f}"
