@@ -371,7 +371,8 @@ def test_the_report_reads_each_runs_summary_and_flags_a_store_that_disagrees(cap
     assert run_cli(capsys, "report", store, "--out", tmp_path / "report", "--n-boot", "0")[0] == 0
     (row,) = list(__import__("csv").DictReader(open(tmp_path / "report" / "runs.csv")))
     assert "differs from summary.json" in row["summary_check"]
-    assert row["tau_rule"] == ("" if own["tau_rule"] is None else str(own["tau_rule"]))
+    own_rule = clocks.read_clock(own, "tau_rule").value
+    assert row["tau_rule"] == ("" if own_rule is None else str(own_rule))
     assert "disagrees with its run directory" in (tmp_path / "report" / "index.html").read_text()
 
 
@@ -470,9 +471,12 @@ def test_a_sweep_refuses_runs_that_cannot_start_before_any_attempt(capsys, tmp_p
 
 
 def test_the_end_of_run_printout_takes_open_interval_bounds():
-    summary = {"tau_rule_ci": [None, 40.0], "tau_rule_text": "30", "tau_mem_ci": [None, None],
-               "tau_mem_text": "> 300", "window": None, "window_state": "unknown", "window_reason": "r"}
-    assert "95% CI open-40" in clocks.describe(summary) and "95% CI open-open" in clocks.describe(summary)
+    old = {"tau_rule": 30.0, "tau_rule_ci": [None, 40.0], "tau_rule_text": "30", "tau_mem": 50.0,
+           "tau_mem_ci": [None, None], "tau_mem_text": "50", "final": {"step": 300}}  # an older summary's form
+    assert "tau_rule  30 [open, 40]" in clocks.describe(old) and "tau_mem   50 [open, open]" in clocks.describe(old)
+    new = {"tau_rule": {"estimate": 30.0, "bracket": [20.0, 40.0], "interval": [20.0, None], "censored": None},
+           "tau_mem": {"estimate": None, "bracket": [300.0, None], "interval": [300.0, None], "censored": "right"}}
+    assert "tau_rule  30 [20, open]" in clocks.describe(new) and "tau_mem   > 300" in clocks.describe(new)
 
 
 # --- 7. the native entry points against their references, on arbitrary inputs -----------------------

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                       and clocks.window(*clocks.read_clocks(row["summary"]))[1] == "unresolved"]
         for row in unresolved:
             summary = refine(store.run_dir(row["key"]), "both", args.evals)
-            store.finish(row["key"], {**row["summary"], **summary})
+            store.finish(row["key"], summary)  # the store's copy is the run's summary.json
             verdict = clocks.window(*clocks.read_clocks(summary))[1]
             print(f"{row['key']}  {verdict}  tau_rule {clocks.read_clock(summary, 'tau_rule').render_interval()}"
                   f"  tau_mem {clocks.read_clock(summary, 'tau_mem').render_interval()}")
