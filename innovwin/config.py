@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass
 
 from innovwin import objectives
+from innovwin.objectives import diffusion_settings
 from innovwin.naming import did_you_mean
 from innovwin.tomlfile import read_toml
 
@@ -61,12 +62,24 @@ class RunConfig:
     evals_per_decade: int = 8
     first_eval: int = 10
     eval_samples: int = 256
-    sampler_steps: int = 18  # DiT Heun steps
     temperature: float = 1.0  # GPT sampling temperature
     near_copy_radius: int = 2  # Hamming distance counted as a near copy
     ratio_copy: float = 1 / 3  # DiT ratio test: copy when d(NN1) < ratio_copy * d(NN2)
     loss_samples: int = 256  # held-out and training samples in each loss evaluation
     snapshots: bool = True  # keep the model weights at every evaluation step
+    # the diffusion objective (EDM): noise levels in units of data_scale, see objectives/diffusion_settings.py
+    data_scale: float = 1.0
+    sigma_data: float | None = None  # None: the encoding's exact RMS
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sampler_steps: int = 18  # Heun steps
+    s_churn: float = 0.0  # 0: the deterministic Heun sampler
+    s_tmin: float = 0.0
+    s_tmax: float | None = None  # None: no upper bound
+    s_noise: float = 1.0
     # clocks
     rule_threshold: float = 0.9
     mem_threshold: float = 0.1
@@ -110,6 +123,7 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        diffusion_settings.check(self)
 
     # --- conversions -------------------------------------------------------------------
     def resolved(self) -> "RunConfig":
@@ -140,6 +154,13 @@ class RunConfig:
         return cls(**flatten(values))
 
     @classmethod
+    def from_record(cls, values: dict) -> "RunConfig":
+        """A config as a run directory or a store recorded it: fields it lacks were added since, and are read as
+        the value that run was made with (:data:`ADDED`), not today's default. A ``key`` entry is ignored."""
+        flat = flatten({name: value for name, value in values.items() if name != "key"})
+        return cls(**{**{name: old for name, old in ADDED.items() if name not in flat}, **flat})
+
+    @classmethod
     def from_toml(cls, path) -> "RunConfig":
         """Load a TOML file of ``[group]`` tables or top-level ``name = value`` lines."""
         return cls.from_dict(read_toml(path, "config"))
@@ -149,8 +170,11 @@ class RunConfig:
         return dataclasses.replace(self, **flatten(values))
 
     def key(self) -> str:
-        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs."""
-        text = json.dumps(self.resolved().to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs (see :data:`ADDED`)."""
+        reads = objectives.get(self.arch).settings
+        values = {name: value for name, value in self.resolved().to_dict().items()
+                  if name not in ADDED or (name in reads and value != ADDED[name])}
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -159,7 +183,7 @@ class RunConfig:
 GROUPS = {
     "task": ("task", "n_train"),
     "model": ("arch", "depth", "width", "heads", "mlp_ratio"),
-    "objective": ("sampler_steps", "temperature"),
+    "objective": ("temperature", *diffusion_settings.FIELDS),
     "optim": ("steps", "batch", "lr", "beta1", "beta2", "weight_decay", "warmup", "grad_clip", "ema"),
     "eval": ("evals_per_decade", "first_eval", "eval_samples", "loss_samples", "near_copy_radius", "ratio_copy",
              "snapshots"),
@@ -167,6 +191,14 @@ GROUPS = {
     "seeds": ("seed", *SEED_FIELDS),
     "runtime": ("device", "dtype", "compile"),
 }
+# The run-key rule for fields added after runs were first keyed. Each maps to the value every run made before it
+# existed used. key() leaves such a field out while it holds that value, and also when the run's architecture does
+# not read it (objectives.get(arch).settings: a GPT has no noise schedule), so adding a field moves no existing
+# run's key and a setting a run ignores never splits it. A recorded config that lacks the field reads as that
+# value (RunConfig.from_record), so an old run directory loads, reports and resumes with the settings it was made
+# with. Changing a default later is fine: the new default is hashed, the old runs keep their keys.
+ADDED = {"data_scale": 1.0, "sigma_data": None, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002, "sigma_max": 80.0,
+         "rho": 7.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": None, "s_noise": 1.0}
 DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
 FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below

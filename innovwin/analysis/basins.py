@@ -262,7 +262,7 @@ def _run_config(run_dir: Path) -> RunConfig:
         raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
     try:
         values = json.loads(path.read_text())
-        return RunConfig.from_dict({k: v for k, v in values.items() if k != "key"}).resolved()
+        return RunConfig.from_record(values).resolved()
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path} is unreadable: {error}") from None
 

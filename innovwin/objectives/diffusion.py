@@ -1,16 +1,18 @@
 """The diffusion objective: EDM (Karras et al. 2022) over a task's cells.
 
 The functions are EDM's pieces over any denoiser, a callable ``denoiser(x, sigma) -> D(x; sigma)`` with a
-``sigma_data`` attribute (``x`` is (B, ...), ``sigma`` (B,)): preconditioning, the weighted loss, the deterministic
-Heun sampler. :class:`Diffusion` is the objective the registry pairs with the DiT backbone: it encodes cells, wraps
-the backbone in EDM's preconditioning (:class:`Denoiser`), and trains, scores and samples it.
+``sigma_data`` attribute (``x`` is (B, ...), ``sigma`` (B,)): preconditioning, the weighted loss, the Heun sampler
+(EDM Algorithm 1) and its stochastic form (Algorithm 2). :class:`Diffusion` is the objective the registry pairs with
+the DiT backbone: it encodes cells, wraps the backbone in EDM's preconditioning (:class:`Denoiser`), and trains,
+scores and samples it with the run's settings (every one a config field; their scale convention, every sigma in
+units of the encoding scale a, is in :mod:`innovwin.objectives.diffusion_settings`).
 
-Encodings (each zero-mean, with ``sigma_data`` its exact per-coordinate RMS, which is what EDM's preconditioning
-assumes):
-- bits (k = 2): the scalar -1 / +1, C = 1, sigma_data = 1.0;
-- k-valued cells: the one-hot vector minus 1/k, C = k, sigma_data = sqrt(k - 1) / k. Centering removes the constant
-  1/k that an uncentered one-hot would add to every coordinate, so the network's input c_in x and its target are
-  zero-mean, unit-variance as EDM intends; argmax decoding is unchanged by the shift.
+Encodings (each zero-mean, with ``sigma_data`` by default its exact per-coordinate RMS, which is what EDM's
+preconditioning assumes):
+- bits (k = 2): the scalar -a / +a, C = 1, sigma_data = a;
+- k-valued cells: a times the one-hot vector minus 1/k, C = k, sigma_data = a sqrt(k - 1) / k. Centering removes
+  the constant 1/k that an uncentered one-hot would add to every coordinate, so the network's input c_in x and its
+  target are zero-mean, unit-variance as EDM intends; argmax decoding is unchanged by the shift.
 
 Every random draw takes an explicit ``torch.Generator`` so an evaluation can reuse the same noises at every checkpoint.
 """
@@ -22,17 +24,18 @@ import torch
 from torch import nn
 
 
-def precondition(sigma: torch.Tensor, sigma_data: float):
+def precondition(sigma: torch.Tensor, sigma_data: float, unit: float = 1.0):
     """EDM's (c_skip, c_out, c_in, c_noise) for noise levels ``sigma``.
 
     D(x; s) = c_skip x + c_out F(c_in x, c_noise) keeps the network's input and training target at unit variance
-    for data of per-coordinate RMS ``sigma_data``.
+    for data of per-coordinate RMS ``sigma_data``. c_noise = ln(s / unit) / 4 sees the noise level in the data's
+    units, so the network's inputs do not depend on the scale the data is encoded at.
     """
     var = sigma**2 + sigma_data**2
     c_skip = sigma_data**2 / var
     c_out = sigma * sigma_data / var.sqrt()
     c_in = 1 / var.sqrt()
-    c_noise = sigma.log() / 4
+    c_noise = (sigma / unit).log() / 4
     return c_skip, c_out, c_in, c_noise
 
 
@@ -47,8 +50,8 @@ def _per_row(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def training_noise(x0: torch.Tensor, generator: torch.Generator | None = None, p_mean: float = -1.2,
-                   p_std: float = 1.2):
-    """Draw the training noise levels (ln s ~ N(p_mean, p_std), shape (B,)) and unit noise (shape of x0).
+                   p_std: float = 1.2, unit: float = 1.0):
+    """Draw the training noise levels (ln(s / unit) ~ N(p_mean, p_std), shape (B,)) and unit noise (shape of x0).
 
     Drawn on the generator's device and moved to x0's, so a CPU generator reproduces the same draws anywhere.
     """
@@ -57,7 +60,7 @@ def training_noise(x0: torch.Tensor, generator: torch.Generator | None = None, p
     gen_device = generator.device if generator is not None else x0.device
     log_sigma = torch.randn(x0.shape[0], generator=generator, device=gen_device) * p_std + p_mean
     noise = torch.randn(x0.shape, generator=generator, device=gen_device)
-    return log_sigma.exp().to(x0.device, x0.dtype), noise.to(x0.device, x0.dtype)
+    return (log_sigma.exp() * unit).to(x0.device, x0.dtype), noise.to(x0.device, x0.dtype)
 
 
 def loss_at(model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -130,11 +133,39 @@ def heun(model, x_init: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@torch.no_grad()
+def stochastic_heun(model, x_init: torch.Tensor, sigmas: torch.Tensor, churn_noises: torch.Tensor | None = None,
+                    s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                    s_noise: float = 1.0) -> torch.Tensor:
+    """EDM Algorithm 2: before each Heun step from s_i, raise the noise to s_hat = (1 + gamma) s_i by adding fresh
+    noise, gamma = min(s_churn / steps, sqrt 2 - 1) where s_tmin <= s_i <= s_tmax, else 0.
+
+    The fresh noise lets the sampler correct the errors earlier steps made, which the deterministic ODE carries to
+    the end. ``sigmas`` is one (T,) schedule ending at 0; ``churn_noises`` (T - 1, *x.shape) the unit noises of
+    each step (needed where gamma > 0). A step with gamma = 0 is exactly :func:`heun`'s step, so s_churn = 0 is the
+    deterministic sampler bit for bit.
+    """
+    steps = sigmas.shape[0] - 1
+    gamma_max = min(s_churn / steps, math.sqrt(2) - 1)
+    x = x_init
+    for t, (s, s_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
+        gamma = gamma_max if s_tmin <= s <= s_tmax else 0.0
+        if gamma > 0:
+            if churn_noises is None:
+                raise ValueError("s_churn > 0 needs churn_noises")
+            s_hat = s * (1 + gamma)
+            x = x + math.sqrt(s_hat**2 - s**2) * s_noise * churn_noises[t].to(x.device, x.dtype)
+            s = s_hat
+        x = heun(model, x, sigmas.new_tensor([s, s_next]))
+    return x
+
+
 def sample(model, noise: torch.Tensor, steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
-           rho: float = 7.0) -> torch.Tensor:
-    """Deterministic EDM sample from unit noise (scaled to sigma_max inside); returns the undecoded x."""
+           rho: float = 7.0, **churn) -> torch.Tensor:
+    """EDM sample from unit noise (scaled to sigma_max inside); returns the undecoded x. Without ``churn``
+    (keywords of :func:`stochastic_heun`) the deterministic Heun sampler."""
     sigmas = sigma_schedule(steps, sigma_min, sigma_max, rho, device=noise.device)
-    return heun(model, noise * sigmas[0], sigmas)
+    return stochastic_heun(model, noise * sigmas[0], sigmas, **churn)
 
 
 def channels(k: int) -> int:
@@ -145,11 +176,12 @@ def channels(k: int) -> int:
 class Denoiser:
     """EDM's preconditioned denoiser around a backbone F: D(x; s) = c_skip x + c_out F(c_in x, c_noise).
 
-    A thin view, not a module: the backbone keeps its parameters (and state_dict names).
+    A thin view, not a module: the backbone keeps its parameters (and state_dict names). ``unit`` is the data's
+    scale a (c_noise sees s / a).
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float):
-        self.net, self.sigma_data = net, float(sigma_data)
+    def __init__(self, net: nn.Module, sigma_data: float, unit: float = 1.0):
+        self.net, self.sigma_data, self.unit = net, float(sigma_data), float(unit)
         self.sample_shape = (net.n_cells, net.channels)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -161,20 +193,26 @@ class Denoiser:
             sigma = sigma.expand(x.shape[0])
         if sigma.shape != (x.shape[0],):
             raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
-        c_skip, c_out, c_in, c_noise = precondition(sigma, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = precondition(sigma, self.sigma_data, self.unit)
         x = x.float()
         out = self.net(c_in[:, None, None] * x, c_noise)
         return c_skip[:, None, None] * x + c_out[:, None, None] * out
 
 
 class Diffusion:
-    """EDM over a task's cells (see the module doc for the encoding). Settings come from the run config."""
+    """EDM over a task's cells (see the module doc for the encoding). Settings come from the run config (its
+    defaults without one); every noise level is in units of ``data_scale``."""
 
     def __init__(self, task, config=None):
+        from innovwin.config import RunConfig
+
+        self.settings = config if config is not None else RunConfig()
         self.n_cells, self.k = int(task.n_cells), int(task.k)
         self.channels = channels(self.k)
-        self.sigma_data = 1.0 if self.k == 2 else math.sqrt(self.k - 1) / self.k
-        self.sampler_steps = config.sampler_steps if config is not None else 18
+        self.scale = self.settings.data_scale
+        rms = self.scale if self.k == 2 else self.scale * math.sqrt(self.k - 1) / self.k
+        self.sigma_data = self.settings.sigma_data if self.settings.sigma_data is not None else rms
+        self.sampler_steps = self.settings.sampler_steps
 
     @property
     def sample_shape(self) -> tuple[int, int]:
@@ -185,7 +223,7 @@ class Diffusion:
         return 2 * self.sampler_steps
 
     def denoiser(self, net: nn.Module) -> Denoiser:
-        return Denoiser(net, self.sigma_data)
+        return Denoiser(net, self.sigma_data, self.scale)
 
     # --- cells <-> model space ------------------------------------------------------------
     def encode(self, cells: torch.Tensor) -> torch.Tensor:
@@ -198,8 +236,8 @@ class Diffusion:
         if cells.numel() and int(cells.max()) >= self.k:
             raise ValueError(f"cell value {int(cells.max())} is outside the alphabet 0..{self.k - 1}")
         if self.k == 2:
-            return (cells.float() * 2 - 1)[..., None]
-        return nn.functional.one_hot(cells.long(), self.k).float() - 1 / self.k
+            return (cells.float() * 2 - 1)[..., None] * self.scale
+        return (nn.functional.one_hot(cells.long(), self.k).float() - 1 / self.k) * self.scale
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, n_cells, C) -> uint8 cells: sign for bits (0 decodes to 0), argmax (lowest index on ties) else."""
@@ -214,28 +252,45 @@ class Diffusion:
         return self.encode(cells).flatten(1)
 
     # --- training -------------------------------------------------------------------------
+    def noise_levels(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """EDM's training draws for x0 under the run's settings: (sigma (B,), unit noise like x0)."""
+        return training_noise(x0, generator, self.settings.p_mean, self.settings.p_std, self.scale)
+
     def training_inputs(self, x0: torch.Tensor, generator: torch.Generator) -> tuple:
         """A batch's random draws, outside any compiled step: (x0, sigma, noise)."""
-        return (x0, *training_noise(x0, generator))
+        return (x0, *self.noise_levels(x0, generator))
 
     def loss(self, net: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Weighted denoising loss (B,)."""
         return loss_at(self.denoiser(net), x0, sigma, noise)
 
     # --- evaluation -----------------------------------------------------------------------
-    def eval_start(self, n: int, generator: torch.Generator, device) -> torch.Tensor:
-        """The unit noises every evaluation starts its n generations from (drawn once per run)."""
-        return torch.randn((n, *self.sample_shape), generator=generator).to(device)
+    def eval_start(self, n: int, generator: torch.Generator, device) -> tuple:
+        """What every evaluation starts its n generations from (drawn once per run): the unit starting noises and,
+        with churn, each sampler step's unit noises (None without: the generator then draws nothing more)."""
+        noise = torch.randn((n, *self.sample_shape), generator=generator).to(device)
+        churn = None
+        if self.settings.s_churn > 0:
+            churn = torch.randn((self.sampler_steps, n, *self.sample_shape), generator=generator).to(device)
+        return noise, churn
 
     def loss_inputs(self, sets: dict, generator: torch.Generator, device) -> dict:
         """Fixed loss inputs for each named cell set; one draw of noise levels and noises, paired across sets."""
         longest = self.encode(max(sets.values(), key=len))
-        sigma, noise = training_noise(longest, generator)
+        sigma, noise = self.noise_levels(longest, generator)
         return {name: tuple(t.to(device) for t in (self.encode(cells), sigma[:len(cells)], noise[:len(cells)]))
                 for name, cells in sets.items()}
 
+    def sample(self, net: nn.Module, start: tuple) -> torch.Tensor:
+        """Undecoded samples (M, n_cells, C) from ``eval_start``'s noises, with the run's sampler."""
+        settings, (noise, churn) = self.settings, start
+        s_tmax = math.inf if settings.s_tmax is None else settings.s_tmax
+        return sample(self.denoiser(net), noise, self.sampler_steps, self.scale * settings.sigma_min,
+                      self.scale * settings.sigma_max, settings.rho, churn_noises=churn, s_churn=settings.s_churn,
+                      s_tmin=self.scale * settings.s_tmin, s_tmax=self.scale * s_tmax, s_noise=settings.s_noise)
+
     @torch.no_grad()
-    def generate(self, net: nn.Module, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(self, net: nn.Module, start: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded cells (M, n_cells) and the undecoded outputs flattened (M, n_cells * C), on the device."""
-        x = sample(self.denoiser(net), start, steps=self.sampler_steps)
+        x = self.sample(net, start)
         return self.decode(x), x.float().flatten(1)

@@ -11,17 +11,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 from innovwin.naming import did_you_mean
+from innovwin.objectives import diffusion_settings
 
 
 @dataclass(frozen=True)
 class Arch:
     """One architecture: ``backbone(task, **size) -> nn.Module`` and ``objective(task, config) -> objective``
-    (callables or "module:attribute" strings); ``title`` names it in reports."""
+    (callables or "module:attribute" strings); ``title`` names it in reports; ``settings`` are the objective's
+    own config fields (the run key hashes added ones only for the architectures that read them)."""
 
     name: str
     title: str
     backbone: Callable | str
     objective: Callable | str
+    settings: tuple[str, ...] = ()
 
     def build_backbone(self, task, **size):
         return _resolve(self.backbone)(task, **size)
@@ -65,6 +68,7 @@ def build_model(task, arch: str, **size):
     return get(arch).build_backbone(task, **size)
 
 
-register(Arch("dit", "DiT (EDM diffusion)", "innovwin.objectives.builders:dit", "innovwin.objectives.diffusion:Diffusion"))
+register(Arch("dit", "DiT (EDM diffusion)", "innovwin.objectives.builders:dit", "innovwin.objectives.diffusion:Diffusion",
+              settings=diffusion_settings.FIELDS))
 register(Arch("gpt", "GPT (next token)", "innovwin.objectives.builders:gpt",
               "innovwin.objectives.autoregressive:Autoregressive"))

@@ -154,7 +154,7 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
                              "not a run directory; choose another --out or pass --force")
         return None
     try:
-        saved = RunConfig.from_dict({k: v for k, v in read_json(config_path).items() if k != "key"})
+        saved = RunConfig.from_record(read_json(config_path))
     except (ValueError, TypeError) as error:
         raise ValueError(f"{config_path} is unreadable ({error}); pass --force to start over") from None
     if saved.key() != config.key():

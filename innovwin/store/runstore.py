@@ -21,6 +21,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from innovwin.config import RunConfig
+
 STATUSES = ("queued", "running", "done", "failed")
 SCHEMA_VERSION = 1
 DB_NAME = "runs.sqlite"
@@ -224,7 +226,7 @@ class RunStore:
         rows = []
         for values in cursor:
             row = dict(zip(names, values))
-            row["config"] = self._json_object(row, "config")
+            row["config"] = RunConfig.from_record(self._json_object(row, "config")).to_dict()  # fields added since
             row["summary"] = self._json_object(row, "summary") if row["summary"] else None
             row["run_dir"] = str(self.run_dir(row["key"]))
             rows.append(row)

@@ -30,7 +30,7 @@ def _calls_per_sample(config_json: str) -> int:
     from innovwin import objectives, tasks
     from innovwin.config import RunConfig
 
-    config = RunConfig.from_dict(json.loads(config_json))
+    config = RunConfig.from_record(json.loads(config_json))
     return objectives.get(config.arch).build_objective(tasks.make(config.task), config).network_calls_per_sample()
 
 

@@ -37,7 +37,7 @@ def train_run(config: dict, run_dir: str) -> dict:
     from innovwin.config import RunConfig
     from innovwin.train.driver import train
 
-    return train(RunConfig.from_dict(config), run_dir, quiet=True)
+    return train(RunConfig.from_record(config), run_dir, quiet=True)
 
 
 def execute(run_fn: RunFn, config: dict, run_dir: str) -> tuple[str, object, float]:
