@@ -170,10 +170,10 @@ class RunConfig:
         return dataclasses.replace(self, **flatten(values))
 
     def key(self) -> str:
-        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs (see :data:`ADDED`)."""
+        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs (see :data:`BEFORE`)."""
         reads = objectives.get(self.arch).settings
-        values = {name: value for name, value in self.resolved().to_dict().items()
-                  if name not in ADDED or (name in reads and value != ADDED[name])}
+        values = {**self.resolved().to_dict(), **{name: old for name, old in BEFORE.items() if name not in reads}}
+        values = {name: value for name, value in values.items() if name not in ADDED or value != ADDED[name]}
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -191,14 +191,15 @@ GROUPS = {
     "seeds": ("seed", *SEED_FIELDS),
     "runtime": ("device", "dtype", "compile"),
 }
-# The run-key rule for fields added after runs were first keyed. Each maps to the value every run made before it
-# existed used. key() leaves such a field out while it holds that value, and also when the run's architecture does
-# not read it (objectives.get(arch).settings: a GPT has no noise schedule), so adding a field moves no existing
-# run's key and a setting a run ignores never splits it. A recorded config that lacks the field reads as that
-# value (RunConfig.from_record), so an old run directory loads, reports and resumes with the settings it was made
-# with. Changing a default later is fine: the new default is hashed, the old runs keep their keys.
-ADDED = {"data_scale": 1.0, "sigma_data": None, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002, "sigma_max": 80.0,
-         "rho": 7.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": None, "s_noise": 1.0}
+# The run-key rule for the objective's settings. BEFORE holds the value each had in every run keyed before it was a
+# field (ADDED) or before it was the DiT's alone (sampler_steps). key() hashes a setting the run's architecture does
+# not read (objectives.get(arch).settings: a GPT has no noise schedule) as its BEFORE value, so it never splits or
+# moves a run, and leaves an added field out while it holds its BEFORE value, so adding a field moved no existing
+# run's key. A recorded config that lacks an added field reads as that value (RunConfig.from_record): an old run
+# directory loads, reports and resumes with the settings it was made with, and a new default is hashed.
+BEFORE = {"sampler_steps": 18, "data_scale": 1.0, "sigma_data": None, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002,
+          "sigma_max": 80.0, "rho": 7.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": None, "s_noise": 1.0}
+ADDED = {name: value for name, value in BEFORE.items() if name != "sampler_steps"}
 DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
 FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below

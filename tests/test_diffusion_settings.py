@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from innovwin import cli, tasks
-from innovwin.config import ADDED, RunConfig
+from innovwin.config import ADDED, BEFORE, RunConfig
 from innovwin.objectives import diffusion as edm
 from innovwin.objectives import diffusion_settings
 from innovwin.store import rundir
@@ -40,15 +40,14 @@ def test_every_setting_is_a_field_with_help_and_changed_covers_the_added_ones():
     config = RunConfig()
     assert set(diffusion_settings.FIELDS) == set(diffusion_settings.HELP)
     assert all(hasattr(config, name) for name in diffusion_settings.FIELDS)
-    assert set(ADDED) == set(CHANGED)
-    assert all(getattr(config, name) == old for name, old in ADDED.items())  # defaults are still the old values
+    assert set(ADDED) == set(CHANGED) and set(BEFORE) == set(ADDED) | {"sampler_steps"}
 
 
 # --- run keys and old runs -----------------------------------------------------------------
 def test_gpt_and_default_dit_keys_did_not_move():
     assert RunConfig().key() == "2e218524196cfa55"
     assert RunConfig(arch="dit").key() == "bf458aa8a025798e"  # recorded before the settings existed
-    assert RunConfig(p_mean=0.3, s_churn=5.0).key() == RunConfig().key()  # a GPT reads no noise setting
+    assert RunConfig(p_mean=0.3, s_churn=5.0, sampler_steps=10).key() == RunConfig().key()  # a GPT reads none
 
 
 @pytest.mark.parametrize("name", sorted(CHANGED))
@@ -190,3 +189,21 @@ def test_half_scale_data_with_half_sigma_data_is_the_same_model(tmp_path):
     train(changed, tmp_path / "absolute", quiet=True)  # the same absolute noise at half scale is another model
     assert rundir.read_metrics(tmp_path / "absolute")[-1]["train_loss"] != pytest.approx(one[-1]["train_loss"],
                                                                                       rel=1e-5)
+
+
+# --- re-evaluating snapshots under another sampler -------------------------------------------------
+def test_reevaluating_with_the_runs_own_sampler_reproduces_its_rows(tmp_path):
+    from innovwin.analysis.reevaluate import reevaluate
+
+    torch.set_num_threads(1)
+    train(RunConfig(**TINY), tmp_path, quiet=True)
+    recorded = rundir.read_metrics(tmp_path)
+    rows, samples = reevaluate(tmp_path)
+    drop = ("eval_seconds", "train_loss")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in recorded]
+    assert samples["valid"].shape == (len(recorded), TINY["eval_samples"])
+    churned, _ = reevaluate(tmp_path, [recorded[-1]["step"]], s_churn=5.0, sampler_steps=6)
+    assert churned[0]["n_samples"] == TINY["eval_samples"]
+    with pytest.raises(ValueError, match="only sampler settings"):
+        reevaluate(tmp_path, p_mean=0.0)

@@ -11,6 +11,7 @@ import torch
 
 from innovwin import config as config_module
 from innovwin.config import RunConfig
+from innovwin.objectives import diffusion_settings
 
 
 def add_parser(subparsers) -> None:
@@ -36,8 +37,9 @@ def add_parser(subparsers) -> None:
         flags = parser.add_argument_group(f"[{group}]")
         for name in names:
             kind = config_module.FIELD_TYPES[name].__name__.upper()
+            note = f"; {diffusion_settings.HELP[name]}" if name in diffusion_settings.HELP else ""
             flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", metavar=kind,
-                               help=f"{config_module.DOTTED[name]}, default: {defaults[name]}")
+                               help=f"{config_module.DOTTED[name]}, default: {defaults[name]}{note}")
     parser.set_defaults(func=run)
 
 

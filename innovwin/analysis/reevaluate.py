@@ -1,0 +1,48 @@
+"""Evaluate a run's snapshots again with other sampler settings: what a sampler does to the clocks, without
+retraining (training never reads the sampler, so the snapshots are the same whatever it is).
+
+Only evaluation-side fields may change (:data:`SAMPLER_FIELDS`); the rows and per-sample arrays are those of
+:class:`innovwin.evaluation.Evaluator`, with the run's own training set and seeds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from innovwin import objectives, tasks
+from innovwin.analysis import clocks
+from innovwin.config import RunConfig
+from innovwin.evaluation import Evaluator
+from innovwin.store import rundir
+from innovwin.tasks.dataset import run_dataset
+
+SAMPLER_FIELDS = ("sampler_steps", "sigma_min", "sigma_max", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise",
+                  "eval_samples", "temperature")
+
+
+def reevaluate(run_dir, steps=None, **changes) -> tuple[list[dict], dict]:
+    """Rows and stacked per-sample arrays of the snapshots at ``steps`` (default: all) under ``changes``."""
+    refused = sorted(set(changes) - set(SAMPLER_FIELDS))
+    if refused:
+        raise ValueError(f"only sampler settings can change without retraining, not {', '.join(refused)}")
+    run_dir = Path(run_dir)
+    config = RunConfig.from_record(json.loads((run_dir / rundir.CONFIG).read_text())).override(**changes).resolved()
+    task = tasks.make(config.task)
+    objective = objectives.get(config.arch).build_objective(task, config)
+    evaluator = Evaluator(task, run_dataset(config, task), config, objective, torch.device("cpu"))
+    rows, arrays = [], []
+    for step in steps if steps is not None else rundir.snapshot_steps(run_dir):
+        row, samples = evaluator(rundir.load_snapshot(run_dir, step)[1], step)
+        rows.append(row)
+        arrays.append(samples)
+    return rows, {name: np.stack([one[name] for one in arrays]) for name in arrays[0]}
+
+
+def clocks_of(rows: list[dict], samples: dict, config: RunConfig) -> dict:
+    """The clocks of re-evaluated rows, as summary.json gives them."""
+    return clocks.summarize(rows, samples["valid"], samples["copy"], rule_threshold=config.rule_threshold,
+                            mem_threshold=config.mem_threshold, n_resamples=config.bootstrap,
+                            seed=config.sampling_seed)
