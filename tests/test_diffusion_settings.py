@@ -19,7 +19,7 @@ TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, b
             arch="dit")
 PARITY = tasks.make("parity:h=4,w=4,g=2")
 # a value of each added setting other than its old one (s_tmin/s_tmax so that churn still happens somewhere)
-CHANGED = dict(data_scale=0.5, sigma_data=0.7, p_mean=-0.5, p_std=1.0, sigma_min=0.004, sigma_max=40.0, rho=5.0,
+CHANGED = dict(data_scale=0.5, sigma_data=0.7, p_mean=0.3, p_std=1.0, sigma_min=0.004, sigma_max=40.0, rho=5.0,
                s_churn=10.0, s_tmin=0.05, s_tmax=20.0, s_noise=1.003)
 
 
@@ -46,7 +46,7 @@ def test_every_setting_is_a_field_with_help_and_changed_covers_the_added_ones():
 # --- run keys and old runs -----------------------------------------------------------------
 def test_gpt_and_default_dit_keys_did_not_move():
     assert RunConfig().key() == "2e218524196cfa55"
-    assert RunConfig(arch="dit").key() == "bf458aa8a025798e"  # recorded before the settings existed
+    assert RunConfig(arch="dit", **BEFORE).key() == "bf458aa8a025798e"  # the old default DiT run, recorded before
     assert RunConfig(p_mean=0.3, s_churn=5.0, sampler_steps=10).key() == RunConfig().key()  # a GPT reads none
 
 
@@ -56,23 +56,25 @@ def test_each_setting_changes_a_dit_key(name):
 
 
 def test_a_config_recorded_before_the_settings_reads_as_the_old_values():
-    config = RunConfig(arch="dit", p_mean=-0.5)
+    config = RunConfig(arch="dit", p_mean=0.3, sampler_steps=18)
     old = config.to_nested()
     for name in ADDED:
         del old["objective"][name]
     restored = RunConfig.from_record(old)
     assert all(getattr(restored, name) == value for name, value in ADDED.items())
-    assert restored.key() == RunConfig(arch="dit").key()
+    assert restored.key() == "bf458aa8a025798e"  # the default DiT run's key before the settings existed
     assert RunConfig.from_record({**config.to_nested(), "key": config.key()}) == config
 
 
 def test_an_old_run_directory_resumes_only_with_its_own_sampler(tmp_path):
-    config = RunConfig(**TINY).resolved()
+    config = RunConfig(**{**TINY, **ADDED}).resolved()  # made with the old defaults, before the fields existed
     old = config.to_nested()
     for name in ADDED:
         del old["objective"][name]
     tmp_path.joinpath(rundir.CONFIG).write_text(json.dumps({**old, "key": config.key()}))
     assert rundir.prepare(tmp_path, config) is None  # the same run: no state yet, nothing refused
+    with pytest.raises(ValueError, match=r"differs in p_mean, sigma_max\)"):
+        rundir.prepare(tmp_path, RunConfig(**TINY))  # today's defaults are another sampler: refused, not resumed
     with pytest.raises(ValueError, match=r"differs in s_churn"):
         rundir.prepare(tmp_path, config.override(s_churn=1.0))
 
@@ -118,7 +120,7 @@ def test_training_noise_follows_p_mean_p_std_in_units_of_the_scale():
     assert x0.abs().unique().tolist() == [0.5]
     sigma, _ = objective.training_inputs(x0, torch.Generator().manual_seed(0))[1:]
     log_rel = (sigma / 0.5).log()
-    assert log_rel.mean().item() == pytest.approx(-0.5, abs=0.03)
+    assert log_rel.mean().item() == pytest.approx(0.3, abs=0.03)
     assert log_rel.std().item() == pytest.approx(1.0, abs=0.03)
     assert objective.sigma_data == 0.7
     assert edm.Diffusion(PARITY, RunConfig(**TINY, data_scale=0.5)).sigma_data == 0.5  # unset: the exact RMS

@@ -15,7 +15,9 @@ HERE = Path(__file__).parent
 RUNS = {
     "gpt-default-300": ["--steps", "300"],
     "dit-tiny-200": ["--arch", "dit", "--steps", "200", "--eval-samples", "64", "--loss-samples", "64",
-                     "--n-train", "32", "--bootstrap", "0"],
+                     "--n-train", "32", "--bootstrap", "0",  # the DiT defaults before issue 15 (old rows, exactly):
+                     "--set", "objective.p_mean=-1.2", "--set", "objective.sigma_max=80", "--set",
+                     "objective.sampler_steps=18"],
 }
 
 
