@@ -29,6 +29,7 @@ from innovwin.tomlfile import read_toml
 DTYPES = ("auto", "float32", "bfloat16")
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
 MAX_SEED = 2**62 - 1  # seed fills data_seed..train_seed with 4*seed+3 at most, and torch takes seeds below 2**64
+EDM = diffusion_settings.DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,19 @@ class RunConfig:
     ratio_copy: float = 1 / 3  # DiT ratio test: copy when d(NN1) < ratio_copy * d(NN2)
     loss_samples: int = 256  # held-out and training samples in each loss evaluation
     snapshots: bool = True  # keep the model weights at every evaluation step
-    # the diffusion objective (EDM): noise levels in units of data_scale, see objectives/diffusion_settings.py
-    data_scale: float = 1.0
-    sigma_data: float | None = None  # None: the encoding's exact RMS
-    p_mean: float = -0.5  # EDM's image value -1.2 rescaled to bits (see docs/reproduction.md, diffusion settings)
-    p_std: float = 1.2
-    sigma_min: float = 0.002
-    sigma_max: float = 5.0
-    rho: float = 7.0
-    sampler_steps: int = 8  # Heun steps: with sigma_max 5, the validity of 18 steps from 80 at 15 calls, not 35
-    s_churn: float = 0.0  # 0: the deterministic Heun sampler
-    s_tmin: float = 0.0
-    s_tmax: float | None = None  # None: no upper bound
-    s_noise: float = 1.0
+    # the diffusion objective (EDM): defaults, meaning and scale convention in objectives/diffusion_settings.py
+    data_scale: float = EDM["data_scale"]
+    sigma_data: float | None = EDM["sigma_data"]  # None: the encoding's exact RMS
+    p_mean: float = EDM["p_mean"]
+    p_std: float = EDM["p_std"]
+    sigma_min: float = EDM["sigma_min"]
+    sigma_max: float = EDM["sigma_max"]
+    rho: float = EDM["rho"]
+    sampler_steps: int = EDM["sampler_steps"]
+    s_churn: float = EDM["s_churn"]  # 0: the deterministic Heun sampler
+    s_tmin: float = EDM["s_tmin"]
+    s_tmax: float | None = EDM["s_tmax"]  # None: no upper bound
+    s_noise: float = EDM["s_noise"]
     # clocks
     rule_threshold: float = 0.9
     mem_threshold: float = 0.1

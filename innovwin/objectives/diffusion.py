@@ -19,9 +19,12 @@ Every random draw takes an explicit ``torch.Generator`` so an evaluation can reu
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import nn
+
+from innovwin.objectives import diffusion_settings
 
 
 def precondition(sigma: torch.Tensor, sigma_data: float, unit: float = 1.0):
@@ -204,9 +207,7 @@ class Diffusion:
     defaults without one); every noise level is in units of ``data_scale``."""
 
     def __init__(self, task, config=None):
-        from innovwin.config import RunConfig
-
-        self.settings = config if config is not None else RunConfig()
+        self.settings = config if config is not None else SimpleNamespace(**diffusion_settings.DEFAULTS)
         self.n_cells, self.k = int(task.n_cells), int(task.k)
         self.channels = channels(self.k)
         self.scale = self.settings.data_scale
