@@ -63,7 +63,7 @@ def figure(runs: list[dict], records: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = dict(zip(sorted({run["p_mean"] for run in runs}), plt.cm.viridis(np.linspace(0, 0.9, 4))))
-    for run in runs:
+    for run in sorted(runs, key=lambda run: (run["p_mean"], run["seed"])):
         style = "-" if run["seed"] == 0 else "--"
         axes[0].plot(run["steps"], run["valid_frac"], style, color=colors[run["p_mean"]],
                      label=f"P_mean {run['p_mean']}" if run["seed"] == 0 else None)
@@ -74,12 +74,15 @@ def figure(runs: list[dict], records: list[dict], path: Path) -> None:
     axes[0].legend(fontsize=8, title="solid seed 0, dashed seed 1", title_fontsize=7)
     names = list(SAMPLERS)
     for i, name in enumerate(names):
-        finals = [r for r in records if r["sampler"] == name]
-        axes[2].scatter([i + 0.08 * (r["seed"] - 0.5) for r in finals], [r["valid_frac"][-1] for r in finals],
-                        c=[colors[r["p_mean"]] for r in finals], s=25)
+        ours = [r for r in records if r["sampler"] == name]
+        axes[2].scatter([i] * len(ours), [np.mean(r["valid_frac"]) for r in ours],
+                        c=[colors[r["p_mean"]] for r in ours], s=25)
     seconds = {name: np.mean([r["eval_seconds"] for r in records if r["sampler"] == name]) for name in names}
-    axes[2].set_xticks(range(len(names)), [f"{n}\n{seconds[n]:.1f} s/eval" for n in names], fontsize=7)
-    axes[2].set(title="validity at the last step, by sampler (re-evaluated)", ylim=(-0.02, 1.02))
+    axes[2].set_xticks(range(len(names)), [f"{n.replace(', ', chr(10))}\n{seconds[n]:.1f} s/eval" for n in names],
+                       fontsize=7)
+    steps = sorted({step for r in records for step in r["steps"]})
+    axes[2].set(title=f"sample-level validity at steps {', '.join(map(str, steps))} (mean), by sampler",
+                ylim=(0.5, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -90,7 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output path without suffix (.json and .png are written)")
     parser.add_argument("--min-step", type=int, default=1000, help="re-evaluate snapshots from this step on")
     parser.add_argument("--p-means", type=float, nargs="*", help="re-evaluate only runs of these P_mean values")
+    parser.add_argument("--replot", action="store_true", help="only draw the figure again from <out>.json")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.replot:
+        measured = json.loads(out.with_suffix(".json").read_text())
+        figure(measured["runs"], measured["samplers"], out.with_suffix(".png"))
+        return 0
     torch.set_num_threads(1)
     runs, records = [], []
     for run_dir in sorted(Path(args.store, "runs").iterdir()):
@@ -106,7 +115,6 @@ def main(argv=None) -> int:
                      "eval_share": summary["timing"]["eval_share"]})
         if args.p_means is None or config.p_mean in args.p_means:
             records.extend(study_run(run_dir, SAMPLERS, args.min_step))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"runs": runs, "samplers": records}, indent=1) + "\n")
     figure(runs, records, out.with_suffix(".png"))
