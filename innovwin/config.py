@@ -158,8 +158,7 @@ class RunConfig:
     def from_record(cls, values: dict) -> "RunConfig":
         """A config as a run directory or a store recorded it: fields it lacks were added since, and are read as
         the value that run was made with (:data:`ADDED`), not today's default. A ``key`` entry is ignored."""
-        flat = flatten({name: value for name, value in values.items() if name != "key"})
-        return cls(**{**{name: old for name, old in ADDED.items() if name not in flat}, **flat})
+        return cls(**with_added(flatten({name: value for name, value in values.items() if name != "key"})))
 
     @classmethod
     def from_toml(cls, path) -> "RunConfig":
@@ -204,6 +203,11 @@ ADDED = {name: value for name, value in BEFORE.items() if name != "sampler_steps
 DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
 FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below
+
+
+def with_added(flat: dict) -> dict:
+    """A recorded flat config with each field added since it was recorded, at the value its run was made with."""
+    return {**{name: old for name, old in ADDED.items() if name not in flat}, **flat}
 
 
 def field_names() -> list[str]:

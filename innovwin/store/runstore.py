@@ -21,7 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from innovwin.config import RunConfig
+from innovwin.config import with_added
 
 STATUSES = ("queued", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -226,7 +226,7 @@ class RunStore:
         rows = []
         for values in cursor:
             row = dict(zip(names, values))
-            row["config"] = RunConfig.from_record(self._json_object(row, "config")).to_dict()  # fields added since
+            row["config"] = with_added(self._json_object(row, "config"))
             row["summary"] = self._json_object(row, "summary") if row["summary"] else None
             row["run_dir"] = str(self.run_dir(row["key"]))
             rows.append(row)
