@@ -209,3 +209,13 @@ def test_reevaluating_with_the_runs_own_sampler_reproduces_its_rows(tmp_path):
     assert churned[0]["n_samples"] == TINY["eval_samples"]
     with pytest.raises(ValueError, match="only sampler settings"):
         reevaluate(tmp_path, p_mean=0.0)
+
+
+def test_the_command_line_records_every_setting(tmp_path, capsys):
+    flags = ["--task", "parity:h=4,w=4,g=2", "--n-train", "16", "--depth", "1", "--width", "32", "--heads", "2",
+             "--batch", "16", "--steps", "4", "--first-eval", "4", "--eval-samples", "16", "--loss-samples", "16",
+             "--bootstrap", "0", "--device", "cpu", "--quiet"]
+    settings = [f"--set=objective.{name}={value}" for name, value in {**CHANGED, "sampler_steps": 3}.items()]
+    assert cli.main(["train", "--arch", "dit", *flags, *settings, "--out", str(tmp_path)]) == 0
+    recorded = json.loads((tmp_path / rundir.CONFIG).read_text())["objective"]
+    assert {name: recorded[name] for name in CHANGED} == CHANGED and recorded["sampler_steps"] == 3
