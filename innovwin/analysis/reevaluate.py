@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from innovwin import objectives, tasks
-from innovwin.analysis import clocks
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.store import rundir
@@ -40,9 +39,3 @@ def reevaluate(run_dir, steps=None, **changes) -> tuple[list[dict], dict]:
         arrays.append(samples)
     return rows, {name: np.stack([one[name] for one in arrays]) for name in arrays[0]}
 
-
-def clocks_of(rows: list[dict], samples: dict, config: RunConfig) -> dict:
-    """The clocks of re-evaluated rows, as summary.json gives them."""
-    return clocks.summarize(rows, samples["valid"], samples["copy"], rule_threshold=config.rule_threshold,
-                            mem_threshold=config.mem_threshold, n_resamples=config.bootstrap,
-                            seed=config.sampling_seed)

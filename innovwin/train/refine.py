@@ -42,7 +42,7 @@ def load_config(run_dir) -> RunConfig:
     path = Path(run_dir) / rundir.CONFIG
     if not path.is_file():
         raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
-    return RunConfig.from_dict({k: v for k, v in rundir.read_json(path).items() if k != "key"})
+    return RunConfig.from_record(rundir.read_json(path))
 
 
 def plan(run_dir, config: RunConfig, names, k: int) -> dict[str, list[int]]:
