@@ -75,6 +75,12 @@ class Evaluator:
         _sync(self.device)
         start = time.perf_counter()
         cells, outputs = self.objective.generate(model, self.start)
+        return self.score(model, step, cells, outputs, time.perf_counter() - start)
+
+    def score(self, model, step: int, cells, outputs, generate_seconds: float) -> tuple[dict, dict]:
+        """The row and per-sample arrays of generations made from ``self.start`` (by ``model``, or by a stacked
+        ensemble that generated every member's at once); ``model`` gives the losses."""
+        start = time.perf_counter() - generate_seconds
         packed = bits.pack_torch(cells, self.task.k)  # packed once, where the samples are: 8 bytes a 6x6 sample
         dist, idx = self.index.query(packed, k=self.k_nn)
         keys = packed.cpu().numpy().view(np.uint64)

@@ -39,18 +39,19 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def project(self, x: torch.Tensor):
-        """(B, L, width) -> q, k, v each (B, heads, L, head_dim)."""
-        b, length, width = x.shape
-        qkv = self.qkv(x).view(b, length, 3, self.heads, width // self.heads)
+        """(..., L, width) -> q, k, v each (R, heads, L, head_dim), R the product of the leading dims (a stacked
+        ensemble's (K, B) become K*B rows of one attention call)."""
+        length, width = x.shape[-2:]
+        qkv = self.qkv(x).reshape(-1, length, 3, self.heads, width // self.heads)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-    def merge(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, heads, L, head_dim) -> output projection (B, L, width)."""
-        b, heads, length, head_dim = y.shape
-        return self.proj(y.transpose(1, 2).reshape(b, length, heads * head_dim))
+    def merge(self, y: torch.Tensor, lead: tuple) -> torch.Tensor:
+        """(R, heads, L, head_dim) -> output projection (*lead, L, width), ``lead`` the input's leading dims."""
+        _, heads, length, head_dim = y.shape
+        return self.proj(y.transpose(1, 2).reshape(*lead, length, heads * head_dim))
 
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
-        return self.merge(attention(*self.project(x), causal))
+        return self.merge(attention(*self.project(x), causal), x.shape[:-2])
 
 
 def init_linear(module: nn.Module) -> None:

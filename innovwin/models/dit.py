@@ -28,7 +28,7 @@ class SigmaEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * n_freqs, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        angles = c_noise.float()[:, None] * self.freqs
+        angles = c_noise.float()[..., None] * self.freqs
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
 
 
@@ -44,7 +44,7 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).unsqueeze(-2).chunk(6, dim=-1)
         x = x + gate1 * self.attn(_modulate(self.norm1(x), shift1, scale1), causal=False)
         return x + gate2 * self.mlp(_modulate(self.norm2(x), shift2, scale2))
 
@@ -59,7 +59,7 @@ class FinalLayer(nn.Module):
         self.out = nn.Linear(width, channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(cond)[:, None].chunk(2, dim=-1)
+        shift, scale = self.modulation(cond).unsqueeze(-2).chunk(2, dim=-1)
         return self.out(_modulate(self.norm(x), shift, scale))
 
 

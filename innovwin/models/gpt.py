@@ -27,12 +27,12 @@ class GPTBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
     def forward_cached(self, x: torch.Tensor, cache: torch.Tensor, t: int) -> torch.Tensor:
-        """One new token x (B, 1, width) at position t; ``cache`` (2, B, heads, n_cells, head_dim) holds keys and
-        values of positions < t and receives position t's."""
+        """One new token x (..., B, 1, width) at position t; ``cache`` (2, R, heads, n_cells, head_dim), R rows for
+        the product of x's leading dims, holds keys and values of positions < t and receives position t's."""
         q, k, v = self.attn.project(self.ln1(x))
         cache[0, :, :, t:t + 1] = k
         cache[1, :, :, t:t + 1] = v
-        x = x + self.attn.merge(attention(q, cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], causal=False))
+        x = x + self.attn.merge(attention(q, cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], causal=False), x.shape[:-2])
         return x + self.mlp(self.ln2(x))
 
 
@@ -65,12 +65,15 @@ class GPT(nn.Module):
         return dict(self._size)
 
     def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        return self.tok_emb(tokens) + self.pos_emb(positions)
+        """Token plus position embeddings of (..., B, L) tokens; positions get the leading dims but B (a stacked
+        ensemble's member dimension, which its embeddings index by)."""
+        positions = torch.arange(start, start + tokens.shape[-1], device=tokens.device)
+        return self.tok_emb(tokens) + self.pos_emb(positions.expand(*tokens.shape[:-2], 1, -1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, L) int64, BOS first, L <= n_cells -> logits (B, L, k); logits[:, t] predict cell t."""
-        if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= self.n_cells:
+        """tokens (B, L) int64, BOS first, L <= n_cells -> logits (B, L, k); logits[:, t] predict cell t.
+        (A stacked ensemble passes (K, B, L).)"""
+        if tokens.ndim < 2 or not 1 <= tokens.shape[-1] <= self.n_cells:
             raise ValueError(f"tokens must have shape (B, L) with 1 <= L <= {self.n_cells}, got {tuple(tokens.shape)}")
         x = self._embed(tokens, 0)
         for block in self.blocks:
@@ -82,7 +85,7 @@ class GPT(nn.Module):
         device = self.pos_emb.weight.device
         autocast = torch.is_autocast_enabled(device.type)
         dtype = torch.get_autocast_dtype(device.type) if autocast else self.pos_emb.weight.dtype
-        head_dim = self.pos_emb.weight.shape[1] // self.heads
+        head_dim = self.pos_emb.weight.shape[-1] // self.heads
         return torch.empty(len(self.blocks), 2, n, self.heads, self.n_cells, head_dim, dtype=dtype, device=device)
 
     def decode_step(self, token: torch.Tensor, cache: torch.Tensor, t: int) -> torch.Tensor:
@@ -90,4 +93,4 @@ class GPT(nn.Module):
         x = self._embed(token, t)
         for block, block_cache in zip(self.blocks, cache):
             x = block.forward_cached(x, block_cache, t)
-        return self.head(self.ln_f(x))[:, -1]
+        return self.head(self.ln_f(x))[..., -1, :]

@@ -7,6 +7,8 @@ exact probability under that sampler comes from one teacher-forced pass (``sampl
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -42,21 +44,28 @@ def log_prob(net: nn.Module, cells: torch.Tensor, temperature: float = 1.0) -> t
     return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets[..., None]).squeeze(-1).sum(1)
 
 
-def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+def _uniforms(rows: int, generator, device) -> torch.Tensor:
+    """(rows, 1) uniforms from one generator, or from each of a list of them in turn (equal shares of the rows)."""
+    if not isinstance(generator, (list, tuple)):
+        gen_device = generator.device if generator is not None else device
+        return torch.rand(rows, 1, generator=generator, device=gen_device).to(device)
+    return torch.cat([_uniforms(rows // len(generator), one, device) for one in generator])
+
+
+def _draw(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
     """Next cells (B,) by inverse-CDF sampling from one uniform per row (argmax at temperature 0)."""
     if temperature == 0:
         return logits.argmax(-1)
-    gen_device = generator.device if generator is not None else logits.device
-    u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)
+    u = _uniforms(logits.shape[0], generator, logits.device)
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
     return (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
 @torch.no_grad()
-def sample(net: nn.Module, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-           kv_cache: bool = True) -> torch.Tensor:
-    """n grids as uint8 (n, n_cells). ``kv_cache=False`` recomputes the whole prefix at every position (the
-    reference the cache is tested against: both consume the generator identically)."""
+def sample(net: nn.Module, n: int, temperature: float = 1.0, generator=None, kv_cache: bool = True) -> torch.Tensor:
+    """n grids as uint8 (n, n_cells). ``generator``: one, or a list whose generators draw for equal shares of the
+    rows in turn (a stacked ensemble's members). ``kv_cache=False`` recomputes the whole prefix at every position
+    (the reference the cache is tested against: both consume the generator identically)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not temperature >= 0:
@@ -68,6 +77,21 @@ def sample(net: nn.Module, n: int, temperature: float = 1.0, generator: torch.Ge
         logits = net.decode_step(tokens[:, -1:], cache, t) if kv_cache else net(tokens)[:, -1]
         tokens = torch.cat([tokens, _draw(logits, temperature, generator)[:, None]], dim=1)
     return tokens[:, 1:].to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class SamplingStart:
+    """What a GPT evaluation generates from: ``n`` samples from each seed's generator, reseeded every evaluation
+    (several seeds: a stacked ensemble's members, their rows in this order)."""
+
+    n: int
+    seeds: tuple[int, ...]
+
+    @staticmethod
+    def join(starts: list["SamplingStart"]) -> "SamplingStart":
+        if len({start.n for start in starts}) != 1:
+            raise ValueError("members of one ensemble must generate equally many samples")
+        return SamplingStart(starts[0].n, tuple(seed for start in starts for seed in start.seeds))
 
 
 class Autoregressive:
@@ -96,9 +120,9 @@ class Autoregressive:
     def loss(self, net: nn.Module, cells: torch.Tensor) -> torch.Tensor:
         return nll(net, cells)
 
-    def eval_start(self, n: int, generator: torch.Generator, device) -> int:
-        """Every evaluation reseeds its own generator on the device: the start is the number of samples."""
-        return n
+    def eval_start(self, n: int, generator: torch.Generator, device) -> SamplingStart:
+        """Every evaluation reseeds its own generator on the device: the start is the count and the seed."""
+        return SamplingStart(n, (self.seed,))
 
     def loss_inputs(self, sets: dict, generator: torch.Generator, device) -> dict:
         return {name: (cells.to(device),) for name, cells in sets.items()}
@@ -109,7 +133,8 @@ class Autoregressive:
         return log_prob(net, cells, self.temperature).exp()
 
     @torch.no_grad()
-    def generate(self, net: nn.Module, n: int) -> tuple[torch.Tensor, None]:
+    def generate(self, net: nn.Module, start: SamplingStart) -> tuple[torch.Tensor, None]:
         device = net.pos_emb.weight.device
-        generator = torch.Generator(device).manual_seed(self.seed)
-        return sample(net, n, temperature=self.temperature, generator=generator), None
+        generators = [torch.Generator(device).manual_seed(seed) for seed in start.seeds]
+        generator = generators[0] if len(generators) == 1 else generators
+        return sample(net, start.n * len(generators), temperature=self.temperature, generator=generator), None

@@ -18,13 +18,16 @@ from innovwin.objectives import diffusion_settings
 class Arch:
     """One architecture: ``backbone(task, **size) -> nn.Module`` and ``objective(task, config) -> objective``
     (callables or "module:attribute" strings); ``title`` names it in reports; ``settings`` are the objective's
-    own config fields (the run key hashes added ones only for the architectures that read them)."""
+    own config fields (the run key hashes added ones only for the architectures that read them). ``stackable``: the
+    backbone's code takes a leading member dimension, so K of them train as one stacked ensemble
+    (:mod:`innovwin.models.stacked`)."""
 
     name: str
     title: str
     backbone: Callable | str
     objective: Callable | str
     settings: tuple[str, ...] = ()
+    stackable: bool = False
 
     def build_backbone(self, task, **size):
         return _resolve(self.backbone)(task, **size)
@@ -69,6 +72,6 @@ def build_model(task, arch: str, **size):
 
 
 register(Arch("dit", "DiT (EDM diffusion)", "innovwin.objectives.builders:dit", "innovwin.objectives.diffusion:Diffusion",
-              settings=diffusion_settings.FIELDS))
+              settings=diffusion_settings.FIELDS, stackable=True))
 register(Arch("gpt", "GPT (next token)", "innovwin.objectives.builders:gpt",
-              "innovwin.objectives.autoregressive:Autoregressive"))
+              "innovwin.objectives.autoregressive:Autoregressive", stackable=True))

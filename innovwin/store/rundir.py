@@ -6,6 +6,8 @@
                                 packed samples): what the clocks' bootstrap resamples
     snapshots/step_00001234.pt  the evaluated model's weights (what the basin analysis reads)
     state.pt                    the latest full training state (model, optimizer, EMA, RNG states, step)
+    state.next.pt               a stacked ensemble's next state, present only while its members' states are
+                                being saved together (see :func:`save_states`)
     summary.json                the clocks, the window, the final row and the timing, at the end
 
     .lock                       held (flock) by the one process (train, basins) working in the directory
@@ -35,11 +37,12 @@ import torch
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
+STATE_NEXT = "state.next.pt"
 SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
 EVALS = "evals"
 LOCK = ".lock"
-OWNED = (CONFIG, METRICS, STATE, SUMMARY, SNAPSHOTS, EVALS)
+OWNED = (CONFIG, METRICS, STATE, STATE_NEXT, SUMMARY, SNAPSHOTS, EVALS)
 _STEP_FILE = re.compile(r"step_(\d{8})\.(pt|npz)$")
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
 
@@ -178,6 +181,41 @@ def load_state(run_dir, key: str) -> dict | None:
     if state.get("key") != key:
         raise ValueError(f"training state {path} belongs to another run; pass --force to start over")
     return state
+
+
+def save_states(states: dict) -> None:
+    """Save several runs' training states as one (run directory -> state; a stacked ensemble's members).
+
+    Every state is first written whole beside its state.pt, then all are moved into place: a run killed at any
+    instant leaves a set that :func:`settle_states` completes (all written) or undoes (not all written).
+    """
+    for run_dir, state in states.items():
+        save_torch(Path(run_dir) / STATE_NEXT, state)
+    for run_dir in states:
+        os.replace(Path(run_dir) / STATE_NEXT, Path(run_dir) / STATE)
+
+
+def settle_states(run_dirs) -> bool:
+    """Finish or undo a :func:`save_states` that was interrupted; True when states were moved into place.
+
+    It was complete if every directory holds either its next state or a state.pt at that step already (moved).
+    """
+    run_dirs = [Path(run_dir) for run_dir in run_dirs]
+    pending = [run_dir for run_dir in run_dirs if (run_dir / STATE_NEXT).exists()]
+    if not pending:
+        return False
+
+    def step(path):
+        return torch.load(path, map_location="cpu", weights_only=True)["step"] if path.exists() else None
+
+    target = step(pending[0] / STATE_NEXT)
+    complete = all(run_dir in pending or step(run_dir / STATE) == target for run_dir in run_dirs)
+    for run_dir in pending:
+        if complete:
+            os.replace(run_dir / STATE_NEXT, run_dir / STATE)
+        else:
+            (run_dir / STATE_NEXT).unlink()
+    return complete
 
 
 def reset(run_dir) -> None:

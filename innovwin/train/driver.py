@@ -57,6 +57,19 @@ def check_run(config: RunConfig):
     return config, task
 
 
+def init_backbone(config: RunConfig, task):
+    """The run's backbone at its initial weights (drawn from ``init_seed``, leaving the global RNG as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)
+        return objectives.get(config.arch).build_backbone(task, depth=config.depth, width=config.width,
+                                                          heads=config.heads, mlp_ratio=config.mlp_ratio)
+
+
+def learning_rate(config: RunConfig, step: int) -> float:
+    """The rate of the step after ``step``: linear warmup over ``warmup`` steps, then constant."""
+    return config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
+
+
 class Trainer:
     """The model, its optimizer, EMA and the training generator: everything state.pt holds."""
 
@@ -64,11 +77,7 @@ class Trainer:
         self.config, self.device = config, device
         arch = objectives.get(config.arch)
         self.objective = arch.build_objective(task, config)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.init_seed)
-            model = arch.build_backbone(task, depth=config.depth, width=config.width, heads=config.heads,
-                                        mlp_ratio=config.mlp_ratio)
-        self.model = model.to(device)
+        self.model = init_backbone(config, task).to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema is not None else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                            weight_decay=config.weight_decay, fused=device.type == "cuda")
@@ -86,7 +95,7 @@ class Trainer:
     def train_step(self) -> None:
         config = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, (self.step + 1) / config.warmup) if config.warmup else config.lr
+            group["lr"] = learning_rate(config, self.step)
         idx = torch.randint(len(self.train_set), (config.batch,), generator=self.generator, device=self.device)
         batch = self.train_set[idx]
         inputs = self.objective.training_inputs(batch, self.generator)
@@ -195,11 +204,24 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
         timing["wall_s"] = earlier_wall + time.perf_counter() - started
         rundir.save_torch(out_dir / rundir.STATE, trainer.state(config.key(), timing))
 
+    def evaluate(train_loss, bar) -> float:
+        row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
+        bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
+        return row["eval_seconds"]
+
     bar = tqdm(total=config.steps, initial=trainer.step, disable=quiet, unit="step", dynamic_ncols=True,
                desc=f"{config.arch} {task.spec} N={config.n_train}")
+    run_loop(trainer, config.steps, schedule, timing, bar, evaluate, save_state)
+    return finish_run(out_dir, config, timing, earlier_wall + time.perf_counter() - started)
+
+
+def run_loop(trainer, steps: int, schedule: set, timing: dict, bar, evaluate, save_state) -> None:
+    """Train to ``steps``, evaluating at the schedule's steps (``evaluate(train_loss, bar) -> seconds``) and saving
+    the state after each evaluation; a stop request saves and raises KeyboardInterrupt. A single run and a stacked
+    ensemble (whose train loss is one per member) share this loop."""
     tick = time.perf_counter()
     with StopRequests() as stop, bar:
-        while trainer.step < config.steps:
+        while trainer.step < steps:
             if stop.signal is not None:
                 save_state()
                 raise KeyboardInterrupt
@@ -209,19 +231,21 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
                 continue
             train_loss = trainer.take_train_loss()  # waits for the device: the training time below is honest
             timing["train_s"] += time.perf_counter() - tick
-            row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
-            timing["eval_s"] += row["eval_seconds"]
+            timing["eval_s"] += evaluate(train_loss, bar)
             save_state()
-            bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
             tick = time.perf_counter()
 
+
+def finish_run(out_dir, config: RunConfig, timing: dict, wall_s: float, **extra) -> dict:
+    """Write summary.json (the clocks, the timing, and ``extra``) and return it."""
     summary = summarize_run(out_dir, config)
     loop_s = timing["train_s"] + timing["eval_s"]
     summary["timing"] = {
         "steps_per_s": config.steps / timing["train_s"] if timing["train_s"] else None,
         "eval_share": timing["eval_s"] / loop_s if loop_s else None,
-        "wall_s": earlier_wall + time.perf_counter() - started,
+        "wall_s": wall_s,
     }
+    summary.update(extra)
     rundir.write_json(out_dir / rundir.SUMMARY, summary)
     return summary
 

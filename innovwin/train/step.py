@@ -21,6 +21,9 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn:
                     mode: str = COMPILE_MODE) -> Callable[..., torch.Tensor]:
     """``step(*batch) -> loss`` running ``loss_fn(model, *batch)`` (a scalar), backward, clip, ``optimizer.step()``.
 
+    A stacked ensemble's ``loss_fn`` returns one loss per member, (K,): their sum is backpropagated, which gives
+    each member the gradient of its own loss (its optimizer clips per member; pass ``clip=None``).
+
     ``compile`` (torch.compile, static shapes) and ``amp`` (bf16 autocast) default to on for a CUDA model, off
     otherwise, where the step is eager fp32. ``clip`` is the max global gradient norm (None: no clipping).
     The returned loss is detached and stays on the device (no host sync).
@@ -47,9 +50,9 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn:
             torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
         loss = forward(*batch)
-        if loss.ndim != 0:
+        if loss.ndim > 1:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        loss.backward()
+        (loss if loss.ndim == 0 else loss.sum()).backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
