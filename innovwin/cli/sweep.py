@@ -5,6 +5,7 @@ import argparse
 import sys
 
 MIN_BOOT = 100  # report --n-boot: with fewer, a 95% interval's ends are set by a handful of resamples
+GPU_ENSEMBLE = 8  # the default --ensemble on a machine with a GPU (an estimate until measured: benches/gpu_ensemble.py)
 
 
 def add_parser(subparsers) -> None:
@@ -26,6 +27,10 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                                              "(default: start a local Ray instance)")
     sweep.add_argument("--max-attempts", type=int, default=3, help="tries per run before it stays failed")
+    sweep.add_argument("--ensemble", type=int, metavar="K",
+                       help="train up to K runs of one shape as one stacked ensemble in one process (default: "
+                            f"{GPU_ENSEMBLE} with a GPU, where one tiny run leaves it idle; 1 on CPU, where it does "
+                            "not pay)")
     sweep.set_defaults(func=run_sweep_command)
 
     report = subparsers.add_parser("report", help="tables, scaling fits and figures of a store",
@@ -46,11 +51,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     if (args.spec is None) == (args.preset is None):
         raise ValueError("give either a spec file or --preset NAME")
+    if args.ensemble is not None and args.ensemble < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {args.ensemble}")
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
     runs = spec.expand()
+    ensemble = args.ensemble
+    if ensemble is None:
+        from innovwin.sweeps.executors import visible_gpus
+
+        ensemble = GPU_ENSEMBLE if visible_gpus() else 1
     with RunStore(args.store, write=True) as store:
         counts = run_sweep(store, runs, executor=args.executor, workers=args.workers,
-                           ray_address=args.ray_address, max_attempts=args.max_attempts, stream=sys.stderr)
+                           ray_address=args.ray_address, max_attempts=args.max_attempts, stream=sys.stderr,
+                           ensemble=ensemble)
         for row in store.rows():
             if row["key"] in runs and row["status"] == "failed":
                 last_line = (row["error"] or "").strip().splitlines()[-1:] or ["?"]

@@ -9,7 +9,7 @@ import signal
 import time
 
 from innovwin.store import RunStore
-from innovwin.sweeps.executors import RunFn, make_executor, train_run
+from innovwin.sweeps.executors import RunFn, make_executor, train_group, train_run
 
 
 def estimate_cost(config: dict) -> float:
@@ -100,17 +100,36 @@ def _duration(seconds: float) -> str:
 
 
 
+def take_group(queue: list[str], runs: dict[str, dict], size: int) -> list[str]:
+    """Pop the queue's first run and up to ``size - 1`` later runs of its shape (one stacked ensemble)."""
+    first = queue.pop(0)
+    if size == 1:
+        return [first]
+    from innovwin.config import RunConfig
+    from innovwin.train.ensemble import signature
+
+    shape = signature(RunConfig.from_dict(runs[first]))
+    group = [first] + [key for key in queue if signature(RunConfig.from_dict(runs[key])) == shape][:size - 1]
+    for key in group[1:]:
+        queue.remove(key)
+    return group
+
+
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=None, poll_s: float = 1.0) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0, ensemble: int = 1, group_fn: RunFn = train_group) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
     their run directory), failed ones are retried until they have had ``max_attempts``.
+    ``ensemble`` > 1 trains up to that many runs of one shape as one stacked ensemble (``group_fn``
+    instead of ``run_fn``); the store, the run directories and the summaries are the same.
     ``stream`` (e.g. sys.stderr) gets the live summary line; None runs quietly.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    if ensemble < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
     preflight(runs)
     store.requeue_orphans()
     costs = {key: estimate_cost(config) for key, config in runs.items()}
@@ -122,35 +141,43 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
             stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed "
                          f"(after {max_attempts} attempts)\n")
         return counts
-    pool = make_executor(executor, run_fn, workers=workers, ray_address=ray_address, n_runs=len(queue))
-    progress = Progress(stream, costs, pool.capacity)
+    pool = make_executor(executor, run_fn if ensemble == 1 else group_fn, workers=workers, ray_address=ray_address,
+                         n_runs=math.ceil(len(queue) / ensemble))
+    progress = Progress(stream, costs, pool.capacity * ensemble)
     if stream:
-        stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}\n")
-    in_flight: set[str] = set()
+        grouped = f" · stacked ensembles of up to {ensemble}" if ensemble > 1 else ""
+        stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}{grouped}\n")
+    in_flight: dict[str, list[str]] = {}  # submitted key -> the keys of its group
     previous_sigterm = _raise_on_sigterm()
     try:
         while queue or in_flight:
             while queue and len(in_flight) < pool.capacity:
-                key = queue.pop(0)
-                store.claim(key)
-                pool.submit(key, runs[key], str(store.run_dir(key)))
-                in_flight.add(key)
-            progress.show(store.counts(runs), queue + sorted(in_flight))
-            for key, status, payload, seconds in pool.wait(poll_s):
-                in_flight.discard(key)
-                if status == "done":
-                    store.finish(key, payload)
-                    progress.finished(key, seconds)
+                group = take_group(queue, runs, ensemble)
+                for key in group:
+                    store.claim(key)
+                if ensemble == 1:
+                    pool.submit(group[0], runs[group[0]], str(store.run_dir(group[0])))
                 else:
-                    store.fail(key, str(payload))
-                    if store.get(key)["attempts"] < max_attempts:
-                        queue.append(key)
+                    members = [(key, runs[key], str(store.run_dir(key))) for key in group]
+                    pool.submit(group[0], {"members": members}, members[0][2])
+                in_flight[group[0]] = group
+            progress.show(store.counts(runs), queue + sorted(key for group in in_flight.values() for key in group))
+            for first, status, payload, seconds in pool.wait(poll_s):
+                group = in_flight.pop(first)
+                for key in group:
+                    if status == "done":
+                        store.finish(key, payload if ensemble == 1 else payload["members"][key])
+                        progress.finished(key, seconds / len(group))
+                    else:
+                        store.fail(key, str(payload))
+                        if store.get(key)["attempts"] < max_attempts:
+                            queue.append(key)
         counts = store.counts(runs)
         progress.show(counts, [], final=True)
         return counts
     finally:
         pool.close()
-        for key in in_flight:  # interrupted, not failed: back in the queue for the next sweep
+        for key in (key for group in in_flight.values() for key in group):  # interrupted, not failed: queued again
             store.release(key)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -40,6 +40,18 @@ def train_run(config: dict, run_dir: str) -> dict:
     return train(RunConfig.from_record(config), run_dir, quiet=True)
 
 
+def train_group(group: dict, run_dir: str) -> dict:
+    """The run function of ``innovwin sweep --ensemble K``: train ``group["members"]``, a list of (key, config,
+    run directory), as one stacked ensemble (one member: a single run); returns {"members": {key: summary}}.
+    ``run_dir`` is the first member's (the one :func:`execute` locks)."""
+    from innovwin.config import RunConfig
+    from innovwin.train.ensemble import train_ensemble
+
+    keys, configs, run_dirs = zip(*group["members"])
+    summaries = train_ensemble([RunConfig.from_dict(config) for config in configs], list(run_dirs), quiet=True)
+    return {"members": dict(zip(keys, summaries))}
+
+
 def execute(run_fn: RunFn, config: dict, run_dir: str) -> tuple[str, object, float]:
     """Run one run in this process: ("done", summary, seconds) or ("failed", traceback, seconds).
 

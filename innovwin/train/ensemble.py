@@ -48,8 +48,8 @@ SHARED = ("arch", "depth", "width", "heads", "mlp_ratio", "batch", "steps", "eva
           "eval_samples", "sampler_steps", "temperature", "beta1", "beta2", "device", "dtype", "compile")
 
 # The stacked parameters' .grad are strided views of one (K, P) tensor; autograd accumulates into them in place
-# and warns once that their layout is not the one it would have chosen.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+# and warns (once) that their layout is not the one it would have chosen.
+GRAD_LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
 
 
 def signature(config: RunConfig) -> dict:
@@ -130,7 +130,9 @@ class Ensemble:
             idx = torch.randint(len(train_set), (config.batch,), generator=generator, device=self.device)
             parts.append(objective.training_inputs(train_set[idx], generator))
         self.stack.net.train()
-        self.loss_sum += self.step_fn(*(torch.cat(member_inputs) for member_inputs in zip(*parts)))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=GRAD_LAYOUT_WARNING)
+            self.loss_sum += self.step_fn(*(torch.cat(member_inputs) for member_inputs in zip(*parts)))
         self.loss_count += 1
         if self.ema is not None:
             self.ema.flat.lerp_(self.stack.flat, self.ema_weight)

@@ -1,0 +1,224 @@
+"""Stacked ensembles: one step equals K single steps, batched evaluation equals each member's own, an ensemble of
+one is the single run, a killed ensemble resumes every member bit for bit, sweeps group runs of one shape, and bad
+input is refused in one line."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from innovwin import cli
+from innovwin.config import RunConfig
+from innovwin.evaluation import Evaluator
+from innovwin.evaluation.batched import evaluate_members
+from innovwin.store import rundir
+from innovwin.store.runstore import RunStore
+from innovwin.sweeps.driver import run_sweep
+from innovwin.tasks.dataset import run_dataset
+from innovwin.train.driver import Trainer, eval_steps, train
+from innovwin.train.ensemble import Ensemble, check_members, train_ensemble
+
+TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24, first_eval=4,
+            evals_per_decade=4, eval_samples=32, sampler_steps=4, loss_samples=32, bootstrap=50, device="cpu")
+# Members differ in everything a member may own: seed, N, task rule of the same shape, lr, weight decay, warmup,
+# clip (member 1 clips hard, member 2 not at all).
+MEMBERS = [dict(seed=0), dict(seed=1, n_train=24, lr=3e-3, weight_decay=0.1, grad_clip=0.05, warmup=3),
+           dict(seed=2, n_train=40, lr=5e-4, grad_clip=0.0, task="parity:h=4,w=4,g=4", warmup=0)]
+DEVICE = torch.device("cpu")
+
+
+def members(arch, **changes):
+    return [RunConfig(**{**TINY, "arch": arch, **member, **changes}) for member in MEMBERS]
+
+
+def build(configs):
+    """The ensemble of ``configs`` and each member's single-run Trainer, all at their initial state."""
+    checked = check_members(configs)
+    configs, task_list = [c for c, _ in checked], [t for _, t in checked]
+    datasets = [run_dataset(c, t) for c, t in checked]
+    ensemble = Ensemble(configs, task_list, datasets, DEVICE)
+    trainers = [Trainer(c, t, d, DEVICE) for c, t, d in zip(configs, task_list, datasets)]
+    return ensemble, trainers, checked, datasets
+
+
+def relative(a, b):
+    """|a - b| / |b| (0 when both are 0: parameters a step has not reached yet)."""
+    return float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
+
+
+@pytest.mark.parametrize("arch", ["dit", "gpt"])
+def test_one_ensemble_step_matches_k_single_steps(arch):
+    ensemble, trainers, _, _ = build(members(arch, ema=0.9))
+    before = [{n: p.detach().clone() for n, p in t.model.named_parameters()} for t in trainers]
+    for _ in range(3):  # the first step from the same initial state, then two more (Adam's moments, the EMA)
+        ensemble.train_step()
+        for trainer in trainers:
+            trainer.train_step()
+        for k, trainer in enumerate(trainers):
+            assert float(ensemble.loss_sum[k]) == pytest.approx(float(trainer.loss_sum), rel=1e-5)
+            for which in ("model", "ema"):  # the member's whole parameter vector (a key bias's gradient is pure
+                # rounding noise, which Adam's normalization blows up to lr-sized steps in either run)
+                got = getattr(ensemble, "stack" if which == "model" else "ema").members[k].state_dict()
+                want = getattr(trainer, which).state_dict()
+                assert relative(torch.cat([got[n].flatten() for n in want]),
+                                torch.cat([w.flatten() for w in want.values()])) <= 1e-5, (k, which)
+    moved = [relative(trainers[k].model.state_dict()[n], before[k][n]) for k in range(3) for n in before[k]]
+    assert max(moved) > 1e-3  # the steps did move the weights: the comparison is not of untouched tensors
+
+
+@pytest.mark.parametrize("arch", ["dit", "gpt"])
+def test_batched_evaluation_matches_each_member_evaluated_alone(arch):
+    ensemble, _, checked, datasets = build(members(arch))
+    for _ in range(12):
+        ensemble.train_step()
+    evaluators = [Evaluator(t, d, c, o, DEVICE) for (c, t), d, o in zip(checked, datasets, ensemble.objectives)]
+    stack = ensemble.stack
+    batched = evaluate_members(stack.net.eval(), [m.eval() for m in stack.members], evaluators, 12)
+    for k, ((row, samples), evaluator) in enumerate(zip(batched, evaluators)):
+        alone_row, alone_samples = evaluator(stack.members[k], 12)
+        assert set(row) == set(alone_row)
+        for name, value in alone_row.items():
+            if name in ("heldout_loss", "train_eval_loss"):
+                assert row[name] == pytest.approx(value, rel=1e-6)
+            elif name != "eval_seconds":
+                assert row[name] == value, (k, name)
+        np.testing.assert_array_equal(samples["keys"], alone_samples["keys"])
+
+
+def test_an_ensemble_of_one_is_the_single_run(tmp_path):
+    config = RunConfig(**TINY)
+    train_ensemble([config], [tmp_path / "ensemble"], quiet=True)
+    train(config, tmp_path / "single", quiet=True)
+    rows = [[{k: v for k, v in row.items() if k != "eval_seconds"} for row in rundir.read_metrics(tmp_path / name)]
+            for name in ("ensemble", "single")]
+    assert rows[0] == rows[1]
+
+
+def without_wall_clock(rows):
+    return [{k: v for k, v in row.items() if k != "eval_seconds"} for row in rows]
+
+
+def member_files(out_dirs):
+    return [(without_wall_clock(rundir.read_metrics(d)),
+             {step: rundir.load_snapshot(d, step)[1].state_dict() for step in rundir.snapshot_steps(d)})
+            for d in out_dirs]
+
+
+def assert_same_members(got, want):
+    for (rows, snapshots), (want_rows, want_snapshots) in zip(got, want):
+        assert rows == want_rows
+        assert snapshots.keys() == want_snapshots.keys()
+        for step, weights in snapshots.items():
+            assert all(torch.equal(weights[n], want_snapshots[step][n]) for n in weights)
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the process stops at this instant, with nothing cleaned up."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ensemble")
+    out_dirs = [out / f"m{k}" for k in range(3)]
+    summaries = train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+    assert [s["ensemble"] for s in summaries] == [{"size": 3, "index": k} for k in range(3)]
+    return member_files(out_dirs)
+
+
+@pytest.mark.parametrize("where", ["writing", "moving"])
+def test_a_killed_ensemble_resumes_every_member_bit_for_bit(tmp_path, monkeypatch, uninterrupted, where):
+    """Killed while writing the members' next states (member 1's, the third time: rolled back), or while moving
+    them into place (after member 0's: rolled forward)."""
+    out_dirs = [tmp_path / f"m{k}" for k in range(3)]
+    real_save, real_replace = rundir.save_torch, rundir.os.replace
+    calls = {"save": 0, "move": 0}
+
+    def save(path, obj):
+        if path.name == rundir.STATE_NEXT:
+            calls["save"] += 1
+            if where == "writing" and calls["save"] == 3 * 2 + 2:
+                raise Killed
+        real_save(path, obj)
+
+    def replace(src, dst):
+        if str(src).endswith(rundir.STATE_NEXT):
+            calls["move"] += 1
+            if where == "moving" and calls["move"] == 3 * 2 + 2:
+                raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(rundir, "save_torch", save)
+    monkeypatch.setattr(rundir.os, "replace", replace)
+    with pytest.raises(Killed):
+        train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+    monkeypatch.undo()
+    steps = [torch.load(d / rundir.STATE, weights_only=True)["step"] for d in out_dirs]
+    pending = [(d / rundir.STATE_NEXT).exists() for d in out_dirs]
+    if where == "writing":
+        assert pending == [True, False, False] and len(set(steps)) == 1  # the next set is incomplete: rolled back
+    else:
+        assert pending == [False, True, True] and steps[0] > steps[1]  # complete, partly moved: rolled forward
+    train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+    assert not any((d / rundir.STATE_NEXT).exists() for d in out_dirs)
+    assert_same_members(member_files(out_dirs), uninterrupted)
+
+
+def test_a_member_state_resumes_as_a_single_run(tmp_path, monkeypatch):
+    """Members found at different steps finish as single runs: the state format is the single run's."""
+    configs = members("gpt")
+    out_dirs = [tmp_path / f"m{k}" for k in range(3)]
+    real_save = rundir.save_states
+    saves = []
+
+    def dies_at_third(states):
+        saves.append(1)
+        if len(saves) == 3:
+            raise Killed
+        real_save(states)
+
+    monkeypatch.setattr(rundir, "save_states", dies_at_third)
+    with pytest.raises(Killed):
+        train_ensemble(configs, out_dirs, quiet=True)
+    monkeypatch.undo()
+    train(configs[1], out_dirs[1], quiet=True)  # member 1 alone, from the ensemble's state: now ahead of the others
+    summaries = train_ensemble(configs, out_dirs, quiet=True)
+    for out_dir, config in zip(out_dirs, configs):
+        assert [row["step"] for row in rundir.read_metrics(out_dir)] == eval_steps(config)
+    assert all("ensemble" not in summary for summary in summaries)  # they finished alone
+
+
+def test_bad_ensembles_are_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"member 1 differs from member 0 in width: .* one architecture and shape"):
+        check_members([RunConfig(**TINY), RunConfig(**{**TINY, "width": 64, "seed": 1})])
+    with pytest.raises(ValueError, match=r"member 1 differs from member 0 in task shape"):
+        check_members([RunConfig(**TINY), RunConfig(**{**TINY, "task": "parity:h=6,w=6,g=2", "seed": 1})])
+    with pytest.raises(ValueError, match=r"K >= 1"):
+        check_members([])
+    with pytest.raises(ValueError, match=r"the same run twice"):
+        check_members([RunConfig(**TINY), RunConfig(**TINY)])
+
+
+def test_sweep_ensemble_below_one_is_one_line_exit_2(tmp_path, capsys):
+    code = cli.main(["sweep", "--preset", "quick", "--store", str(tmp_path / "store"), "--ensemble", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--ensemble must be >= 1, got 0" in err
+    assert not (tmp_path / "store").exists()
+
+
+def fake_group(group, run_dir):
+    """Stands in for train_group: records which runs were trained together."""
+    keys = [key for key, _, _ in group["members"]]
+    return {"members": {key: {"tau_rule": None, "tau_mem": None, "group": keys} for key in keys}}
+
+
+def test_a_sweep_groups_runs_of_one_shape(tmp_path):
+    configs = [RunConfig(**{**TINY, "seed": s}).resolved() for s in range(5)]
+    configs.append(RunConfig(**{**TINY, "width": 64}).resolved())
+    runs = {c.key(): c.to_dict() for c in configs}
+    with RunStore(tmp_path, write=True) as store:
+        counts = run_sweep(store, runs, workers=1, ensemble=2, group_fn=fake_group, poll_s=0.05)
+        groups = {key: store.get(key)["summary"]["group"] for key in runs}
+    assert counts["done"] == 6
+    assert sorted(len(g) for g in {tuple(g) for g in groups.values()}) == [1, 1, 2, 2]
+    wide = configs[-1].key()
+    assert groups[wide] == [wide]  # the wider model never joins the narrow ones
