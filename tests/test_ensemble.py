@@ -1,7 +1,9 @@
 """Stacked ensembles: one step equals K single steps, batched evaluation equals each member's own, an ensemble of
 one is the single run, a killed ensemble resumes every member bit for bit, sweeps group runs of one shape, and bad
 input is refused in one line."""
-import copy
+import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +224,17 @@ def test_a_sweep_groups_runs_of_one_shape(tmp_path):
     assert sorted(len(g) for g in {tuple(g) for g in groups.values()}) == [1, 1, 2, 2]
     wide = configs[-1].key()
     assert groups[wide] == [wide]  # the wider model never joins the narrow ones
+
+
+def test_the_gpu_bench_runs_every_path_in_a_cpu_dry_run(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_ensemble", Path(__file__).parents[1] / "benches" / "gpu_ensemble.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gpu_ensemble.json"
+    assert bench.main([str(out), "--dry-run"]) == 0
+    result = json.loads(out.read_text())
+    assert result["dry_run"] and set(result["results"]) == {"gpt", "dit"}
+    for rows in result["results"].values():
+        assert list(rows) == ["single_eager", "ensemble_1", "ensemble_2"]
+        assert rows["ensemble_2"]["members"] == 2 and len(rows["ensemble_2"]["final_loss"]) == 2
+        assert all(row["member_steps_per_s"] > 0 and row["eval_s_per_member"] > 0 for row in rows.values())

@@ -113,7 +113,7 @@ class Ensemble:
 
         amp = {"auto": None, "float32": False, "bfloat16": True}[first.dtype]
         self.step_fn = make_train_step(self.stack.net, self.optimizer, loss_fn, compile=first.compile, amp=amp,
-                                       clip=None)
+                                       clip=None, members=size)
         self.step = 0
         self.metrics = [""] * size  # each member's metrics.jsonl text up to this step (kept in its state)
         self.loss_sum = torch.zeros(size, device=device)

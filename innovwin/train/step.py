@@ -18,11 +18,12 @@ COMPILE_MODE = "max-autotune-no-cudagraphs"
 
 def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor], *,
                     compile: bool | None = None, amp: bool | None = None, clip: float | None = 1.0,
-                    mode: str = COMPILE_MODE) -> Callable[..., torch.Tensor]:
+                    mode: str = COMPILE_MODE, members: int | None = None) -> Callable[..., torch.Tensor]:
     """``step(*batch) -> loss`` running ``loss_fn(model, *batch)`` (a scalar), backward, clip, ``optimizer.step()``.
 
-    A stacked ensemble's ``loss_fn`` returns one loss per member, (K,): their sum is backpropagated, which gives
-    each member the gradient of its own loss (its optimizer clips per member; pass ``clip=None``).
+    A stacked ensemble of ``members`` K passes that K: its ``loss_fn`` returns one loss per member, (K,), whose sum
+    is backpropagated, which gives each member the gradient of its own loss (its optimizer clips per member: pass
+    ``clip=None``).
 
     ``compile`` (torch.compile, static shapes) and ``amp`` (bf16 autocast) default to on for a CUDA model, off
     otherwise, where the step is eager fp32. ``clip`` is the max global gradient norm (None: no clipping).
@@ -50,9 +51,10 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn:
             torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
         loss = forward(*batch)
-        if loss.ndim > 1:
-            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        (loss if loss.ndim == 0 else loss.sum()).backward()
+        if loss.shape != (() if members is None else (members,)):
+            raise ValueError(f"loss_fn must return a scalar{'' if members is None else f' per member ({members},)'}, "
+                             f"got shape {tuple(loss.shape)}")
+        (loss if members is None else loss.sum()).backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()

@@ -1,0 +1,138 @@
+"""Stacked ensembles against K sequential single runs, on CPU: training steps and evaluations, DiT and GPT.
+
+    python benches/record.py benches/bench_ensemble.py --name bench_ensemble-cpu-2core-shared
+
+Each benchmark round runs the same work twice, interleaved so both see the same machine load: K members stepped
+(or evaluated) as one stacked ensemble (:class:`innovwin.train.ensemble.Ensemble`), and the same K runs as single
+runs one after the other (:class:`innovwin.train.driver.Trainer`, the path of one run per process, without the
+process start). ``extra_info`` has the best round of each, their ratio ``speedup`` (sequential / ensemble; the
+issue's floor on CPU is 0.9) and the memory that training holds per member: the bytes autograd saves for backward
+in one step (activations, not counting the weights) plus weights, gradients, Adam's moments and the EMA.
+
+Sizes are the default run's (6x6 parity, depth 2, width 64, batch 64; 1 thread); evaluations draw 64 samples with
+6 Heun steps (the default 256 and 18 scale both paths alike) so that K = 16 sequential DiT evaluations fit a
+shared CPU.
+"""
+import time
+
+import pytest
+import torch
+
+from innovwin.config import RunConfig
+from innovwin.evaluation import Evaluator
+from innovwin.evaluation.batched import evaluate_members
+from innovwin.tasks.dataset import run_dataset
+from innovwin.train.driver import Trainer
+from innovwin.train.ensemble import Ensemble, check_members
+
+SIZES = (1, 4, 8, 16)
+TRAIN_STEPS = 4
+ROUNDS = 3
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(arch: str, size: int):
+    configs = [RunConfig(arch=arch, seed=seed, device="cpu", eval_samples=64, sampler_steps=6, ema=0.999)
+               for seed in range(size)]
+    checked = check_members(configs)
+    datasets = [run_dataset(config, task) for config, task in checked]
+    configs, task_list = [c for c, _ in checked], [t for _, t in checked]
+    ensemble = Ensemble(configs, task_list, datasets, CPU)
+    trainers = [Trainer(c, t, d, CPU) for c, t, d in zip(configs, task_list, datasets)]
+    evaluators = [Evaluator(t, d, c, o, CPU) for c, t, d, o in zip(configs, task_list, datasets, ensemble.objectives)]
+    return ensemble, trainers, evaluators
+
+
+def saved_activation_bytes(step, weights: set[int]) -> int:
+    """Bytes of the distinct storages autograd saves for backward in ``step()``, less the weights'."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(storages.values())
+
+
+def nbytes(tensors) -> int:
+    return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
+def memory_per_member(ensemble: Ensemble, trainer: Trainer) -> dict:
+    size = len(ensemble)
+    stacked_state = [ensemble.stack.flat, ensemble.optimizer.grad, ensemble.optimizer.exp_avg,
+                     ensemble.optimizer.exp_avg_sq, ensemble.ema.flat]
+    stacked = (saved_activation_bytes(ensemble.train_step, {ensemble.stack.flat.untyped_storage().data_ptr()})
+               + nbytes(stacked_state)) / size
+    params = list(trainer.model.parameters())
+    single_state = [*params, *(p.grad for p in params), *trainer.ema.parameters(),
+                    *(t for s in trainer.optimizer.state.values() for t in s.values() if t.ndim)]
+    single = (saved_activation_bytes(trainer.train_step, {p.untyped_storage().data_ptr() for p in params})
+              + nbytes(single_state))
+    return {"ensemble_bytes_per_member": stacked, "single_run_bytes": single, "memory_ratio": stacked / single}
+
+
+def interleaved(benchmark, stacked, sequential) -> dict:
+    """Benchmark rounds of (stacked, then sequential); the best time of each and their ratio."""
+    times = {"ensemble_s": [], "sequential_s": []}
+
+    def one_round():
+        for name, work in (("ensemble_s", stacked), ("sequential_s", sequential)):
+            start = time.perf_counter()
+            work()
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    best = {name: min(values[1:]) for name, values in times.items()}  # the first entry is the warmup round's
+    best["speedup"] = best["sequential_s"] / best["ensemble_s"]
+    benchmark.extra_info.update(best)
+    return best
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("arch", ["gpt", "dit"])
+def test_train_steps(benchmark, arch, size):
+    ensemble, trainers, _ = build(arch, size)
+
+    def stacked():
+        for _ in range(TRAIN_STEPS):
+            ensemble.train_step()
+        ensemble.take_train_loss()
+
+    def sequential():
+        for trainer in trainers:
+            for _ in range(TRAIN_STEPS):
+                trainer.train_step()
+            trainer.take_train_loss()
+
+    benchmark.extra_info.update(members=size, steps=TRAIN_STEPS, **memory_per_member(ensemble, trainers[0]))
+    interleaved(benchmark, stacked, sequential)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("arch", ["gpt", "dit"])
+def test_evaluation(benchmark, arch, size):
+    ensemble, trainers, evaluators = build(arch, size)
+    stack = ensemble.eval_stack
+
+    def stacked():
+        evaluate_members(stack.net.eval(), [m.eval() for m in stack.members], evaluators, 1)
+
+    def sequential():
+        for trainer, evaluator in zip(trainers, evaluators):
+            evaluator(trainer.eval_model, 1)
+
+    benchmark.extra_info.update(members=size)
+    interleaved(benchmark, stacked, sequential)
