@@ -238,3 +238,23 @@ def test_the_gpu_bench_runs_every_path_in_a_cpu_dry_run(tmp_path):
         assert list(rows) == ["single_eager", "ensemble_1", "ensemble_2"]
         assert rows["ensemble_2"]["members"] == 2 and len(rows["ensemble_2"]["final_loss"]) == 2
         assert all(row["member_steps_per_s"] > 0 and row["eval_s_per_member"] > 0 for row in rows.values())
+
+
+@pytest.mark.slow
+def test_a_sweep_of_ensembles_measures_the_clocks_of_single_runs(tmp_path):
+    """Whole runs drift apart in the last bits, so the clocks are compared statistically: the median clock of four
+    seeds trained as one stacked ensemble (through ``run_sweep``) and as four single runs differ by no more than the
+    single runs' seed spread. (A tiny GPT that crosses both clocks within 200 steps.)"""
+    base = dict(TINY, steps=200, first_eval=10, evals_per_decade=8, eval_samples=64, lr=3e-3, warmup=20, bootstrap=0)
+    configs = [RunConfig(**{**base, "seed": seed}).resolved() for seed in range(4)]
+    runs = {c.key(): c.to_dict() for c in configs}
+    with RunStore(tmp_path / "store", write=True) as store:
+        assert run_sweep(store, runs, workers=1, ensemble=4, poll_s=0.1)["done"] == 4
+        stacked = [store.get(c.key())["summary"] for c in configs]
+    singles = [train(c, tmp_path / f"single{k}", quiet=True) for k, c in enumerate(configs)]
+    assert sorted((s["ensemble"]["size"], s["ensemble"]["index"]) for s in stacked) == [(4, k) for k in range(4)]
+    for clock in ("tau_rule", "tau_mem"):
+        alone = [s[clock] for s in singles]
+        together = [s[clock] for s in stacked]
+        assert None not in alone and None not in together, clock  # both clocks cross: the comparison means something
+        assert abs(np.median(together) - np.median(alone)) <= max(alone) - min(alone), (clock, together, alone)
