@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from innovwin import cli
+from innovwin.analysis.clocks import read_clock
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
@@ -254,7 +255,7 @@ def test_a_sweep_of_ensembles_measures_the_clocks_of_single_runs(tmp_path):
     singles = [train(c, tmp_path / f"single{k}", quiet=True) for k, c in enumerate(configs)]
     assert sorted((s["ensemble"]["size"], s["ensemble"]["index"]) for s in stacked) == [(4, k) for k in range(4)]
     for clock in ("tau_rule", "tau_mem"):
-        alone = [s[clock] for s in singles]
-        together = [s[clock] for s in stacked]
+        alone = [read_clock(s, clock).value for s in singles]
+        together = [read_clock(s, clock).value for s in stacked]
         assert None not in alone and None not in together, clock  # both clocks cross: the comparison means something
         assert abs(np.median(together) - np.median(alone)) <= max(alone) - min(alone), (clock, together, alone)
