@@ -69,9 +69,10 @@ def test_one_ensemble_step_matches_k_single_steps(arch):
     assert max(moved) > 1e-3  # the steps did move the weights: the comparison is not of untouched tensors
 
 
-@pytest.mark.parametrize("arch", ["dit", "gpt"])
-def test_batched_evaluation_matches_each_member_evaluated_alone(arch):
-    ensemble, _, checked, datasets = build(members(arch))
+@pytest.mark.parametrize("arch, settings", [("dit", {}), ("dit", {"s_churn": 5.0}), ("gpt", {})])
+def test_batched_evaluation_matches_each_member_evaluated_alone(arch, settings):
+    """(With churn, the stochastic sampler's fixed noises are joined per step.)"""
+    ensemble, _, checked, datasets = build(members(arch, **settings))
     for _ in range(12):
         ensemble.train_step()
     evaluators = [Evaluator(t, d, c, o, DEVICE) for (c, t), d, o in zip(checked, datasets, ensemble.objectives)]

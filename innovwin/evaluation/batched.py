@@ -1,23 +1,16 @@
 """One evaluation of K stacked members at once: their generations in one batched call, then each member's row.
 
 Generation is the cost of an evaluation (a DiT sample is two network calls per Heun step, a GPT sample one cached
-pass), so it runs once over the K*M starting points of all members on the stacked network. Decoding, packing,
-validation, the search and the losses then run member by member through each member's own :class:`Evaluator`
-(its training set, its fixed loss inputs, its plain backbone).
+pass), so it runs once over the K*M starting points of all members on the stacked network; the objective joins the
+members' starts (``join_starts``, a member of the objective protocol that a stackable architecture's objective
+has). Decoding, packing, validation, the search and the losses then run member by member through each member's
+own :class:`Evaluator` (its training set, its fixed loss inputs, its plain backbone).
 """
 from __future__ import annotations
 
 import time
 
-import torch
-
 from innovwin.evaluation.evaluator import Evaluator, _sync
-
-
-def join_starts(starts: list):
-    """The members' starts as one: a DiT's starting noises concatenated, a GPT's seeds listed (``join``)."""
-    first = starts[0]
-    return torch.cat(starts) if isinstance(first, torch.Tensor) else type(first).join(starts)
 
 
 def evaluate_members(net, models: list, evaluators: list[Evaluator], step: int) -> list[tuple[dict, dict]]:
@@ -27,7 +20,8 @@ def evaluate_members(net, models: list, evaluators: list[Evaluator], step: int) 
     members = len(evaluators)
     _sync(evaluators[0].device)
     start = time.perf_counter()
-    cells, outputs = evaluators[0].objective.generate(net, join_starts([e.start for e in evaluators]))
+    objective = evaluators[0].objective  # the members share its sampler settings (train.ensemble.signature)
+    cells, outputs = objective.generate(net, objective.join_starts([evaluator.start for evaluator in evaluators]))
     share = (time.perf_counter() - start) / members
     rows = len(cells) // members
     results = []

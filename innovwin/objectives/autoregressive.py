@@ -87,12 +87,6 @@ class SamplingStart:
     n: int
     seeds: tuple[int, ...]
 
-    @staticmethod
-    def join(starts: list["SamplingStart"]) -> "SamplingStart":
-        if len({start.n for start in starts}) != 1:
-            raise ValueError("members of one ensemble must generate equally many samples")
-        return SamplingStart(starts[0].n, tuple(seed for start in starts for seed in start.seeds))
-
 
 class Autoregressive:
     """Next-token training and cached sampling of a task's cells. Settings come from the run config."""
@@ -123,6 +117,13 @@ class Autoregressive:
     def eval_start(self, n: int, generator: torch.Generator, device) -> SamplingStart:
         """Every evaluation reseeds its own generator on the device: the start is the count and the seed."""
         return SamplingStart(n, (self.seed,))
+
+    @staticmethod
+    def join_starts(starts: list[SamplingStart]) -> SamplingStart:
+        """A stacked ensemble's members' starts as one: their seeds, in order."""
+        if len({start.n for start in starts}) != 1:
+            raise ValueError("members of one ensemble must generate equally many samples")
+        return SamplingStart(starts[0].n, tuple(seed for start in starts for seed in start.seeds))
 
     def loss_inputs(self, sets: dict, generator: torch.Generator, device) -> dict:
         return {name: (cells.to(device),) for name, cells in sets.items()}

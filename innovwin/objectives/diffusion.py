@@ -275,6 +275,12 @@ class Diffusion:
             churn = torch.randn((self.sampler_steps, n, *self.sample_shape), generator=generator).to(device)
         return noise, churn
 
+    @staticmethod
+    def join_starts(starts: list[tuple]) -> tuple:
+        """A stacked ensemble's members' starts as one: their noises (and churn noises) concatenated over samples."""
+        noises, churns = zip(*starts)
+        return torch.cat(noises), None if churns[0] is None else torch.cat(churns, dim=1)
+
     def loss_inputs(self, sets: dict, generator: torch.Generator, device) -> dict:
         """Fixed loss inputs for each named cell set; one draw of noise levels and noises, paired across sets."""
         longest = self.encode(max(sets.values(), key=len))

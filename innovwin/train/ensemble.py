@@ -45,7 +45,10 @@ from innovwin.train.step import make_train_step
 # EMA: the architecture and its size, the batch, the step and evaluation schedule, the sampler, Adam's betas, and
 # where and how they compute. Every other field is a member's own.
 SHARED = ("arch", "depth", "width", "heads", "mlp_ratio", "batch", "steps", "evals_per_decade", "first_eval",
-          "eval_samples", "sampler_steps", "temperature", "beta1", "beta2", "device", "dtype", "compile")
+          "eval_samples", "sampler_steps", "temperature", "beta1", "beta2", "device", "dtype", "compile",
+          # the diffusion encoding, preconditioning and sampler (one objective scores and samples every member;
+          # p_mean and p_std, the training noise draws, stay each member's own)
+          "data_scale", "sigma_data", "sigma_min", "sigma_max", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise")
 
 # The stacked parameters' .grad are strided views of one (K, P) tensor; autograd accumulates into them in place
 # and warns (once) that their layout is not the one it would have chosen.
