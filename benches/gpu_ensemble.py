@@ -2,7 +2,8 @@
 
     python benches/gpu_ensemble.py benches/results/ensemble-<gpu>.json [--arch gpt dit] [--sizes 4 8 16 32 64]
         [--compiled-sizes 16] [--steps 50]
-    python benches/gpu_ensemble.py OUT.json --dry-run    # CPU, tiny, K in {1, 2}: runs every path, measures nothing
+    python benches/gpu_ensemble.py OUT.json --eager-only --arch gpt    # a short lease: no compile (minutes each)
+    python benches/gpu_ensemble.py OUT.json --dry-run    # CPU, tiny, K in {1, 2}, eager: checks the script
 
 At the default run's sizes (6x6 parity, depth 2, width 64, batch 64, bf16 autocast on CUDA), each variant times
 ``--steps`` training steps after ``--warmup`` (the device synchronized around them) and one evaluation:
@@ -107,12 +108,12 @@ def measure(arch: str, size: int | None, device: torch.device, args, compile: bo
 def variants(args):
     """(name, size, compile, mode) in the order they run: the baselines first."""
     yield "single_eager", None, False, None
-    if not args.dry_run:
+    if not args.eager_only:
         yield "single_compiled", None, True, None
         yield "single_cudagraph", None, True, "reduce-overhead"
     for size in args.sizes:
         yield f"ensemble_{size}", size, False, None
-    for size in args.compiled_sizes:
+    for size in [] if args.eager_only else args.compiled_sizes:
         yield f"ensemble_{size}_compiled", size, True, None
 
 
@@ -121,14 +122,16 @@ def main(argv=None) -> int:
     parser.add_argument("out", help="JSON file to write")
     parser.add_argument("--arch", nargs="+", default=["gpt", "dit"], choices=["gpt", "dit"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[4, 8, 16, 32, 64])
-    parser.add_argument("--compiled-sizes", nargs="+", type=int, default=[16])
+    parser.add_argument("--compiled-sizes", nargs="*", type=int, default=[16])
+    parser.add_argument("--eager-only", action="store_true",
+                        help="no compiled variant (each max-autotune compile takes minutes of a short lease)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, K in {1, 2}, no compile")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, K in {1, 2}, eager only")
     args = parser.parse_args(argv)
     if args.dry_run:
         device = torch.device("cpu")
-        args.sizes, args.compiled_sizes, args.steps, args.warmup = [1, 2], [], 2, 1
+        args.sizes, args.eager_only, args.steps, args.warmup = [1, 2], True, 2, 1
     elif not torch.cuda.is_available():
         print("gpu_ensemble: no CUDA device (use --dry-run to check the script on CPU)", file=sys.stderr)
         return 2
