@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from innovwin.analysis.basins import DEFAULTS, PROBE_CLASSES
+from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
 
 
 def add_parser(subparsers) -> None:

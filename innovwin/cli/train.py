@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import torch
-
 from innovwin import config as config_module
+from innovwin import objectives
 from innovwin.config import RunConfig
-from innovwin.objectives import diffusion_settings
+
+# Fields whose values are a closed set: argparse lists them ({dit,gpt}) and refuses others.
+CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES}
 
 
 def add_parser(subparsers) -> None:
@@ -36,11 +37,19 @@ def add_parser(subparsers) -> None:
     for group, names in config_module.GROUPS.items():
         flags = parser.add_argument_group(f"[{group}]")
         for name in names:
-            kind = config_module.FIELD_TYPES[name].__name__.upper()
-            note = f"; {diffusion_settings.HELP[name]}" if name in diffusion_settings.HELP else ""
-            flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", metavar=kind,
-                               help=f"{config_module.DOTTED[name]}, default: {defaults[name]}{note}")
+            flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", **field_flag(name, defaults[name]))
     parser.set_defaults(func=run)
+
+
+def field_flag(name: str, default) -> dict:
+    """argparse keywords of one field's flag: its meaning (config.HELP), dotted name, default and values."""
+    shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+    keywords = {"help": f"{config_module.HELP[name]} [{config_module.DOTTED[name]}, default: {shown}]"}
+    if name in CHOICES:
+        keywords["choices"] = list(CHOICES[name]())
+    else:
+        keywords["metavar"] = config_module.FIELD_TYPES[name].__name__.upper()
+    return keywords
 
 
 def config_from_args(args) -> RunConfig:
@@ -58,6 +67,8 @@ def config_from_args(args) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from innovwin.analysis import clocks
     from innovwin.train.driver import train
 
