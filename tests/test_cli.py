@@ -29,9 +29,3 @@ def test_train_help_shows_meaning_choices_and_readable_defaults(capsys):
     assert "--arch {dit,gpt}" in text and "--dtype {auto,float32,bfloat16}" in text
     assert "a copy when d(NN1) < ratio_copy * d(NN2) [eval.ratio_copy, default: 0.333333]" in text
     assert "0.3333333333333333" not in text
-
-
-def test_a_value_outside_the_choices_is_one_line_and_exit_2(capsys):
-    with pytest.raises(SystemExit) as stop:
-        build_parser().parse_args(["train", "--arch", "rnn"])
-    assert stop.value.code == 2 and "invalid choice: 'rnn'" in capsys.readouterr().err

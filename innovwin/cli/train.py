@@ -11,7 +11,8 @@ from innovwin import config as config_module
 from innovwin import objectives
 from innovwin.config import RunConfig
 
-# Fields whose values are a closed set: argparse lists them ({dit,gpt}) and refuses others.
+# Fields whose values are a closed set, listed as the flag's metavar ({dit,gpt}); the config refuses others in one
+# line with the nearest name (argparse's choices would print the whole usage).
 CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES}
 
 
@@ -45,10 +46,8 @@ def field_flag(name: str, default) -> dict:
     """argparse keywords of one field's flag: its meaning (config.HELP), dotted name, default and values."""
     shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
     keywords = {"help": f"{config_module.HELP[name]} [{config_module.DOTTED[name]}, default: {shown}]"}
-    if name in CHOICES:
-        keywords["choices"] = list(CHOICES[name]())
-    else:
-        keywords["metavar"] = config_module.FIELD_TYPES[name].__name__.upper()
+    keywords["metavar"] = ("{" + ",".join(CHOICES[name]()) + "}" if name in CHOICES
+                           else config_module.FIELD_TYPES[name].__name__.upper())
     return keywords
 
 

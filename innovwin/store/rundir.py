@@ -7,6 +7,9 @@
     snapshots/step_00001234.pt  the evaluated model's weights (what the basin analysis reads)
     state.pt                    the latest full training state (model, optimizer, EMA, RNG states, step)
     summary.json                the clocks, the window, the final row and the timing, at the end
+    provenance.json             versions, commit, device, host and times of each session (innovwin.store.provenance)
+    log.txt, loss.jsonl         console lines; training loss every 10 steps (innovwin.store.runlog)
+    progress.json               the live step, rate and last rates a sweep driver shows (innovwin.store.runlog)
 
     .lock                       held (flock) by the one process (train, basins) working in the directory
 
@@ -32,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from innovwin.store.provenance import PROVENANCE
+from innovwin.store.runlog import LOG, LOSS, PROGRESS
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
@@ -39,7 +45,7 @@ SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
 EVALS = "evals"
 LOCK = ".lock"
-OWNED = (CONFIG, METRICS, STATE, SUMMARY, SNAPSHOTS, EVALS)
+OWNED = (CONFIG, METRICS, STATE, SUMMARY, SNAPSHOTS, EVALS, PROVENANCE, LOG, LOSS, PROGRESS)
 _STEP_FILE = re.compile(r"step_(\d{8})\.(pt|npz)$")
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
 

@@ -25,7 +25,8 @@ from innovwin.analysis import clocks, memorization
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.runtime import resolve_device
-from innovwin.store import rundir
+from innovwin.store import provenance, rundir
+from innovwin.store.runlog import LOSS_EVERY, RunLog, truncate_loss
 from innovwin.tasks.dataset import run_dataset
 from innovwin.train.step import make_train_step
 
@@ -80,8 +81,9 @@ class Trainer:
                                        clip=config.grad_clip or None)
         self.step = 0
         self.metrics = ""  # metrics.jsonl's text up to this step, saved with the state to restore a damaged file
-        self.loss_sum = torch.zeros((), device=device)
+        self.loss_sum = torch.zeros((), device=device)  # since the last evaluation (metrics.jsonl's train_loss)
         self.loss_count = 0
+        self.log_sum = torch.zeros((), device=device)  # since the last loss.jsonl row
 
     def train_step(self) -> None:
         config = self.config
@@ -91,7 +93,9 @@ class Trainer:
         batch = self.train_set[idx]
         inputs = self.objective.training_inputs(batch, self.generator)
         self.model.train()
-        self.loss_sum += self.step_fn(*inputs)
+        loss = self.step_fn(*inputs)
+        self.loss_sum += loss
+        self.log_sum += loss
         self.loss_count += 1
         if self.ema is not None:
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema)
@@ -102,6 +106,14 @@ class Trainer:
         value = float(self.loss_sum) / self.loss_count if self.loss_count else None
         self.loss_sum.zero_()
         self.loss_count = 0
+        return value
+
+    def take_log_loss(self) -> float | None:
+        """Mean training loss of the last LOSS_EVERY steps, at steps that are multiples of it."""
+        if self.step % LOSS_EVERY:
+            return None
+        value = float(self.log_sum) / LOSS_EVERY
+        self.log_sum.zero_()
         return value
 
     @property
@@ -119,6 +131,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "loss_sum": self.loss_sum.detach().cpu(),
             "loss_count": self.loss_count,
+            "log_sum": self.log_sum.detach().cpu(),
             "timing": dict(timing),
             "metrics": self.metrics,
         }
@@ -133,6 +146,8 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.loss_sum = state["loss_sum"].to(self.device)
             self.loss_count = int(state["loss_count"])
+            if "log_sum" in state:  # a state saved before loss.jsonl starts its first row afresh
+                self.log_sum = state["log_sum"].to(self.device)
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise ValueError(f"training state does not fit this run ({type(error).__name__}: {error}); "
@@ -189,6 +204,12 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
     trainer.metrics, note = rundir.start(out_dir, config, state, sorted(s for s in schedule if s <= trainer.step))
     if note:
         print(f"innovwin train: {note}", file=sys.stderr)
+    truncate_loss(out_dir, trainer.step)
+    provenance.start_session(out_dir, device, trainer.step)
+    log = RunLog(out_dir, config.steps, trainer.step, echo=None if quiet else tqdm.write)
+    log.line(f"resume {out_dir} from step {trainer.step} of {config.steps} (its saved training state)" if state
+             else f"start {out_dir}: {config.arch} on {task.spec}, N = {config.n_train}, {config.steps} steps, "
+                  f"on {device}", echo=True)
     evaluator = Evaluator(task, dataset, config, trainer.objective, device)
 
     def save_state():
@@ -205,14 +226,23 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
                 raise KeyboardInterrupt
             trainer.train_step()
             bar.update(1)
+            if (loss := trainer.take_log_loss()) is not None:
+                log.loss(trainer.step, loss)
             if trainer.step not in schedule:
+                log.progress(trainer.step)
                 continue
             train_loss = trainer.take_train_loss()  # waits for the device: the training time below is honest
             timing["train_s"] += time.perf_counter() - tick
             row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
             timing["eval_s"] += row["eval_seconds"]
             save_state()
-            bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
+            log.progress(trainer.step, row)
+            if not quiet:
+                bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}",
+                                copy=f"{row['copy_frac']:.2f}")
+            log.line(f"step {trainer.step}: train loss {train_loss:.4f}, valid {row['valid_frac']:.3f}, "
+                     f"copy {row['copy_frac']:.3f} (chance {row['chance_copy'] or 0:.2g}), "
+                     f"eval {row['eval_seconds']:.1f} s")
             tick = time.perf_counter()
 
     summary = summarize_run(out_dir, config)
@@ -223,6 +253,10 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
         "wall_s": earlier_wall + time.perf_counter() - started,
     }
     rundir.write_json(out_dir / rundir.SUMMARY, summary)
+    provenance.end_session(out_dir, trainer.step)
+    log.progress(trainer.step, state="done")
+    for text in clocks.describe(summary).splitlines():
+        log.line(text)
     return summary
 
 
