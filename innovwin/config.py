@@ -254,6 +254,16 @@ def field_names() -> list[str]:
     return [field.name for field in dataclasses.fields(RunConfig)]
 
 
+def differences(configs: list[dict], ignore=()) -> list[str]:
+    """Each config's values of the fields (``ignore`` aside) that differ among ``configs``, in field order, e.g.
+    ``n_train=512 seed=0``; "" for every config when none differs. Names runs by what tells them apart."""
+    order = {name: i for i, name in enumerate(field_names())}
+    names = sorted({name for config in configs for name in config} - set(ignore),
+                   key=lambda name: (order.get(name, len(order)), name))
+    varying = [name for name in names if len({repr(config.get(name)) for config in configs}) > 1]
+    return [" ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
+
+
 def canonical_name(name: str) -> str:
     """The field a flat (``lr``) or dotted (``optim.lr``) name means; ValueError with the nearest name otherwise."""
     if name in FIELD_TYPES:

@@ -126,7 +126,13 @@ def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys, mo
         assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
     log = capsys.readouterr().err
     assert "4 of 4 runs to do" in log and "3 done · 0 running · 0 queued · 1 failed" in log
-    assert "nothing to run: 3 done, 1 failed (after 2 attempts)" in log
+    assert "nothing to run: 3 done, 1 failed (retry limit 2 reached)" in log
+    # one line per finished run, named by what sets it apart, with its clocks; failures say where the limit is
+    assert "[sweep] done seed=0 in " in log and ": τ_rule 10 · τ_mem > last step · window unknown" in log
+    assert "[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: first attempt fails" in log
+    assert "[sweep] failed seed=3 (attempt 2, retry limit 2: stays failed): RuntimeError: always fails" in log
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()) == sorted(
+        f"seed{seed}-{key_of[seed]}" for seed in range(4))
 
 
 def test_bad_executor_arguments(tmp_path):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -166,7 +167,7 @@ def test_real_sweep_killed_midway_then_completed(tmp_path):
     for key in finished:  # kept as it was, not run again
         assert after[key]["attempts"] == 1 and after[key]["summary"] == before[key]["summary"]
     for row in after.values():
-        summary = json.loads((store / "runs" / row["key"] / "summary.json").read_text())
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
         assert summary["final"]["step"] == 100 == row["summary"]["final"]["step"]
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "innovwin.cli.refine",
     "innovwin.cli.basins",
     "innovwin.cli.sweep",
+    "innovwin.cli.runs",
 ]
 
 

@@ -38,10 +38,12 @@ from matplotlib.ticker import NullFormatter
 from innovwin import objectives
 from innovwin.analysis import clocks, sensitivity
 from innovwin.analysis.fits import ML_COLUMNS, fit_all
-from innovwin.config import SEED_FIELDS
+from innovwin.config import DOTTED, HELP, SEED_FIELDS, differences
 from innovwin.report import seeds
+from innovwin.report.headline import headline, thresholds, window_kind
+from innovwin.store import rundir
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
-from innovwin.store.runstore import RunStore
+from innovwin.store.runstore import DB_NAME, RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
@@ -58,14 +60,53 @@ FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "
                "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note", *ML_COLUMNS)
 
 
-def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
-    """Write the whole report; returns the path of index.html."""
+def load_rows(source) -> list[dict]:
+    """The runs of a store (a directory with runs.sqlite) or of one run directory (with config.json), as store
+    rows: key, config, status, summary, run_dir."""
+    source = Path(source)
+    if (source / DB_NAME).exists():
+        with RunStore(source) as store:
+            return store.rows()
+    if (source / rundir.CONFIG).exists():
+        return [run_dir_row(source)]
+    raise ValueError(f"{source} is not a run store (no {DB_NAME}) nor a run directory (no {rundir.CONFIG})")
+
+
+def run_dir_row(path: Path) -> dict:
+    """One run directory as a store row (done once its summary.json is written)."""
+    from innovwin.config import RunConfig
+
+    try:
+        saved = read_json(path / rundir.CONFIG)
+        config = RunConfig.from_dict({k: v for k, v in saved.items() if k != "key"})
+        summary = read_json(path / SUMMARY) if (path / SUMMARY).exists() else None
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a readable run directory ({error})") from None
+    return {"key": config.key(), "config": config.resolved().to_dict(), "status": "done" if summary else "running",
+            "summary": summary, "run_dir": str(path), "attempts": 1, "error": None}
+
+
+def findings(rows: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[str]:
+    """The headline of these runs (innovwin.report.headline): what `innovwin sweep` ends with."""
+    records = run_records(rows)
+    return _headline(rows, records, fit_all(records, n_boot=n_boot, seed=seed))
+
+
+def _headline(rows, records, fits) -> list[str]:
+    counts = Counter(row["status"] for row in rows)
+    return headline(records, fits, failed=counts["failed"], pending=counts["queued"] + counts["running"])
+
+
+def build_report(source, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write the whole report of a store or of one run directory; returns the path of index.html (the headline
+    is also in headline.txt beside it)."""
     out = Path(out_dir)
-    with RunStore(store_dir) as store:
-        rows = store.rows()
+    rows = load_rows(source)
     records = run_records(rows)
     out.mkdir(parents=True, exist_ok=True)
     fits = fit_all(records, n_boot=n_boot, seed=seed)
+    lines = _headline(rows, records, fits)
+    (out / "headline.txt").write_text("\n".join(lines) + "\n")
     write_table(out / "runs", records, RUN_COLUMNS)
     write_table(out / "fits", fits, FIT_COLUMNS)
     figures = {}
@@ -85,7 +126,7 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
     write_table(out / "seeds", replicates, seeds.COLUMNS)
     section = seeds.section(replicates) + write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
     index = out / "index.html"
-    index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins, section))
+    index.write_text(render_index(source, rows, records, fits, figures, curves, basins, section, lines))
     return index
 
 
@@ -138,10 +179,8 @@ POOLED_FIELDS = frozenset({
 
 def config_variants(configs: list[dict]) -> list[str]:
     """Each config's values of the fields (POOLED_FIELDS aside) that differ among ``configs``, e.g.
-    ``batch=128 lr=0.003``; "" for every config when no such field differs."""
-    names = sorted({name for config in configs for name in config} - POOLED_FIELDS)
-    varying = [name for name in names if len({repr(config.get(name)) for config in configs}) > 1]
-    return [" ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
+    ``lr=0.003 batch=128``; "" for every config when no such field differs."""
+    return differences(configs, POOLED_FIELDS)
 
 
 def run_records(rows: list[dict]) -> list[dict]:
@@ -593,11 +632,20 @@ FIGURE_CAPTIONS = {
 }
 
 
-def render_index(store_dir, rows, records, fits, figures, curves, basins, sensitivity_html="") -> str:
+def render_index(source, rows, records, fits, figures, curves, basins, sensitivity_html="", lines=()) -> str:
     counts = Counter(row["status"] for row in rows)
     status = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("done", "running", "queued", "failed"))
-    parts = [f"<h1>innovwin report</h1><p>Store <code>{html.escape(str(store_dir))}</code>: {status}. "
+    single = not (Path(source) / DB_NAME).exists()
+    parts = [f"<h1>innovwin report</h1><section id='headline'><h2>Findings</h2><ul>"
+             + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+             + f"</ul><p class='definitions'>{html.escape(thresholds(records))}</p></section>"
+             f"<p>{'Run directory' if single else 'Store'} <code>{html.escape(str(source))}</code>: {status}. "
              "Tables: <a href='runs.csv'>runs.csv</a>, <a href='fits.csv'>fits.csv</a> (also as .md).</p>"]
+    if single and rows:
+        config = rows[0]["config"]
+        parts.append("<h2>Settings</h2>" + _html_table([{"field": DOTTED.get(name, name), "value": config[name],
+                                                          "meaning": HELP.get(name, "")} for name in config],
+                                                        ("field", "value", "meaning")))
     for name, path in figures.items():
         parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
                      "</figcaption></figure>")

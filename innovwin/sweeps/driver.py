@@ -1,15 +1,16 @@
 """The sweep driver loop, the same for every executor: queue the runs, hand the longest ones out first, write each
-result to the store the moment it returns, print a live summary line."""
+result to the store the moment it returns, show the live progress (innovwin.sweeps.progress)."""
 from __future__ import annotations
 
 import functools
 import json
 import math
 import signal
-import time
 
 from innovwin.store import RunStore
 from innovwin.sweeps.executors import RunFn, make_executor, train_run
+from innovwin.sweeps.progress import SweepProgress
+from innovwin.sweeps.spec import run_names
 
 
 def estimate_cost(config: dict) -> float:
@@ -55,64 +56,21 @@ def preflight(runs: dict[str, dict]) -> None:
 
 
 # --- the driver loop -------------------------------------------------------------------
-class Progress:
-    """The live summary line: done / running / queued / failed, and the time left."""
-
-    def __init__(self, stream, costs: dict[str, float], capacity: int):
-        self.stream = stream
-        self.costs = costs
-        self.capacity = capacity
-        self.start = time.monotonic()
-        self.seconds_per_cost: list[tuple[float, float]] = []  # (seconds, cost) of runs done here
-        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
-        self.last_counts = None
-
-    def finished(self, key: str, seconds: float) -> None:
-        if seconds > 0:
-            self.seconds_per_cost.append((seconds, self.costs.get(key, 0.0)))
-
-    def eta(self, left: list[str]) -> float | None:
-        seconds, cost = (sum(column) for column in zip(*self.seconds_per_cost)) if self.seconds_per_cost else (0, 0)
-        if not left or cost <= 0:
-            return None if left else 0.0
-        return seconds / cost * sum(self.costs.get(key, 0.0) for key in left) / min(self.capacity, len(left))
-
-    def show(self, counts: dict[str, int], left: list[str], final: bool = False) -> None:
-        if not self.stream or (not self.tty and not final and counts == self.last_counts):
-            return  # a log file gets a line per change, a terminal a line that ticks
-        self.last_counts = dict(counts)
-        eta = self.eta(left)
-        line = (f"[sweep] {counts['done']} done · {counts['running']} running · {counts['queued']} queued · "
-                f"{counts['failed']} failed · {_duration(time.monotonic() - self.start)} elapsed · "
-                f"ETA {'?' if eta is None else _duration(eta)}")
-        end = "\n" if final or not self.tty else ""
-        self.stream.write(("\r\033[K" if self.tty else "") + line + end)
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=None, poll_s: float = 1.0) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
-    their run directory), failed ones are retried until they have had ``max_attempts``.
-    ``stream`` (e.g. sys.stderr) gets the live summary line; None runs quietly.
+    their run directory), failed ones are retried until they have had ``max_attempts`` (the retry limit).
+    ``stream`` (e.g. sys.stderr) gets the live progress; None runs quietly. ``names`` (key -> readable name,
+    default :func:`run_names`) name the lines and the new run directories.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     preflight(runs)
     store.requeue_orphans()
+    names = run_names(runs) if names is None else names
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     store.add(runs, costs)
     queue = store.pending(runs, max_attempts)
@@ -120,10 +78,10 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
         counts = store.counts(runs)
         if stream:
             stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed "
-                         f"(after {max_attempts} attempts)\n")
+                         f"(retry limit {max_attempts} reached)\n")
         return counts
     pool = make_executor(executor, run_fn, workers=workers, ray_address=ray_address, n_runs=len(queue))
-    progress = Progress(stream, costs, pool.capacity)
+    progress = SweepProgress(stream, costs, pool.capacity, names)
     if stream:
         stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}\n")
     in_flight: set[str] = set()
@@ -133,18 +91,23 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
             while queue and len(in_flight) < pool.capacity:
                 key = queue.pop(0)
                 store.claim(key)
-                pool.submit(key, runs[key], str(store.run_dir(key)))
+                run_dir = str(store.run_dir(key, names.get(key, "")))
+                pool.submit(key, runs[key], run_dir)
+                progress.submitted(key, run_dir)
                 in_flight.add(key)
-            progress.show(store.counts(runs), queue + sorted(in_flight))
+            progress.show(store.counts(runs), queue)
             for key, status, payload, seconds in pool.wait(poll_s):
                 in_flight.discard(key)
                 if status == "done":
                     store.finish(key, payload)
-                    progress.finished(key, seconds)
+                    progress.finished(key, status, payload, seconds)
                 else:
                     store.fail(key, str(payload))
-                    if store.get(key)["attempts"] < max_attempts:
+                    attempts = store.get(key)["attempts"]
+                    if attempts < max_attempts:
                         queue.append(key)
+                    progress.finished(key, status, payload, seconds, f"attempt {attempts}, retry limit {max_attempts}"
+                                      + ("" if attempts < max_attempts else ": stays failed"))
         counts = store.counts(runs)
         progress.show(counts, [], final=True)
         return counts
