@@ -5,6 +5,7 @@ must recover both exponents within their bootstrap intervals, censored runs must
 them, and every table and figure must be written.
 """
 import csv
+import html
 import json
 import math
 
@@ -109,6 +110,15 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
     for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued", "seeds.csv"):
         assert name in page, name
     assert len(list((out / "basins").glob("*.png"))) == 1
+    # the answer first: alpha with its interval per group, the windows counted, the definitions in force
+    headline = (out / "headline.txt").read_text().splitlines()
+    alphas = [line for line in headline if line.startswith("τ_mem ∝ N^")]
+    assert len(alphas) == 4 and all("95% CI" in line for line in alphas)
+    windows, = [line for line in headline if line.startswith("windows: ")]
+    counted = [int(part.split()[0]) for part in windows[len("windows: "):].split(";")[0].split(", ")]
+    assert sum(counted) == len(runs) and headline[-1] == f"runs: {len(runs)} finished, 0 failed, 1 not run yet"
+    assert page.index("id='headline'") < page.index("<img") and html.escape(alphas[0]) in page
+    assert "validity ≥ 0.9 and stays so at the next one" in page and "by ≥ 0.1" in page
 
 
 def test_power_law_fit_interval_and_bad_input():
@@ -308,3 +318,24 @@ def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
     assert row["tau_mem_seeds"] == "80, > 100, > 100" and row["tau_mem_median"] == "> 100"
     assert row["tau_mem_range"] == "80 - > 100"
     assert seeds.cell_verdict(records[1:]) == "open"
+
+
+def test_report_of_one_run_directory(tmp_path, capsys):
+    """`innovwin report RUN_DIR`: the run's curves, clocks and settings, and the findings in the terminal."""
+    from innovwin.cli import main
+
+    config = RunConfig(n_train=64, steps=STEPS).resolved()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = synthetic_metrics(tau_rule=150.0, tau_mem=900.0, chance=64 / 2 ** 18)
+    (run_dir / "config.json").write_text(json.dumps({**config.to_nested(), "key": config.key()}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = {**clocks.summarize(rows), "final": rows[-1], "config": config.to_dict()}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "findings:" in out and "windows: 1 open, 0 open at the end, 0 closed, 0 unresolved" in out
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "Run directory" in page and "<h2>Settings</h2>" in page and "optim.lr" in page
+    assert (tmp_path / "out" / "curves" / f"{config.key()}.png").exists()
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")]) == 2
