@@ -339,3 +339,27 @@ def test_report_of_one_run_directory(tmp_path, capsys):
     assert "Run directory" in page and "<h2>Settings</h2>" in page and "optim.lr" in page
     assert (tmp_path / "out" / "curves" / f"{config.key()}.png").exists()
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")]) == 2
+
+
+def test_tau_points_carry_error_bars_and_fits_need_an_interval_and_three_xs(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    with RunStore(tmp_path / "store", write=True) as store:
+        for g, ns in ((2, (64, 256, 1024)), (3, (64, 256))):  # three distinct N for g=2, two for g=3
+            for n in ns:
+                config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, steps=STEPS).resolved()
+                tau_mem = 3 * n ** ALPHA_MEM
+                add_run(store, config, synthetic_metrics(100.0, tau_mem, chance=0.0),
+                        tau_rule_ci=[80.0, 120.0], tau_mem_ci=[0.8 * tau_mem, None])  # one interval open above
+        records = run_records(store.rows())
+    figure = plot_tau_vs_n(records, fit_all(records, n_boot=100))
+    ax, = figure.axes
+    bars = [segment for c in ax.collections if isinstance(c, LineCollection) for segment in c.get_segments()]
+    assert len(bars) == 2 * 5  # both clocks of every run
+    assert any(np.allclose(segment[:, 1], [80, 120]) for segment in bars)
+    assert any(segment[1, 1] == STEPS for segment in bars)  # open above: drawn up to the last step
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any(label.startswith("τ_mem ∝ N^0.9") and "parity:h=6,w=6,g=2" in label for label in labels)
+    assert any("parity:h=6,w=6,g=3" in label and "no line (2 distinct measured x" in label for label in labels)
+    drawn = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
+    assert len(drawn) == 2  # g=2's two clocks; g=3's are not drawn

@@ -30,6 +30,7 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -47,6 +48,7 @@ from innovwin.store.runstore import DB_NAME, RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
+WINDOW_CMAP = matplotlib.colormaps["viridis"]
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
 RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_bracket_lo", "tau_rule_bracket_hi",
@@ -145,7 +147,7 @@ def write_sensitivity(out: Path, records, metrics, *, n_boot: int, seed: int) ->
              f"not fitted. {len(runs)} of {len(records)} finished runs have evaluation rows.</p>"]
     figure = sensitivity.plot_alpha_sensitivity(alphas)
     if figure is not None:
-        parts.append(f"<figure><img src='{_save(figure, out / 'alpha_sensitivity.png').name}'></figure>")
+        parts.append(f"<figure>{_img(_save(figure, out / 'alpha_sensitivity.png'))}</figure>")
     parts.append(_html_table(*sensitivity.alpha_by_group(alphas)) if alphas
                  else "<p>No refit: N does not vary within any group of runs with evaluation rows.</p>")
     return "".join(parts)
@@ -198,7 +200,8 @@ def run_records(rows: list[dict]) -> list[dict]:
         final = summary.get("final") or {}
         record = {
             "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
-            "complexity": task.complexity, "arch": config["arch"], "depth": config["depth"],
+            "complexity": task.complexity, "complexity_label": ", ".join(task.complexity_params or ("complexity",)),
+            "arch": config["arch"], "depth": config["depth"],
             "width": config["width"], "variant": variant, "n_train": config["n_train"], "seed": config["seed"],
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
             "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
@@ -280,11 +283,23 @@ def _cell(value) -> str:
 
 
 # --- figures ---------------------------------------------------------------------------
+PAGE_DPI = 110  # pixels per inch a figure takes on the page; its PNG has twice as many, for sharp screens
+
+
 def _save(figure: Figure, path: Path) -> Path:
+    """Write the figure as SVG (vector) and as PNG at 2x PAGE_DPI beside it; returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path.with_suffix(".svg"))
+    figure.savefig(path, dpi=2 * PAGE_DPI)
     return path
+
+
+def _img(path: Path, folder: str = "") -> str:
+    """The PNG shown at half its pixel width (2x for sharp screens), linked to its SVG."""
+    width = int.from_bytes(path.read_bytes()[16:20], "big") // 2  # the PNG header's width field
+    return (f"<a href='{folder}{path.with_suffix('.svg').name}'><img src='{folder}{path.name}' width='{width}' "
+            f"alt='{html.escape(path.stem)}'></a>")
 
 
 def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
@@ -293,11 +308,6 @@ def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
     figure = Figure(figsize=(5.5 * len(archs), height * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, len(archs), squeeze=False, sharey=n_rows == 1)
     return figure, archs, axes
-
-
-def _panels_over(records, x: str):
-    """One panel per architecture for a figure against ``x``; None when x takes fewer than two values."""
-    return _arch_panels(records) if len({r[x] for r in records}) >= 2 else None
 
 
 def _size_label(depth, width, variant="") -> str:
@@ -361,20 +371,40 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
 
 def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
     """Both clocks against N on log-log axes, one colour per (task, size, variant), with the fitted lines."""
-    if (panels := _panels_over(records, "n_train")) is None:
+    return _plot_against(records, fits, "n_train", CLOCKS, "task", lambda rows: "training-set size N (samples)",
+                         "clock τ (training steps)")
+
+
+def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
+    """tau_rule against the rule's complexity, one row of panels per task family (parity's G and a Sudoku's n
+    are different knobs), one colour per size (pooled over N and seeds)."""
+    return _plot_against(records, fits, "complexity", ("tau_rule",), "family",
+                         lambda rows: f"rule complexity: {rows[0]['complexity_label']} of {rows[0]['family']}",
+                         "τ_rule (training steps)", rows_by="family")
+
+
+def _plot_against(records, fits, x: str, shown, colour_by: str, xlabel, ylabel: str, rows_by: str | None = None):
+    """The clocks ``shown`` against ``x`` (log-log), one column per architecture and one row per value of
+    ``rows_by``, one colour per (``colour_by``, size, variant), fitted lines where they are drawable (_draw_fit);
+    None when x takes fewer than two values in every row."""
+    rows = defaultdict(list)
+    for r in records:
+        rows[r[rows_by] if rows_by else None].append(r)
+    rows = {value: members for value, members in sorted(rows.items(), key=lambda item: str(item[0]))
+            if len({r[x] for r in members}) >= 2}
+    if not rows:
         return None
-    figure, archs, axes = panels
-    for ax, arch in zip(axes[0], archs):
-        for color, (task, depth, width, variant), members in _coloured_groups(records, arch, "task"):
-            for clock in CLOCKS:
-                _scatter_clock(ax, members, "n_train", clock, color)
-                fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width,
-                                variant=variant)
-                _draw_fit(ax, fit, CLOCK_STYLE[clock][1], color, f"{CLOCK_STYLE[clock][2]} ∝ N^{{alpha}}  {task}, "
-                          f"{_size_label(depth, width, variant)}")
-        _clock_legend(ax, [r for r in records if r["arch"] == arch])
-        _log_panel(ax, sorted({r["n_train"] for r in records}), "training-set size N (samples)",
-                   "clock τ (training steps)", arch_title(arch))
+    figure, archs, axes = _arch_panels(records, n_rows=len(rows))
+    for row_axes, in_row in zip(axes, rows.values()):
+        for ax, arch in zip(row_axes, archs):
+            for color, group, members in _coloured_groups(in_row, arch, colour_by):
+                for clock in shown:
+                    _scatter_clock(ax, members, x, clock, color)
+                    fit = _find_fit(fits, clock, x, arch=arch, **dict(zip((colour_by, "depth", "width", "variant"),
+                                                                          group)))
+                    _draw_fit(ax, fit, members, x, clock, color, f"{group[0]}, {_size_label(*group[1:])}")
+            _clock_legend(ax, [r for r in in_row if r["arch"] == arch], shown)
+            _log_panel(ax, sorted({r[x] for r in in_row}), xlabel(in_row), ylabel, arch_title(arch))
     return figure
 
 
@@ -387,14 +417,23 @@ def _coloured_groups(records: list[dict], arch: str, by: str):
         yield f"C{index % 10}", group, members
 
 
-def _draw_fit(ax, fit: dict | None, style: str, color: str, label: str) -> bool:
-    """Draw a fitted power law over its x range (``{alpha}`` in the label becomes the exponent); False if none."""
-    if not fit or fit["alpha"] is None:
-        return False
-    xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
-    ax.plot(xs, fit["a"] * xs ** fit["alpha"], style, color=color, lw=1.2,
-            label=label.replace("{alpha}", f"{fit['alpha']:.2f}"))
-    return True
+MIN_FIT_XS = 3  # distinct x values a fitted line needs to be drawn
+
+
+def _draw_fit(ax, fit: dict | None, members: list[dict], x: str, clock: str, color: str, group: str) -> bool:
+    """Draw a fitted power law over its x range, with its exponent's interval in the legend, when it has an
+    interval and rests on at least MIN_FIT_XS distinct measured x; otherwise a legend entry says why not."""
+    name, style = CLOCK_STYLE[clock][2], CLOCK_STYLE[clock][1]
+    symbol = "N" if x == "n_train" else members[0]["complexity_label"] if x == "complexity" else x
+    xs = {r[x] for r in members if clock_kind(r, clock) == "measured"}
+    if fit and fit["alpha"] is not None and fit["alpha_lo"] is not None and len(xs) >= MIN_FIT_XS:
+        grid = np.geomspace(fit["x_min"], fit["x_max"], 50)
+        ax.plot(grid, fit["a"] * grid ** fit["alpha"], style, color=color, lw=1.2,
+                label=f"{name} ∝ {symbol}^{fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]  {group}")
+        return True
+    ax.plot([], [], CLOCK_STYLE[clock][0], color=color,
+            label=f"{name}  {group}: no line ({len(xs)} distinct measured x; a fit needs {MIN_FIT_XS})")
+    return False
 
 
 def _log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
@@ -406,26 +445,6 @@ def _log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-
-
-def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
-    """tau_rule against the rule's complexity, one line per depth (pooled over N and seeds)."""
-    if (panels := _panels_over(records, "complexity")) is None:
-        return None
-    figure, archs, axes = panels
-    for ax, arch in zip(axes[0], archs):
-        for color, (family, depth, width, variant), members in _coloured_groups(records, arch, "family"):
-            _scatter_clock(ax, members, "complexity", "tau_rule", color)
-            fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width,
-                            variant=variant)
-            label = f"{family}, {_size_label(depth, width, variant)}"
-            if not _draw_fit(ax, fit, "--", color, f"{label}: τ_rule ∝ complexity^{{alpha}}"):
-                ax.plot([], [], "s", color=color, label=label)
-        _clock_legend(ax, [r for r in records if r["arch"] == arch], ("tau_rule",))
-        _log_panel(ax, sorted({r["complexity"] for r in records}),
-                   "rule complexity (the task's knob, e.g. parity group size G)", "τ_rule (training steps)",
-                   arch_title(arch))
-    return figure
 
 
 def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
@@ -451,12 +470,12 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
                 closed = text == "×"
                 if closed:
                     ax.add_patch(_rectangle(j, i, color="0.75"))
-                ax.text(j, i, text, ha="center", va="center", fontsize=9 if closed else 7,
-                        color="black" if closed or value is None or value < 0.6 * vmax else "white")
-            image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=vmax, aspect="auto",
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if closed else 8,
+                        color="black" if closed or value is None else _text_colour(WINDOW_CMAP(value / vmax)))
+            image = ax.imshow(np.ma.masked_invalid(grid), cmap=WINDOW_CMAP, vmin=0, vmax=vmax, aspect="auto",
                               origin="lower")
             ax.set_xticks(range(len(ns)), [str(n) for n in ns])
-            ax.set_yticks(range(len(task_names)), task_names, fontsize=7)
+            ax.set_yticks(range(len(task_names)), task_names, fontsize=8)
             ax.set_xlim(-0.5, len(ns) - 0.5)
             ax.set_ylim(-0.5, len(task_names) - 0.5)
             ax.set_xlabel("training-set size N (samples)")
@@ -467,6 +486,12 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
         figure.colorbar(image, ax=axes, shrink=0.8,
                         label="log10(τ_mem/τ_rule), decades")
     return figure
+
+
+def _text_colour(rgba) -> str:
+    """Black on light cells, white on dark ones (by the cell colour's luminance)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
 
 
 def _window_cell(members: list[dict]) -> tuple[str, float | None]:
@@ -574,13 +599,21 @@ def _ticks_at(ax, values) -> None:
 
 
 def _scatter_clock(ax, members, x_name, clock, color) -> None:
-    """Measured clocks filled, censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
+    """Measured clocks filled with their 95% interval as an error bar (one open above is drawn up to the last
+    step), censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
     for kind in ("measured", "censored", "first_eval"):
         points = [(r[x_name], clock_value(r, clock)[0]) for r in members if clock_kind(r, clock) == kind]
         if points:
             xs, ys = zip(*points)
             ax.scatter(xs, ys, marker=BOUND_MARKER if kind == "first_eval" else CLOCK_STYLE[clock][0], s=28,
                        edgecolors=color, linewidths=1.2, facecolors="none" if kind == "censored" else color, zorder=3)
+    bars = [(r[x_name], r[clock], r[f"{clock}_lo"], r[f"{clock}_hi"] or r["last_step"]) for r in members
+            if clock_kind(r, clock) == "measured" and r[f"{clock}_lo"] is not None]
+    if bars:
+        xs, ys, lo, hi = (np.array(column, dtype=float) for column in zip(*bars))
+        # a bootstrap percentile interval can miss its point estimate: clip, never a negative bar
+        ax.errorbar(xs, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], fmt="none", ecolor=color,
+                    elinewidth=1, capsize=2, zorder=2)
 
 
 def _clock_legend(ax, records, shown=CLOCKS) -> None:
@@ -594,7 +627,7 @@ def _clock_legend(ax, records, shown=CLOCKS) -> None:
     if any(clock_kind(r, clock) == "first_eval" for r in records for clock in shown):
         ax.scatter([], [], marker=BOUND_MARKER, color="0.3", label="crossed by the first evaluation: drawn there "
                                                                    "(≤ value, not fitted)")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7.5, loc="best")
 
 
 def _find_fit(fits, clock, against, **group):
@@ -616,19 +649,22 @@ def collect_basins(records: list[dict], out: Path) -> list[Path]:
 
 # --- index.html ------------------------------------------------------------------------
 FIGURE_CAPTIONS = {
-    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Lines: least-squares power laws; "
-                "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits); "
-                "downward triangles: clocks crossed by the first evaluation (upper bounds, drawn at that step, "
-                "left out of the fits).",
-    "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds). Hollow: "
-                "censored; downward triangles: crossed by the first evaluation (upper bounds); neither is fitted.",
+    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Bars: 95% bootstrap intervals (one "
+                "open above is drawn up to the last step). Lines: least-squares power laws, drawn only where α has "
+                "an interval and at least 3 distinct N are measured (the legend says when not); hollow markers: "
+                "clocks that never crossed (drawn at the last step, left out of the fits); downward triangles: "
+                "clocks crossed by the first evaluation (upper bounds, drawn at that step, left out of the fits).",
+    "tau_rule": "τ_rule against rule complexity, one row per task family (each family's own knob), one colour per "
+                "model size (pooled over N and seeds). Bars: 95% intervals. Hollow: censored; downward triangles: "
+                "crossed by the first evaluation (upper bounds); neither is fitted.",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks unresolved cells: the "
                   "two clocks' intervals overlap (or neither clock crossed, or both by the first evaluation), or "
                   "the seeds' verdicts disagree.",
-    "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with the same task, N, size, seed and variant. Hollow: "
-                  "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
+    "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with "
+                  "the same task, N, size, seed and variant. Hollow: a clock censored; downward triangles: a clock "
+                  "crossed by the first evaluation (upper bound).",
 }
 
 
@@ -647,8 +683,7 @@ def render_index(source, rows, records, fits, figures, curves, basins, sensitivi
                                                           "meaning": HELP.get(name, "")} for name in config],
                                                         ("field", "value", "meaning")))
     for name, path in figures.items():
-        parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
-                     "</figcaption></figure>")
+        parts.append(f"<figure>{_img(path)}<figcaption>{html.escape(FIGURE_CAPTIONS[name])}</figcaption></figure>")
     parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup></h2><p>Two fits side by side: least squares on the "
                  "measured clocks (alpha, 95% bootstrap interval; censored runs left out) and maximum likelihood "
                  "on every run's bracket, censored runs included (ml_alpha, 95% profile-likelihood interval; "
@@ -670,8 +705,7 @@ def render_index(source, rows, records, fits, figures, curves, basins, sensitivi
     parts.append(sensitivity_html)
     if curves:
         parts.append("<h2>Two-clock curves</h2><div class='grid'>")
-        parts += [f"<a id='{key}' href='curves/{path.name}'><img src='curves/{path.name}'></a>"
-                  for key, path in curves.items()]
+        parts += [f"<div id='{key}'>{_img(path, 'curves/')}</div>" for key, path in curves.items()]
         parts.append("</div>")
     if basins:
         parts.append("<h2>Basins of attraction</h2><div class='grid'>")
@@ -679,6 +713,8 @@ def render_index(source, rows, records, fits, figures, curves, basins, sensitivi
                   for path in basins]
         parts.append("</div>")
     style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+             "#headline{background:#f2f6fb;border-left:5px solid #2b6cb0;padding:.2em 1.2em;font-size:17px}"
+             "#headline li{margin:.3em 0}.definitions{font-size:14px;color:#333}"
              "img{max-width:100%}figure{margin:1.5em 0}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:8px}")
