@@ -64,7 +64,7 @@ def test_a_log_gets_one_line_per_change_and_a_terminal_a_block_redrawn(tmp_path)
         log.show(counts, [])
     lines = log.stream.getvalue().splitlines()
     assert sum("seed=0: step" in line for line in lines) == 2  # quarter 0 (step 10) and quarter 1 (step 300)
-    assert sum("running ·" in line for line in lines) == 1  # the counts did not change
+    assert sum("running ·" in line for line in lines) == 2  # after each of those: the counts did not change
     log.finished("a", "done", {"tau_rule": 120.0, "tau_rule_ci": [100.0, 150.0], "tau_mem": None,
                                "tau_mem_censored": True, "tau_mem_text": "> 1000", "window_state": "open_at_end",
                                "window": None}, 12.0)

@@ -363,3 +363,50 @@ def test_tau_points_carry_error_bars_and_fits_need_an_interval_and_three_xs(tmp_
     assert any("parity:h=6,w=6,g=3" in label and "no line (2 distinct measured x" in label for label in labels)
     drawn = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
     assert len(drawn) == 2  # g=2's two clocks; g=3's are not drawn
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# appended to a copy of index.html: once everything has loaded, the page writes what a user would see into its body
+PAGE_CHECK = """<script>window.addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
+  const headline = document.querySelector('#headline');
+  const top = headline ? headline.getBoundingClientRect().top : -1;
+  document.body.insertAdjacentHTML('beforeend', '<pre id="check">' + JSON.stringify(
+    {images: images.length, broken: broken, headline: headline ? headline.innerText : null, top: top,
+     viewport: window.innerHeight}) + '</pre>');
+});</script>"""
+
+
+def browser() -> str | None:
+    import shutil
+
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(browser() is None, reason="no headless browser: install Chromium (Debian: apt-get install -y "
+                                              "chromium) to render the report as a user sees it")
+def test_report_renders_in_a_headless_browser(tmp_path):
+    """The report as a user opens it: the page loads, every image loads, the findings are on the first screen."""
+    import subprocess
+
+    with RunStore(tmp_path / "store", write=True) as store:
+        for arch in ("dit", "gpt"):
+            for n in (64, 256, 1024):
+                config = RunConfig(n_train=n, arch=arch, steps=STEPS).resolved()
+                rows = synthetic_metrics(100.0 * (2 if arch == "gpt" else 1), 3 * n ** ALPHA_MEM, chance=0.0)
+                add_run(store, config, rows)
+                store.run_dir(config.key()).mkdir(parents=True)
+                (store.run_dir(config.key()) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=100)
+    check = index.with_name("check.html")
+    check.write_text(index.read_text().replace("</body>", PAGE_CHECK + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--window-size=1280,900", "--virtual-time-budget=10000"]
+    dom = subprocess.run([browser(), *flags, "--dump-dom", check.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert '<pre id="check">{' in dom, dom[-2000:]  # the script's own text holds the tag too: take the last one
+    result = json.loads(html.unescape(dom.rsplit('<pre id="check">', 1)[1].split("</pre>")[0]))
+    assert result["images"] >= 4 + 6 and result["broken"] == []  # the figures and every run's curves
+    assert "τ_mem ∝ N^" in result["headline"] and "windows:" in result["headline"]
+    assert 0 <= result["top"] < result["viewport"] / 2  # the answer is the first thing on the page

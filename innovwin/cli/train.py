@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read fields from a TOML file ([group] tables, or name = value lines)")
-    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-n<N>-<key>)")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-N<N>-<key>)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="set any config field by its dotted or bare name, e.g. --set optim.ema=0.999 "
                              "(repeatable)")

@@ -20,6 +20,7 @@ LOSS = "loss.jsonl"
 PROGRESS = "progress.json"
 LOSS_EVERY = 10  # steps per loss.jsonl row
 PROGRESS_EVERY_S = 1.0  # at most one progress.json write per this many seconds (and one at each evaluation)
+RATE_AFTER_S = 3.0  # seconds of steps before a rate is reported
 
 
 class RunLog:
@@ -29,7 +30,7 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.steps, self.first_step = steps, first_step
         self.echo = echo
-        self.started = time.monotonic()
+        self.clock = None  # (monotonic time, step) of the first progress call: the rate leaves setup out
         self.last_write = -float("inf")
         self.last_row: dict = {}
 
@@ -45,9 +46,13 @@ class RunLog:
             handle.write(json.dumps({"step": step, "loss": value}) + "\n")
 
     def steps_per_s(self, step: int) -> float | None:
-        """This session's rate, evaluations included (what the time left depends on)."""
-        elapsed = time.monotonic() - self.started
-        return (step - self.first_step) / elapsed if elapsed > 0 and step > self.first_step else None
+        """This session's rate since its first step, evaluations included (what the time left depends on);
+        None for the first RATE_AFTER_S seconds, when a rate would mostly measure warm-up."""
+        now = time.monotonic()
+        if self.clock is None:
+            self.clock = (now, step)
+        elapsed = now - self.clock[0]
+        return (step - self.clock[1]) / elapsed if elapsed >= RATE_AFTER_S else None
 
     def progress(self, step: int, row: dict | None = None, state: str = "running") -> None:
         """Write progress.json now if an evaluation ``row`` came or a state changed, else at most every

@@ -128,12 +128,14 @@ class SweepProgress:
             self.stream.write("\n".join([summary, *runs]) + "\n")
             self.block_lines = 1 + len(runs)
         else:
+            changed = final or counts != self.last_counts
             for key in sorted(self.started, key=self.name):
                 quarter = self._quarter(progress.get(key))
                 if quarter > self.quarter[key]:
                     self.quarter[key] = quarter
                     self.stream.write(f"[sweep] {self.run_line(key, progress.get(key), left[key])}\n")
-            if final or counts != self.last_counts:
+                    changed = True
+            if changed:  # the counts, or a run's progress: the ETA line follows
                 self.stream.write(summary + "\n")
         self.last_counts = dict(counts)
         self.stream.flush()
@@ -155,8 +157,8 @@ class SweepProgress:
 
     @staticmethod
     def _quarter(state: dict | None) -> int:
-        if not state or state.get("state") != "running" or not state.get("steps"):
-            return -1
+        if not state or state.get("state") != "running" or not state.get("steps_per_s"):
+            return -1  # a log's first line about a run waits for its rate
         return min(QUARTERS - 1, QUARTERS * state["step"] // state["steps"])
 
     def _clear_block(self) -> None:

@@ -40,9 +40,11 @@ def eval_steps(config: RunConfig) -> list[int]:
 
 
 def default_out_dir(config: RunConfig) -> Path:
-    """runs/<arch>-<task>-n<N>-<key>: readable, and the same command finds its run again."""
+    """runs/<arch>-<task>-N<N>-<key>, e.g. runs/gpt-sudoku-n4-N64-1a2b3c4d (the task's n, the training set's N):
+    readable, and the same command finds its run again."""
     slug = config.task.replace(":", "-").replace(",", "-").replace("=", "")
-    return Path("runs") / f"{config.arch}-{slug}-n{config.n_train}-{config.key()[:8]}"
+    earlier = Path("runs") / f"{config.arch}-{slug}-n{config.n_train}-{config.key()[:8]}"  # before N was capital
+    return earlier if earlier.is_dir() else Path("runs") / f"{config.arch}-{slug}-N{config.n_train}-{config.key()[:8]}"
 
 
 def check_run(config: RunConfig):
