@@ -1,18 +1,20 @@
-"""`innovwin runs STORE`: a store's runs, one line each: readable name, status, attempts, clocks, directory."""
+"""`innovwin runs STORE`: a store's runs, one entry each: readable name, status, attempts, clocks, directory."""
 from __future__ import annotations
 
 import argparse
 
+from innovwin.cli import subcommand
+
+DESCRIPTION = ("One entry per run of a store: the grid values that set it apart (e.g. n_train=512 seed=0), its status "
+               "and attempts, its clocks with their 95% intervals and window when done, its error's last line when "
+               "failed, and its run directory.")
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "runs", help="list a store's runs: name, status, clocks, window, directory",
-        description="One line per run of a store: the grid values that set it apart (e.g. n_train=512 seed=0), "
-                    "its status and attempts, its clocks with their 95%% intervals and window when done, its error's "
-                    "last line when failed, and its run directory.")
+    parser = subcommand(subparsers, "runs", run_runs_command, "list a store's runs: name, status, clocks, window, "
+                        "directory", DESCRIPTION)
     parser.add_argument("store", metavar="STORE", help="store directory written by `innovwin sweep`")
     parser.add_argument("--status", choices=("queued", "running", "done", "failed"), help="only runs in this state")
-    parser.set_defaults(func=run_runs_command)
 
 
 def run_runs_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from innovwin.cli import subcommand
+
 MIN_BOOT = 100  # report --n-boot: with fewer, a 95% interval's ends are set by a handful of resamples
 
 
@@ -11,10 +13,12 @@ def add_parser(subparsers) -> None:
     from innovwin.sweeps.executors import EXECUTORS
     from innovwin.sweeps.spec import presets
 
-    sweep = subparsers.add_parser(
-        "sweep", help="run a grid of runs into a store (skips done runs, resumes interrupted ones)",
-        description="Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones "
-                    "not done yet. Safe to kill and rerun: done runs are kept, interrupted runs resume.")
+    sweep = subcommand(
+        subparsers, "sweep", run_sweep_command,
+        "run a grid of runs into a store (skips done runs, resumes interrupted ones)",
+        "Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones not done yet, showing "
+        "each running run's progress and an ETA, and the findings at the end. Safe to kill and rerun: done runs "
+        "are kept, interrupted runs resume.")
     sweep.add_argument("spec", nargs="?", help="sweep spec TOML file (or use --preset)")
     sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
     sweep.add_argument("--store", required=True, help="store directory (created if missing)")
@@ -29,19 +33,17 @@ def add_parser(subparsers) -> None:
                        help="retry limit: tries per run (a failed run is retried until it has had N)")
     sweep.add_argument("--dry-run", action="store_true",
                        help="print the expanded grid and what would run (nothing is trained or written)")
-    sweep.set_defaults(func=run_sweep_command)
 
-    report = subparsers.add_parser("report", help="findings, tables, scaling fits and figures of a store or a run",
-                                   description="Write the findings, CSV/Markdown tables, fits and SVG/PNG figures "
-                                               "of every finished run in a store (or of one run directory), and "
-                                               "an index.html that opens with the answer.")
+    report = subcommand(
+        subparsers, "report", run_report_command, "findings, tables, scaling fits and figures of a store or a run",
+        "Write the findings, CSV/Markdown tables, fits and SVG/PNG figures of every finished run in a store (or of "
+        "one run directory), and an index.html that opens with the answer.")
     report.add_argument("store", metavar="STORE_OR_RUN_DIR",
                         help="store directory written by `innovwin sweep`, or a run directory of `innovwin train`")
     report.add_argument("--out", required=True, help="output directory")
     report.add_argument("--n-boot", type=int, default=1000,
                         help=f"bootstrap resamples for the fits' intervals: 0 (none) or at least {MIN_BOOT} "
                              "(default 1000)")
-    report.set_defaults(func=run_report_command)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:

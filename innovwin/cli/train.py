@@ -9,6 +9,7 @@ import dataclasses
 
 from innovwin import config as config_module
 from innovwin import objectives
+from innovwin.cli import subcommand
 from innovwin.config import RunConfig
 
 # Fields whose values are a closed set, listed as the flag's metavar ({dit,gpt}); the config refuses others in one
@@ -17,12 +18,11 @@ CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES}
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train one model and measure its two clocks (the main job)",
-        description="Train one DiT or GPT run, evaluate it on a log-spaced schedule, extract tau_rule and tau_mem. "
-                    "With no flags: a small CPU run that crosses both clocks in a few minutes. "
-                    "Running the same command again resumes the run.",
-    )
+    parser = subcommand(
+        subparsers, "train", run, "train one model and measure its two clocks (the main job)",
+        "Train one DiT or GPT run, evaluate it on a log-spaced schedule, extract tau_rule and tau_mem. With no "
+        "flags: a small CPU run that crosses both clocks in a few minutes. Running the same command again resumes "
+        "the run.")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read fields from a TOML file ([group] tables, or name = value lines)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-N<N>-<key>)")
@@ -39,7 +39,6 @@ def add_parser(subparsers) -> None:
         flags = parser.add_argument_group(f"[{group}]")
         for name in names:
             flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", **field_flag(name, defaults[name]))
-    parser.set_defaults(func=run)
 
 
 def field_flag(name: str, default) -> dict:

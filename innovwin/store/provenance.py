@@ -36,6 +36,18 @@ def git_commit(path=None) -> dict | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device) -> dict:
     """The software and hardware of this process for a run on ``device`` (a torch.device)."""
     import torch
@@ -51,7 +63,7 @@ def environment(device) -> dict:
         "cuda": torch.version.cuda,
         "native_extension": innovwin.native_available(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
     }

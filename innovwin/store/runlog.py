@@ -26,13 +26,13 @@ RATE_AFTER_S = 3.0  # seconds of steps before a rate is reported
 class RunLog:
     """log.txt, loss.jsonl and progress.json of one run; ``echo`` (e.g. print) shows the lines asked to echo."""
 
-    def __init__(self, run_dir, steps: int, first_step: int, echo=None):
+    def __init__(self, run_dir, steps: int, first_step: int, echo=None, last_row: dict | None = None):
         self.run_dir = Path(run_dir)
         self.steps, self.first_step = steps, first_step
         self.echo = echo
         self.clock = None  # (monotonic time, step) of the first progress call: the rate leaves setup out
         self.last_write = -float("inf")
-        self.last_row: dict = {}
+        self.last_row = last_row or {}  # the last evaluation's row (a resumed run's from before)
 
     def line(self, text: str, echo: bool = False) -> None:
         """Append a line to log.txt; ``echo`` prints it too (the console's own lines: start, resume)."""

@@ -208,7 +208,8 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
         print(f"innovwin train: {note}", file=sys.stderr)
     truncate_loss(out_dir, trainer.step)
     provenance.start_session(out_dir, device, trainer.step)
-    log = RunLog(out_dir, config.steps, trainer.step, echo=None if quiet else tqdm.write)
+    log = RunLog(out_dir, config.steps, trainer.step, echo=None if quiet else tqdm.write,
+                 last_row=(rundir.read_metrics(out_dir) or [None])[-1])
     log.line(f"resume {out_dir} from step {trainer.step} of {config.steps} (its saved training state)" if state
              else f"start {out_dir}: {config.arch} on {task.spec}, N = {config.n_train}, {config.steps} steps, "
                   f"on {device}", echo=True)
