@@ -31,7 +31,8 @@ def window_kind(record: dict) -> str:
 def fit_text(fit: dict, x: str) -> str:
     """``τ_mem ∝ N^0.88 (95% CI 0.59 to 1.03, 4 runs, 1 censored)``, or why there is no interval or fit."""
     clock = "τ_rule" if fit["clock"] == "tau_rule" else "τ_mem"
-    counted = f"{fit['n_points']} runs" + (f", {fit['n_censored']} censored" if fit["n_censored"] else "")
+    counted = f"{fit['n_points']} run{'s' * (fit['n_points'] != 1)}" + (f", {fit['n_censored']} censored"
+                                                                      if fit["n_censored"] else "")
     if fit["alpha"] is None:
         return f"{clock} against {x}: no fit ({fit['note'] or 'too few measured clocks'}; {counted})"
     interval = (f"95% CI {fit['alpha_lo']:.2f} to {fit['alpha_hi']:.2f}" if fit["alpha_lo"] is not None
