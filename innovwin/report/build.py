@@ -50,7 +50,7 @@ CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
 WINDOW_CMAP = matplotlib.colormaps["viridis"]
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
-RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
+RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_bracket_lo", "tau_rule_bracket_hi",
                "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
@@ -193,13 +193,14 @@ def run_records(rows: list[dict]) -> list[dict]:
     tasks = {}
     records = []
     finished = [row for row in rows if row["status"] == "done" and row["summary"]]
-    for row, variant in zip(finished, config_variants([row["config"] for row in finished])):
+    names = differences([row["config"] for row in finished], SEED_FIELDS)  # what sets each run apart
+    for row, variant, name in zip(finished, config_variants([row["config"] for row in finished]), names):
         summary, check = run_summary(row)
         config = row["config"]
         task = tasks.setdefault(config["task"], make(config["task"]))
         final = summary.get("final") or {}
         record = {
-            "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
+            "key": row["key"], "name": name or row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
             "complexity": task.complexity, "complexity_label": ", ".join(task.complexity_params or ("complexity",)),
             "arch": config["arch"], "depth": config["depth"],
             "width": config["width"], "variant": variant, "n_train": config["n_train"], "seed": config["seed"],
@@ -735,7 +736,8 @@ def _rendered_run(record: dict) -> dict:
     window = record["window_state"]
     if (width := _window_width(record)) is not None:
         window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{width:.2f} decades)"
-    return {**record, "run": f"<a href='#{record['key']}'>{record['key']}</a>", "τ_rule": clock("tau_rule"),
+    return {**record, "run": f"<a href='#{record['key']}' title='{record['key']}'>{html.escape(record['name'])}</a>",
+            "τ_rule": clock("tau_rule"),
             "τ_mem": clock("tau_mem"), "window": window}
 
 

@@ -61,8 +61,8 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
                      + (f" ({never} never crossed)" if never else ""))
     else:
         lines.append(f"τ_rule never crossed in any of {len(records)} runs")
-    lines += [f"{fit_text(fit, 'complexity' if fit['against'] == 'complexity' else fit['against'])}  "
-              f"[{group_text(fit)}]" for fit in fits if fit["clock"] == "tau_rule" and fit["against"] != "n_train"]
+    lines += [f"{fit_text(fit, {'n_train': 'N'}.get(fit['against'], fit['against']))}  "
+              f"[{group_text(fit)}]" for fit in fits if fit["clock"] == "tau_rule"]
     kinds = [window_kind(r) for r in records]
     widths = [r["window_width_decades"] for r, kind in zip(records, kinds) if kind == "open"]
     window = ", ".join(f"{kinds.count(kind)} {kind}" for kind in WINDOW_KINDS)
