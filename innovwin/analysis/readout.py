@@ -35,10 +35,14 @@ def _last_step(summary: dict):
 def clock_text(summary: dict, name: str) -> str:
     """e.g. ``119 [101, 145]``, ``<= 10``, ``> 2000``, ``533 [492, open]``."""
     read = clock(summary, name)
-    if read["lo"] is None:
-        return read["text"]
-    high = "open" if read["hi"] is None else f"{read['hi']:.0f}"
-    return f"{read['text']} [{read['lo']:.0f}, {high}]"
+    return with_interval(read["text"], read["lo"], read["hi"])
+
+
+def with_interval(text: str, low: float | None, high: float | None) -> str:
+    """A clock's text followed by its 95% interval when it has one (``open`` for no upper end)."""
+    if low is None:
+        return text
+    return f"{text} [{low:.0f}, {'open' if high is None else f'{high:.0f}'}]"
 
 
 def window_text(summary: dict) -> str:

@@ -41,7 +41,7 @@ from innovwin.analysis import clocks, sensitivity
 from innovwin.analysis.fits import ML_COLUMNS, fit_all
 from innovwin.config import DOTTED, HELP, SEED_FIELDS, differences
 from innovwin.report import seeds
-from innovwin.report.headline import headline, thresholds, window_kind
+from innovwin.report.headline import clock_text, headline, thresholds
 from innovwin.store import rundir
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
 from innovwin.store.runstore import DB_NAME, RunStore
@@ -724,6 +724,7 @@ def render_index(source, rows, records, fits, figures, curves, basins, sensitivi
 
 
 def _rendered_run(record: dict) -> dict:
+<<<<<<< HEAD
     def clock(name):
         if record[f"{name}_censored"]:
             return f"> {record['last_step']}"
@@ -736,9 +737,13 @@ def _rendered_run(record: dict) -> dict:
     window = record["window_state"]
     if (width := _window_width(record)) is not None:
         window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{width:.2f} decades)"
+=======
+    window = record["window_state"].replace("_", " ")
+    if record["window_width_decades"] is not None:
+        window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{record['window_width_decades']:.2f} decades)"
+>>>>>>> 9c8d01d (headline: a single run's clocks with intervals and its window; ranges that print alike print once; one with_interval for clock texts)
     return {**record, "run": f"<a href='#{record['key']}' title='{record['key']}'>{html.escape(record['name'])}</a>",
-            "τ_rule": clock("tau_rule"),
-            "τ_mem": clock("tau_mem"), "window": window}
+            "τ_rule": clock_text(record, "tau_rule"), "τ_mem": clock_text(record, "tau_mem"), "window": window}
 
 
 def _html_table(rows: list[dict], columns) -> str:

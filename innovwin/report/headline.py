@@ -10,6 +10,8 @@ the evaluations around the crossing, and overlapping intervals decide nothing).
 """
 from __future__ import annotations
 
+from innovwin.analysis.readout import with_interval
+
 WINDOW_KINDS = ("open", "open at the end", "closed", "unresolved")
 
 
@@ -50,6 +52,9 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
     """A few lines: α with its interval per group, τ_rule's range and trend, the windows, what did not finish."""
     if not records:
         return [f"no finished run yet ({pending} to run, {failed} failed)"]
+    if len(records) == 1:
+        return one_run(records[0]) + ([f"runs: 1 finished, {failed} failed, {pending} not run yet"]
+                                      if failed or pending else [])
     lines = [f"{fit_text(fit, 'N')}  [{group_text(fit)}]"
              for fit in fits if fit["clock"] == "tau_mem" and fit["against"] == "n_train"]
     if not lines:
@@ -57,7 +62,7 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
     rules = [r["tau_rule"] for r in records if not r["tau_rule_censored"]]
     never = len(records) - len(rules)
     if rules:
-        lines.append(f"τ_rule {min(rules):.0f} to {max(rules):.0f} steps in {len(rules)} of {len(records)} runs"
+        lines.append(f"τ_rule {span(rules, '.0f')} steps in {len(rules)} of {len(records)} runs"
                      + (f" ({never} never crossed)" if never else ""))
     else:
         lines.append(f"τ_rule never crossed in any of {len(records)} runs")
@@ -67,11 +72,34 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
     widths = [r["window_width_decades"] for r, kind in zip(records, kinds) if kind == "open"]
     window = ", ".join(f"{kinds.count(kind)} {kind}" for kind in WINDOW_KINDS)
     if widths:
-        window += f"; open widths {min(widths):.2f} to {max(widths):.2f} decades (x{10 ** min(widths):.1f} to " \
-                  f"x{10 ** max(widths):.1f})"
+        window += f"; open widths {span(widths, '.2f')} decades (x{span([10 ** w for w in widths], '.1f')})"
     lines.append(f"windows: {window}")
     lines.append(f"runs: {len(records)} finished, {failed} failed, {pending} not run yet")
     return lines
+
+
+def one_run(record: dict) -> list[str]:
+    """A single run's headline: its clocks with their intervals and its window."""
+    kind = window_kind(record)
+    width = record["window_width_decades"]
+    window = f"window {kind}" + (f", {width:.2f} decades (x{10 ** width:.1f})" if width is not None else "")
+    reason = record["window_reason"]
+    return [f"τ_rule {clock_text(record, 'tau_rule')}", f"τ_mem {clock_text(record, 'tau_mem')}",
+            window + (f": {reason}" if reason and kind != "open" else "")]
+
+
+def clock_text(record: dict, clock: str) -> str:
+    """A record's clock with its 95% interval: ``119 [101, 145]``, ``<= 10``, ``> 2000``, ``533 [492, open]``."""
+    if record[f"{clock}_censored"]:
+        return f"> {record['last_step']}"
+    text = f"{'<= ' if record[f'{clock}_at_first_eval'] else ''}{record[clock]:.0f}"
+    return with_interval(text, record[f"{clock}_lo"], record[f"{clock}_hi"])
+
+
+def span(values: list[float], spec: str) -> str:
+    """``a to b``, or ``a`` when all values print alike."""
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low} to {high}"
 
 
 def thresholds(records: list[dict]) -> str:
