@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(clocks.describe(summary))
     print(f"run       {summary['out_dir']}  ({timing['wall_s']:.0f} s, {timing['steps_per_s']:.0f} steps/s, "
           f"{100 * timing['eval_share']:.0f}% in evaluation)")
-    print("files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), "
-          "snapshots/ (weights), evals/ (per-sample arrays)")
+    print("files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), loss.jsonl, log.txt, "
+          "provenance.json, snapshots/ (weights), evals/ (per-sample arrays)")
+    print(f"next      innovwin report {summary['out_dir']} --out REPORT_DIR")
     return 0
