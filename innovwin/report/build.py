@@ -303,10 +303,10 @@ def _img(path: Path, folder: str = "") -> str:
             f"alt='{html.escape(path.stem)}'></a>")
 
 
-def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
+def _arch_panels(records, n_rows: int = 1, height: float = 4.0, width: float = 5.5):
     """A figure with one column per architecture present (in registry order), shared y."""
     archs = present_archs(records)
-    figure = Figure(figsize=(5.5 * len(archs), height * n_rows), layout="constrained")
+    figure = Figure(figsize=(width * len(archs), height * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, len(archs), squeeze=False, sharey=n_rows == 1)
     return figure, archs, axes
 
@@ -395,7 +395,7 @@ def _plot_against(records, fits, x: str, shown, colour_by: str, xlabel, ylabel: 
             if len({r[x] for r in members}) >= 2}
     if not rows:
         return None
-    figure, archs, axes = _arch_panels(records, n_rows=len(rows))
+    figure, archs, axes = _arch_panels(records, n_rows=len(rows), width=8.5)  # room for the legend beside
     for row_axes, in_row in zip(axes, rows.values()):
         for ax, arch in zip(row_axes, archs):
             for color, group, members in _coloured_groups(in_row, arch, colour_by):
@@ -628,7 +628,7 @@ def _clock_legend(ax, records, shown=CLOCKS) -> None:
     if any(clock_kind(r, clock) == "first_eval" for r in records for clock in shown):
         ax.scatter([], [], marker=BOUND_MARKER, color="0.3", label="crossed by the first evaluation: drawn there "
                                                                    "(≤ value, not fitted)")
-    ax.legend(fontsize=7.5, loc="best")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: it hides no point
 
 
 def _find_fit(fits, clock, against, **group):

@@ -72,7 +72,8 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
     widths = [r["window_width_decades"] for r, kind in zip(records, kinds) if kind == "open"]
     window = ", ".join(f"{kinds.count(kind)} {kind}" for kind in WINDOW_KINDS)
     if widths:
-        window += f"; open widths {span(widths, '.2f')} decades (x{span([10 ** w for w in widths], '.1f')})"
+        window += (f"; open widths {span(widths, '.2f')} decades (τ_mem/τ_rule "
+                   f"{span([10 ** w for w in widths], '.1f')})")
     lines.append(f"windows: {window}")
     lines.append(f"runs: {len(records)} finished, {failed} failed, {pending} not run yet")
     return lines

@@ -77,8 +77,8 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
     if not queue:
         counts = store.counts(runs)
         if stream:
-            stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed "
-                         f"(retry limit {max_attempts} reached)\n")
+            limit = f" (retry limit {max_attempts} reached)" if counts["failed"] else ""
+            stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed{limit}\n")
         return counts
     pool = make_executor(executor, run_fn, workers=workers, ray_address=ray_address, n_runs=len(queue))
     progress = SweepProgress(stream, costs, pool.capacity, names)
