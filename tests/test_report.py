@@ -334,8 +334,9 @@ def test_report_of_one_run_directory(tmp_path, capsys):
     (run_dir / "summary.json").write_text(json.dumps(summary))
     assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    # the clocks set at 150 and 900, read back through log-spaced evaluations (no per-sample arrays: no interval)
-    assert "findings:\n  τ_rule 153\n  τ_mem 890\n  window open, 0.77 decades (x5.8)\n" in out
+    # the clocks set at 150 and 900, read back through log-spaced evaluations (no per-sample arrays: the
+    # intervals are the brackets of evaluations around each crossing)
+    assert "findings:\n  τ_rule 153 [141, 176]\n  τ_mem 890 [827, 1031]\n  window open, 0.77 decades (x5.8)\n" in out
     page = (tmp_path / "out" / "index.html").read_text()
     assert "Run directory" in page and "<h2>Settings</h2>" in page and "optim.lr" in page
     assert (tmp_path / "out" / "curves" / f"{config.key()}.png").exists()
@@ -350,8 +351,10 @@ def test_tau_points_carry_error_bars_and_fits_need_an_interval_and_three_xs(tmp_
             for n in ns:
                 config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, steps=STEPS).resolved()
                 tau_mem = 3 * n ** ALPHA_MEM
-                add_run(store, config, synthetic_metrics(100.0, tau_mem, chance=0.0),
-                        tau_rule_ci=[80.0, 120.0], tau_mem_ci=[0.8 * tau_mem, None])  # one interval open above
+                rows = synthetic_metrics(100.0, tau_mem, chance=0.0)
+                rule, mem = (clocks.summarize(rows)[name] for name in ("tau_rule", "tau_mem"))
+                add_run(store, config, rows, tau_rule={**rule, "interval": [80.0, 120.0]},
+                        tau_mem={**mem, "interval": [0.8 * tau_mem, None]})  # one interval open above
         records = run_records(store.rows())
     figure = plot_tau_vs_n(records, fit_all(records, n_boot=100))
     ax, = figure.axes

@@ -37,7 +37,7 @@ def counting_run(config: dict, run_dir: str) -> dict:
         os._exit(3)
     if config["seed"] == 3:
         raise RuntimeError("always fails")
-    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"],
+    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "final": {"step": 100},
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
@@ -129,7 +129,7 @@ def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys, mo
     assert "4 of 4 runs to do" in log and "3 done · 0 running · 0 queued · 1 failed" in log
     assert "nothing to run: 3 done, 1 failed (retry limit 2 reached)" in log
     # one line per finished run, named by what sets it apart, with its clocks; failures say where the limit is
-    assert "[sweep] done seed=0 in " in log and ": τ_rule 10 · τ_mem > last step · window unknown" in log
+    assert "[sweep] done seed=0 in " in log and ": τ_rule 10 · τ_mem > 100 · window open at the end" in log
     assert "[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: first attempt fails" in log
     assert "[sweep] failed seed=3 (attempt 2, retry limit 2: stays failed): RuntimeError: always fails" in log
     assert sorted(path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()) == sorted(

@@ -724,24 +724,9 @@ def render_index(source, rows, records, fits, figures, curves, basins, sensitivi
 
 
 def _rendered_run(record: dict) -> dict:
-<<<<<<< HEAD
-    def clock(name):
-        if record[f"{name}_censored"]:
-            return f"> {record['last_step']}"
-        text = f"{'<= ' if record[f'{name}_at_first_eval'] else ''}{record[name]:.0f}"
-        lo, hi = record[f"{name}_lo"], record[f"{name}_hi"]
-        if lo is not None:
-            text += f" [{lo:.0f}, {'open' if hi is None else f'{hi:.0f}'}]"
-        return text
-
     window = record["window_state"]
     if (width := _window_width(record)) is not None:
         window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{width:.2f} decades)"
-=======
-    window = record["window_state"].replace("_", " ")
-    if record["window_width_decades"] is not None:
-        window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{record['window_width_decades']:.2f} decades)"
->>>>>>> 9c8d01d (headline: a single run's clocks with intervals and its window; ranges that print alike print once; one with_interval for clock texts)
     return {**record, "run": f"<a href='#{record['key']}' title='{record['key']}'>{html.escape(record['name'])}</a>",
             "τ_rule": clock_text(record, "tau_rule"), "τ_mem": clock_text(record, "tau_mem"), "window": window}
 

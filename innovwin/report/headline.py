@@ -4,30 +4,21 @@ The same lines end ``innovwin sweep`` and ``innovwin report`` in the terminal an
 read from the report's records (one per finished run, :func:`innovwin.report.build.run_records`) and fits
 (:func:`innovwin.analysis.fits.fit_all`).
 
-A window is *unresolved* when the order of its clocks is not decided: neither clock crossed, both crossed by the
-first evaluation, or both crossed with 95% intervals that overlap (science.md: an interval never claims less than
-the evaluations around the crossing, and overlapping intervals decide nothing).
+A window is *unresolved* when the order of its clocks is not decided (:func:`innovwin.analysis.clocks.window`):
+their intervals overlap, neither clock crossed, or both crossed by the first evaluation.
 """
 from __future__ import annotations
 
-from innovwin.analysis.readout import with_interval
+from innovwin.analysis import clocks
 
 WINDOW_KINDS = ("open", "open at the end", "closed", "unresolved")
 
 
 def window_kind(record: dict) -> str:
-    """open, open at the end, closed or unresolved (see the module docstring)."""
-    state = record["window_state"]
-    if state == "unknown":
-        return "unresolved"
-    if state == "open_at_end":
+    """open, open at the end (memorization not reached), closed or unresolved (clocks.window's verdict)."""
+    if record["window_state"] == "open" and record["tau_mem_censored"]:
         return "open at the end"
-    measured = not record["tau_rule_censored"] and not record["tau_mem_censored"]
-    rule_hi, mem_lo = record["tau_rule_hi"], record["tau_mem_lo"]
-    if measured and record["tau_rule_lo"] is not None and mem_lo is not None and (rule_hi is None or
-                                                                                    rule_hi >= mem_lo):
-        return "unresolved"
-    return state
+    return record["window_state"]
 
 
 def fit_text(fit: dict, x: str) -> str:
@@ -91,10 +82,9 @@ def one_run(record: dict) -> list[str]:
 
 def clock_text(record: dict, clock: str) -> str:
     """A record's clock with its 95% interval: ``119 [101, 145]``, ``<= 10``, ``> 2000``, ``533 [492, open]``."""
-    if record[f"{clock}_censored"]:
-        return f"> {record['last_step']}"
-    text = f"{'<= ' if record[f'{clock}_at_first_eval'] else ''}{record[clock]:.0f}"
-    return with_interval(text, record[f"{clock}_lo"], record[f"{clock}_hi"])
+    interval = None if record[f"{clock}_lo"] is None else (record[f"{clock}_lo"], record[f"{clock}_hi"])
+    return clocks.Clock(record[clock], record[f"{clock}_censored"], record[f"{clock}_at_first_eval"],
+                        record["last_step"], None, interval).render_interval()
 
 
 def span(values: list[float], spec: str) -> str:
