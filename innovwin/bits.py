@@ -8,10 +8,14 @@ identical words.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from innovwin._native_loader import native
+
+if TYPE_CHECKING:  # torch is imported where a device packs, so the CLI parses without it
+    import torch
 
 MAX_ALPHABET = 16
 
@@ -92,6 +96,8 @@ def pack_torch(cells: torch.Tensor, k: int = 2) -> torch.Tensor:
     torch has no full uint64 arithmetic, so words come back as int64 holding the same bits;
     ``.numpy().view(np.uint64)`` gives exactly :func:`pack`'s result.
     """
+    import torch  # here, not at the top: the tasks (and `innovwin --help`) use this module without torch
+
     _check_cells(cells, k)
     per = cells_per_word(k)
     n, n_cells = cells.shape

@@ -200,6 +200,46 @@ GROUPS = {
 BEFORE = {"sampler_steps": 18, "data_scale": 1.0, "sigma_data": None, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002,
           "sigma_max": 80.0, "rho": 7.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": None, "s_noise": 1.0}
 ADDED = {name: value for name, value in BEFORE.items() if name != "sampler_steps"}
+# What each field means, in its unit, with the values it allows: the one text `innovwin train --help` shows beside
+# the flag (choices and defaults are added there from the field itself). A new field needs a line here (a test checks).
+HELP = {
+    "task": "the rule or puzzle to learn, a spec NAME:key=value,... (`innovwin tasks` lists them)",
+    "n_train": "training-set size N (distinct rule-valid samples)",
+    "arch": "architecture: a backbone and its objective",
+    "depth": "transformer blocks",
+    "width": "model width (channels per token)",
+    "heads": "attention heads (must divide width)",
+    "mlp_ratio": "MLP hidden width as a multiple of width",
+    "seed": "the run's seed; fills every per-purpose seed left unset (data 4s, init 4s+1, sampling 4s+2, train 4s+3)",
+    "data_seed": "seed of the training and held-out sets (default: from seed)",
+    "init_seed": "seed of the weight initialization (default: from seed)",
+    "sampling_seed": "seed of the evaluations' fixed starting noises and of the clocks' bootstrap (default: from seed)",
+    "train_seed": "seed of the batches and training noises (default: from seed)",
+    "steps": "training steps (optimizer updates)",
+    "batch": "training samples per step",
+    "lr": "AdamW learning rate after warmup (constant: a decay would bend tau_mem)",
+    "beta1": "AdamW beta1, in [0, 1)",
+    "beta2": "AdamW beta2, in [0, 1)",
+    "weight_decay": "AdamW decoupled weight decay (>= 0)",
+    "warmup": "steps of linear learning-rate warmup (0: none)",
+    "grad_clip": "gradient-norm clipping threshold (0: no clipping)",
+    "ema": "EMA decay in (0, 1); when set, evaluations use the EMA weights (none: off)",
+    "evals_per_decade": "evaluations per decade of steps (log-spaced schedule)",
+    "first_eval": "step of the first evaluation",
+    "eval_samples": "samples generated at each evaluation (the clocks' sampling error shrinks as 1/sqrt of it)",
+    "loss_samples": "held-out and training samples in each loss evaluation",
+    "near_copy_radius": "Hamming distance (cells) up to which a sample counts as a near copy",
+    "ratio_copy": "DiT ratio test, in (0, 1): a copy when d(NN1) < ratio_copy * d(NN2)",
+    "snapshots": "keep the evaluated weights at every evaluation (the basin analysis reads them)",
+    "temperature": "GPT sampling temperature (> 0)",
+    "rule_threshold": "tau_rule: sample-level validity this high, at two evaluations in a row, in (0, 1]",
+    "mem_threshold": "tau_mem: copy rate above chance (N/|V|) this high, in (0, 1]",
+    "bootstrap": "bootstrap resamples of the generations for the clocks' intervals (0: none)",
+    "device": "auto (CUDA when present), cpu or cuda[:i]",
+    "dtype": "training precision; auto: bfloat16 autocast on CUDA, float32 elsewhere",
+    "compile": "torch.compile the training step (none: on CUDA only)",
+    **diffusion_settings.HELP,  # the EDM settings' meanings live with their defaults
+}
 DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
 FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below
@@ -212,6 +252,16 @@ def with_added(flat: dict) -> dict:
 
 def field_names() -> list[str]:
     return [field.name for field in dataclasses.fields(RunConfig)]
+
+
+def differences(configs: list[dict], ignore=()) -> list[str]:
+    """Each config's values of the fields (``ignore`` aside) that differ among ``configs``, in field order, e.g.
+    ``n_train=512 seed=0``; "" for every config when none differs. Names runs by what tells them apart."""
+    order = {name: i for i, name in enumerate(field_names())}
+    names = sorted({name for config in configs for name in config} - set(ignore),
+                   key=lambda name: (order.get(name, len(order)), name))
+    varying = [name for name in names if len({repr(config.get(name)) for config in configs}) > 1]
+    return [" ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
 
 
 def canonical_name(name: str) -> str:

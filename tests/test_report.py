@@ -5,6 +5,7 @@ must recover both exponents within their bootstrap intervals, censored runs must
 them, and every table and figure must be written.
 """
 import csv
+import html
 import json
 import math
 
@@ -109,6 +110,15 @@ def test_report_recovers_exponents_and_writes_everything(tmp_path):
     for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued", "seeds.csv"):
         assert name in page, name
     assert len(list((out / "basins").glob("*.png"))) == 1
+    # the answer first: alpha with its interval per group, the windows counted, the definitions in force
+    headline = (out / "headline.txt").read_text().splitlines()
+    alphas = [line for line in headline if line.startswith("τ_mem ∝ N^")]
+    assert len(alphas) == 4 and all("95% CI" in line for line in alphas)
+    windows, = [line for line in headline if line.startswith("windows: ")]
+    counted = [int(part.split()[0]) for part in windows[len("windows: "):].split(";")[0].split(", ")]
+    assert sum(counted) == len(runs) and headline[-1] == f"runs: {len(runs)} finished, 0 failed, 1 not run yet"
+    assert page.index("id='headline'") < page.index("<img") and html.escape(alphas[0]) in page
+    assert "validity ≥ 0.9 and stays so at the next one" in page and "by ≥ 0.1" in page
 
 
 def test_power_law_fit_interval_and_bad_input():
@@ -308,3 +318,99 @@ def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
     assert row["tau_mem_seeds"] == "80, > 100, > 100" and row["tau_mem_median"] == "> 100"
     assert row["tau_mem_range"] == "80 - > 100"
     assert seeds.cell_verdict(records[1:]) == "open"
+
+
+def test_report_of_one_run_directory(tmp_path, capsys):
+    """`innovwin report RUN_DIR`: the run's curves, clocks and settings, and the findings in the terminal."""
+    from innovwin.cli import main
+
+    config = RunConfig(n_train=64, steps=STEPS).resolved()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = synthetic_metrics(tau_rule=150.0, tau_mem=900.0, chance=64 / 2 ** 18)
+    (run_dir / "config.json").write_text(json.dumps({**config.to_nested(), "key": config.key()}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = {**clocks.summarize(rows), "final": rows[-1], "config": config.to_dict()}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    # the clocks set at 150 and 900, read back through log-spaced evaluations (no per-sample arrays: the
+    # intervals are the brackets of evaluations around each crossing)
+    assert "findings:\n  τ_rule 153 [141, 176]\n  τ_mem 890 [827, 1031]\n  window open, 0.77 decades (x5.8)\n" in out
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "Run directory" in page and "<h2>Settings</h2>" in page and "optim.lr" in page
+    assert (tmp_path / "out" / "curves" / f"{config.key()}.png").exists()
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")]) == 2
+
+
+def test_tau_points_carry_error_bars_and_fits_need_an_interval_and_three_xs(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    with RunStore(tmp_path / "store", write=True) as store:
+        for g, ns in ((2, (64, 256, 1024)), (3, (64, 256))):  # three distinct N for g=2, two for g=3
+            for n in ns:
+                config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, steps=STEPS).resolved()
+                tau_mem = 3 * n ** ALPHA_MEM
+                rows = synthetic_metrics(100.0, tau_mem, chance=0.0)
+                rule, mem = (clocks.summarize(rows)[name] for name in ("tau_rule", "tau_mem"))
+                add_run(store, config, rows, tau_rule={**rule, "interval": [80.0, 120.0]},
+                        tau_mem={**mem, "interval": [0.8 * tau_mem, None]})  # one interval open above
+        records = run_records(store.rows())
+    figure = plot_tau_vs_n(records, fit_all(records, n_boot=100))
+    ax, = figure.axes
+    bars = [segment for c in ax.collections if isinstance(c, LineCollection) for segment in c.get_segments()]
+    assert len(bars) == 2 * 5  # both clocks of every run
+    assert any(np.allclose(segment[:, 1], [80, 120]) for segment in bars)
+    assert any(segment[1, 1] == STEPS for segment in bars)  # open above: drawn up to the last step
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any(label.startswith("τ_mem ∝ N^0.9") and "parity:h=6,w=6,g=2" in label for label in labels)
+    assert any("parity:h=6,w=6,g=3" in label and "no line (2 distinct measured x" in label for label in labels)
+    drawn = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
+    assert len(drawn) == 2  # g=2's two clocks; g=3's are not drawn
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# appended to a copy of index.html: once everything has loaded, the page writes what a user would see into its body
+PAGE_CHECK = """<script>window.addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
+  const headline = document.querySelector('#headline');
+  const top = headline ? headline.getBoundingClientRect().top : -1;
+  document.body.insertAdjacentHTML('beforeend', '<pre id="check">' + JSON.stringify(
+    {images: images.length, broken: broken, headline: headline ? headline.innerText : null, top: top,
+     viewport: window.innerHeight}) + '</pre>');
+});</script>"""
+
+
+def browser() -> str | None:
+    import shutil
+
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(browser() is None, reason="no headless browser: install Chromium (Debian: apt-get install -y "
+                                              "chromium) to render the report as a user sees it")
+def test_report_renders_in_a_headless_browser(tmp_path):
+    """The report as a user opens it: the page loads, every image loads, the findings are on the first screen."""
+    import subprocess
+
+    with RunStore(tmp_path / "store", write=True) as store:
+        for arch in ("dit", "gpt"):
+            for n in (64, 256, 1024):
+                config = RunConfig(n_train=n, arch=arch, steps=STEPS).resolved()
+                rows = synthetic_metrics(100.0 * (2 if arch == "gpt" else 1), 3 * n ** ALPHA_MEM, chance=0.0)
+                add_run(store, config, rows)
+                store.run_dir(config.key()).mkdir(parents=True)
+                (store.run_dir(config.key()) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=100)
+    check = index.with_name("check.html")
+    check.write_text(index.read_text().replace("</body>", PAGE_CHECK + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--window-size=1280,900", "--virtual-time-budget=10000"]
+    dom = subprocess.run([browser(), *flags, "--dump-dom", check.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert '<pre id="check">{' in dom, dom[-2000:]  # the script's own text holds the tag too: take the last one
+    result = json.loads(html.unescape(dom.rsplit('<pre id="check">', 1)[1].split("</pre>")[0]))
+    assert result["images"] >= 4 + 6 and result["broken"] == []  # the figures and every run's curves
+    assert "τ_mem ∝ N^" in result["headline"] and "windows:" in result["headline"]
+    assert 0 <= result["top"] < result["viewport"] / 2  # the answer is the first thing on the page

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from innovwin.cli import main
 from innovwin.config import RunConfig
 from innovwin.store.runstore import RunStore
 from innovwin.sweeps.driver import estimate_cost, run_sweep
@@ -36,7 +37,7 @@ def counting_run(config: dict, run_dir: str) -> dict:
         os._exit(3)
     if config["seed"] == 3:
         raise RuntimeError("always fails")
-    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"],
+    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "final": {"step": 100},
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
@@ -126,7 +127,31 @@ def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys, mo
         assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
     log = capsys.readouterr().err
     assert "4 of 4 runs to do" in log and "3 done · 0 running · 0 queued · 1 failed" in log
-    assert "nothing to run: 3 done, 1 failed (after 2 attempts)" in log
+    assert "nothing to run: 3 done, 1 failed (retry limit 2 reached)" in log
+    # one line per finished run, named by what sets it apart, with its clocks; failures say where the limit is
+    assert "[sweep] done seed=0 in " in log and ": τ_rule 10 · τ_mem > 100 · window open at the end" in log
+    assert "[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: first attempt fails" in log
+    assert "[sweep] failed seed=3 (attempt 2, retry limit 2: stays failed): RuntimeError: always fails" in log
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()) == sorted(
+        f"seed{seed}-{key_of[seed]}" for seed in range(4))
+    # `innovwin runs STORE`: one entry per run, named, with status, clocks or error, and directory
+    assert main(["runs", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == f"{tmp_path}: 4 runs, 3 done, 0 running, 0 queued, 1 failed"
+    assert any(line.startswith("seed=2 ") and "done    attempts 2  τ_rule 30" in line for line in listing)
+    assert any(line.startswith("seed=3 ") and "error: RuntimeError: always fails" in line for line in listing)
+    assert sum(line.strip().endswith(f"seed1-{key_of[1]}") for line in listing) == 1
+
+
+def test_runs_of_a_store_written_before_run_names_keep_their_directories(tmp_path):
+    runs = configs(seed=[0, 1])
+    with RunStore(tmp_path, write=True) as store:
+        store.add(runs)
+        old, new = list(runs)
+        (tmp_path / "runs" / old).mkdir(parents=True)  # an existing store's layout: runs/KEY
+        assert store.run_dir(old, "seed=0") == tmp_path / "runs" / old
+        assert store.run_dir(new, "seed=1") == tmp_path / "runs" / f"seed1-{new}"
+        assert {row["key"]: row["run_dir"] for row in store.rows()}[old] == str(tmp_path / "runs" / old)
 
 
 def test_bad_executor_arguments(tmp_path):

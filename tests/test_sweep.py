@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,16 @@ def test_cli_bad_input_exits_2_and_keeps_the_store(tmp_path, capsys):
     assert "in use by another sweep" in capsys.readouterr().err
 
 
+def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["sweep", str(write(tmp_path, SPEC)), "--store", str(store), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("sweep demo: 24 runs") and out[-1] == "24 of 24 would run (longest first), retry limit 3"
+    assert sum(line.strip().startswith("run ") for line in out) == 24 and not store.exists()
+    assert any("n_train=64 arch=dit depth=2 width=64 seed=1" in line and
+               "runs/n_train64-arch_dit-depth2-width64-seed1-" in line for line in out)
+
+
 def test_presets_load():
     assert "quick" in presets()
     for name in presets():
@@ -166,7 +177,7 @@ def test_real_sweep_killed_midway_then_completed(tmp_path):
     for key in finished:  # kept as it was, not run again
         assert after[key]["attempts"] == 1 and after[key]["summary"] == before[key]["summary"]
     for row in after.values():
-        summary = json.loads((store / "runs" / row["key"] / "summary.json").read_text())
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
         assert summary["final"]["step"] == 100 == row["summary"]["final"]["step"]
 
 

@@ -12,7 +12,7 @@ import torch
 
 from innovwin import cli
 from innovwin.config import RunConfig
-from innovwin.store import rundir
+from innovwin.store import provenance, rundir, runlog
 from innovwin.train import driver as train_module
 from innovwin.train.driver import eval_steps, train
 
@@ -84,13 +84,32 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, one_thread):
+def uninterrupted_dir(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("uninterrupted")
     train(tiny(ema=0.9), out, quiet=True)
-    return without_wall_clock(rundir.read_metrics(out))
+    return out
 
 
-def test_killed_between_row_and_state_resumes_identically(tmp_path, monkeypatch, uninterrupted):
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_dir):
+    return without_wall_clock(rundir.read_metrics(uninterrupted_dir))
+
+
+def test_a_run_keeps_its_provenance_log_loss_and_progress(uninterrupted_dir):
+    session, = json.loads((uninterrupted_dir / provenance.PROVENANCE).read_text())["sessions"]
+    assert session["torch"] == torch.__version__ and session["device"] == "cpu" and session["host"]
+    assert session["from_step"] == 0 and session["to_step"] == 24 and session["started"] <= session["ended"]
+    assert session["innovwin"] and (session["git"] is None or len(session["git"]["commit"]) == 40)
+    losses = runlog.read_loss(uninterrupted_dir)
+    assert [row["step"] for row in losses] == [10, 20] and all(row["loss"] > 0 for row in losses)
+    log = (uninterrupted_dir / runlog.LOG).read_text()
+    assert "start " in log and "step 24: train loss" in log and "tau_rule" in log
+    progress = runlog.read_progress(uninterrupted_dir)
+    assert progress["state"] == "done" and progress["step"] == progress["steps"] == 24
+
+
+def test_killed_between_row_and_state_resumes_identically(tmp_path, monkeypatch, capsys, uninterrupted,
+                                                          uninterrupted_dir):
     real_save = rundir.save_torch
     states = []
 
@@ -106,8 +125,12 @@ def test_killed_between_row_and_state_resumes_identically(tmp_path, monkeypatch,
         train(tiny(ema=0.9), tmp_path, quiet=True)
     assert len(rundir.read_metrics(tmp_path)) == 3  # one row past the saved state
     monkeypatch.setattr(rundir, "save_torch", real_save)
-    train(tiny(ema=0.9), tmp_path, quiet=True)
+    train(tiny(ema=0.9), tmp_path, quiet=False)
     assert without_wall_clock(rundir.read_metrics(tmp_path)) == uninterrupted
+    assert runlog.read_loss(tmp_path) == runlog.read_loss(uninterrupted_dir)
+    assert f"resume {tmp_path} from step {states[-1]} of 24" in capsys.readouterr().out
+    sessions = json.loads((tmp_path / provenance.PROVENANCE).read_text())["sessions"]
+    assert [(s["from_step"], s["to_step"]) for s in sessions] == [(0, None), (states[-1], 24)]
 
 
 def test_killed_while_starting_leaves_a_directory_the_same_command_resumes(tmp_path, monkeypatch, uninterrupted):

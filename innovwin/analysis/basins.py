@@ -37,18 +37,17 @@ import numpy as np
 import torch
 
 from innovwin import bits, objectives, tasks
+from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
 from innovwin.config import RunConfig
 from innovwin.objectives import diffusion as edm
 from innovwin.runtime import resolve_device
 from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
 
-PROBE_CLASSES = ("train", "novel", "invalid")
 OUTCOMES = ("return", "train", "valid", "invalid")
 BASINS = "basins.jsonl"
 RHO = 7.0
 SIGMA_END = 0.002  # every trajectory integrates from its sigma down to this, then to 0 (EDM's sigma_min)
-DEFAULTS = dict(n_probes=32, sigma_min=0.05, sigma_max=5.0, n_sigmas=12, draws=4, steps=12, seed=0, chunk=4096)
 _INVALID_TRIES = 64
 
 

@@ -22,7 +22,16 @@ COMMAND_MODULES = [
     "innovwin.cli.refine",
     "innovwin.cli.basins",
     "innovwin.cli.sweep",
+    "innovwin.cli.runs",
 ]
+
+
+def subcommand(subparsers, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:
+    """Register command ``name``: ``summary`` in `innovwin --help`, ``description`` in its own, ``func(args)``
+    runs it."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from innovwin.analysis.basins import DEFAULTS, PROBE_CLASSES
+from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
+from innovwin.cli import subcommand
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "basins", help="basins of attraction of training, novel and invalid points at each DiT snapshot",
-        description="For each snapshot: start probes at probe + sigma*eps, integrate the probability-flow ODE "
-                    "back to sigma 0 and see where they land. Writes basins.jsonl and basins_*.png into RUN_DIR.")
+    parser = subcommand(
+        subparsers, "basins", run_basins_command,
+        "basins of attraction of training, novel and invalid points at each DiT snapshot",
+        "For each snapshot: start probes at probe + sigma*eps, integrate the probability-flow ODE back to sigma 0 "
+        "and see where they land. Writes basins.jsonl and basins_*.png into RUN_DIR.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a DiT run directory written by `innovwin train`")
     parser.add_argument("--probes", type=int, metavar="K",
                         help=f"probes per class (training, novel, invalid) (default: {DEFAULTS['n_probes']}, "
@@ -34,7 +36,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--chunk", type=int, default=DEFAULTS["chunk"],
                         help="trajectories per batch (lower it if memory runs out)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
-    parser.set_defaults(func=run_basins_command)
 
 
 def run_basins_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from innovwin.cli import subcommand
+
 MIN_BOOT = 100  # report --n-boot: with fewer, a 95% interval's ends are set by a handful of resamples
 GPU_ENSEMBLE = 8  # the default --ensemble on a machine with a GPU (an estimate until measured: benches/gpu_ensemble.py)
 
@@ -12,10 +14,12 @@ def add_parser(subparsers) -> None:
     from innovwin.sweeps.executors import EXECUTORS
     from innovwin.sweeps.spec import presets
 
-    sweep = subparsers.add_parser(
-        "sweep", help="run a grid of runs into a store (skips done runs, resumes interrupted ones)",
-        description="Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones "
-                    "not done yet. Safe to kill and rerun: done runs are kept, interrupted runs resume.")
+    sweep = subcommand(
+        subparsers, "sweep", run_sweep_command,
+        "run a grid of runs into a store (skips done runs, resumes interrupted ones)",
+        "Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones not done yet, showing "
+        "each running run's progress and an ETA, and the findings at the end. Safe to kill and rerun: done runs "
+        "are kept, interrupted runs resume.")
     sweep.add_argument("spec", nargs="?", help="sweep spec TOML file (or use --preset)")
     sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
     sweep.add_argument("--store", required=True, help="store directory (created if missing)")
@@ -26,28 +30,31 @@ def add_parser(subparsers) -> None:
                             "more than the GPUs puts several runs on each)")
     sweep.add_argument("--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
                                              "(default: start a local Ray instance)")
-    sweep.add_argument("--max-attempts", type=int, default=3, help="tries per run before it stays failed")
+    sweep.add_argument("--max-attempts", type=int, default=3, metavar="N",
+                       help="retry limit: tries per run (a failed run is retried until it has had N)")
     sweep.add_argument("--ensemble", type=int, metavar="K",
                        help="train up to K runs of one shape as one stacked ensemble in one process (default: "
                             f"{GPU_ENSEMBLE} with a GPU, where one tiny run leaves it idle; 1 on CPU, where it does "
                             "not pay)")
-    sweep.set_defaults(func=run_sweep_command)
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the expanded grid and what would run (nothing is trained or written)")
 
-    report = subparsers.add_parser("report", help="tables, scaling fits and figures of a store",
-                                   description="Write CSV/Markdown tables, fits and PNG figures of every "
-                                               "finished run in a store, and an index.html showing them.")
-    report.add_argument("store", help="store directory written by `innovwin sweep`")
+    report = subcommand(
+        subparsers, "report", run_report_command, "findings, tables, scaling fits and figures of a store or a run",
+        "Write the findings, CSV/Markdown tables, fits and SVG/PNG figures of every finished run in a store (or of "
+        "one run directory), and an index.html that opens with the answer.")
+    report.add_argument("store", metavar="STORE_OR_RUN_DIR",
+                        help="store directory written by `innovwin sweep`, or a run directory of `innovwin train`")
     report.add_argument("--out", required=True, help="output directory")
     report.add_argument("--n-boot", type=int, default=1000,
                         help=f"bootstrap resamples for the fits' intervals: 0 (none) or at least {MIN_BOOT} "
                              "(default 1000)")
-    report.set_defaults(func=run_report_command)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from innovwin.store.runstore import RunStore
     from innovwin.sweeps.driver import run_sweep
-    from innovwin.sweeps.spec import load_preset, load_spec
+    from innovwin.sweeps.spec import load_preset, load_spec, run_names
 
     if (args.spec is None) == (args.preset is None):
         raise ValueError("give either a spec file or --preset NAME")
@@ -55,23 +62,58 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--ensemble must be >= 1, got {args.ensemble}")
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
     runs = spec.expand()
+    names = run_names(runs)
+    if args.dry_run:
+        return print_dry_run(spec.name, runs, names, args)
     ensemble = args.ensemble
     if ensemble is None:
         from innovwin.sweeps.executors import visible_gpus
 
         ensemble = GPU_ENSEMBLE if visible_gpus() else 1
     with RunStore(args.store, write=True) as store:
-        counts = run_sweep(store, runs, executor=args.executor, workers=args.workers,
-                           ray_address=args.ray_address, max_attempts=args.max_attempts, stream=sys.stderr,
-                           ensemble=ensemble)
-        for row in store.rows():
-            if row["key"] in runs and row["status"] == "failed":
-                last_line = (row["error"] or "").strip().splitlines()[-1:] or ["?"]
-                print(f"[sweep] failed {row['key']} after {row['attempts']} attempts: {last_line[0]}",
-                      file=sys.stderr)
+        counts = run_sweep(store, runs, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                           max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=ensemble)
+        rows = [row for row in store.rows() if row["key"] in runs]
+    print_findings(rows)
     print(f"[sweep] {spec.name}: {counts['done']}/{len(runs)} runs done in {args.store}; "
           f"next: innovwin report {args.store} --out REPORT_DIR")
     return 1 if counts["failed"] else 0
+
+
+def print_dry_run(name: str, runs: dict, names: dict, args) -> int:
+    """The grid as it expands, each run's state in the store (when it exists) and its directory."""
+    from pathlib import Path
+
+    from innovwin.store.runstore import DB_NAME, RunStore, run_dir_name
+    from innovwin.sweeps.driver import estimate_cost
+
+    known = {}
+    dirs = {key: Path(args.store) / "runs" / run_dir_name(key, names[key]) for key in runs}
+    if (Path(args.store) / DB_NAME).exists():
+        with RunStore(args.store) as store:
+            known = {row["key"]: row for row in store.rows()}
+            dirs = {key: store.run_dir(key, names[key]) for key in runs}
+    costs = {key: estimate_cost(config) for key, config in runs.items()}
+    total = sum(costs.values()) or 1.0
+    print(f"sweep {name}: {len(runs)} runs into {args.store} (dry run: nothing is trained or written)")
+    todo = 0
+    for key in sorted(runs, key=lambda key: -costs[key]):
+        row = known.get(key)
+        state = row["status"] if row else "new"
+        will_run = state in ("new", "queued", "running") or (state == "failed" and row["attempts"] < args.max_attempts)
+        todo += will_run
+        print(f"  {'run ' if will_run else 'skip'}  {names[key] or key:<30} {state:<8} "
+              f"{100 * costs[key] / total:4.0f}% of the work  {dirs[key]}")
+    print(f"{todo} of {len(runs)} would run (longest first), retry limit {args.max_attempts}")
+    return 0
+
+
+def print_findings(rows: list[dict]) -> None:
+    from innovwin.report.build import findings
+
+    print("[sweep] findings:")
+    for line in findings(rows):
+        print(f"  {line}")
 
 
 def run_report_command(args: argparse.Namespace) -> int:
@@ -81,5 +123,8 @@ def run_report_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-boot must be 0 (no intervals) or at least {MIN_BOOT} (with fewer, a 95% interval's "
                          f"ends are set by a handful of resamples), got {args.n_boot}")
     index = build_report(args.store, args.out, n_boot=args.n_boot)
+    print("findings:")
+    for line in (index.parent / "headline.txt").read_text().splitlines():
+        print(f"  {line}")
     print(f"report: {index}")
     return 0

@@ -7,23 +7,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import torch
-
 from innovwin import config as config_module
+from innovwin import objectives
+from innovwin.cli import subcommand
 from innovwin.config import RunConfig
-from innovwin.objectives import diffusion_settings
+
+# Fields whose values are a closed set, listed as the flag's metavar ({dit,gpt}); the config refuses others in one
+# line with the nearest name (argparse's choices would print the whole usage).
+CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES}
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train one model and measure its two clocks (the main job)",
-        description="Train one DiT or GPT run, evaluate it on a log-spaced schedule, extract tau_rule and tau_mem. "
-                    "With no flags: a small CPU run that crosses both clocks in a few minutes. "
-                    "Running the same command again resumes the run.",
-    )
+    parser = subcommand(
+        subparsers, "train", run, "train one model and measure its two clocks (the main job)",
+        "Train one DiT or GPT run, evaluate it on a log-spaced schedule, extract tau_rule and tau_mem. With no "
+        "flags: a small CPU run that crosses both clocks in a few minutes. Running the same command again resumes "
+        "the run.")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read fields from a TOML file ([group] tables, or name = value lines)")
-    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-n<N>-<key>)")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<arch>-<task>-N<N>-<key>)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="set any config field by its dotted or bare name, e.g. --set optim.ema=0.999 "
                              "(repeatable)")
@@ -36,11 +38,16 @@ def add_parser(subparsers) -> None:
     for group, names in config_module.GROUPS.items():
         flags = parser.add_argument_group(f"[{group}]")
         for name in names:
-            kind = config_module.FIELD_TYPES[name].__name__.upper()
-            note = f"; {diffusion_settings.HELP[name]}" if name in diffusion_settings.HELP else ""
-            flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", metavar=kind,
-                               help=f"{config_module.DOTTED[name]}, default: {defaults[name]}{note}")
-    parser.set_defaults(func=run)
+            flags.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", **field_flag(name, defaults[name]))
+
+
+def field_flag(name: str, default) -> dict:
+    """argparse keywords of one field's flag: its meaning (config.HELP), dotted name, default and values."""
+    shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+    keywords = {"help": f"{config_module.HELP[name]} [{config_module.DOTTED[name]}, default: {shown}]"}
+    keywords["metavar"] = ("{" + ",".join(CHOICES[name]()) + "}" if name in CHOICES
+                           else config_module.FIELD_TYPES[name].__name__.upper())
+    return keywords
 
 
 def config_from_args(args) -> RunConfig:
@@ -58,6 +65,8 @@ def config_from_args(args) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from innovwin.analysis import clocks
     from innovwin.train.driver import train
 
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(clocks.describe(summary))
     print(f"run       {summary['out_dir']}  ({timing['wall_s']:.0f} s, {timing['steps_per_s']:.0f} steps/s, "
           f"{100 * timing['eval_share']:.0f}% in evaluation)")
-    print("files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), "
-          "snapshots/ (weights), evals/ (per-sample arrays)")
+    print("files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), loss.jsonl, log.txt, "
+          "provenance.json, snapshots/ (weights), evals/ (per-sample arrays)")
+    print(f"next      innovwin report {summary['out_dir']} --out REPORT_DIR")
     return 0

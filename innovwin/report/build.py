@@ -30,6 +30,7 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -38,15 +39,18 @@ from matplotlib.ticker import NullFormatter
 from innovwin import objectives
 from innovwin.analysis import clocks, sensitivity
 from innovwin.analysis.fits import ML_COLUMNS, fit_all
-from innovwin.config import SEED_FIELDS
+from innovwin.config import DOTTED, HELP, SEED_FIELDS, differences
 from innovwin.report import seeds
+from innovwin.report.headline import clock_text, headline, thresholds
+from innovwin.store import rundir
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
-from innovwin.store.runstore import RunStore
+from innovwin.store.runstore import DB_NAME, RunStore
 
 CLOCKS = ("tau_rule", "tau_mem")
 CLOCK_STYLE = {"tau_rule": ("s", "--", "τ_rule"), "tau_mem": ("o", "-", "τ_mem")}
+WINDOW_CMAP = matplotlib.colormaps["viridis"]
 BOUND_MARKER = "v"  # a clock crossed by the first evaluation, drawn at that step: "at most" (an upper bound)
-RUN_COLUMNS = ("key", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
+RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_bracket_lo", "tau_rule_bracket_hi",
                "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
@@ -58,14 +62,53 @@ FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "
                "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note", *ML_COLUMNS)
 
 
-def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
-    """Write the whole report; returns the path of index.html."""
+def load_rows(source) -> list[dict]:
+    """The runs of a store (a directory with runs.sqlite) or of one run directory (with config.json), as store
+    rows: key, config, status, summary, run_dir."""
+    source = Path(source)
+    if (source / DB_NAME).exists():
+        with RunStore(source) as store:
+            return store.rows()
+    if (source / rundir.CONFIG).exists():
+        return [run_dir_row(source)]
+    raise ValueError(f"{source} is not a run store (no {DB_NAME}) nor a run directory (no {rundir.CONFIG})")
+
+
+def run_dir_row(path: Path) -> dict:
+    """One run directory as a store row (done once its summary.json is written)."""
+    from innovwin.config import RunConfig
+
+    try:
+        saved = read_json(path / rundir.CONFIG)
+        config = RunConfig.from_dict({k: v for k, v in saved.items() if k != "key"})
+        summary = read_json(path / SUMMARY) if (path / SUMMARY).exists() else None
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a readable run directory ({error})") from None
+    return {"key": config.key(), "config": config.resolved().to_dict(), "status": "done" if summary else "running",
+            "summary": summary, "run_dir": str(path), "attempts": 1, "error": None}
+
+
+def findings(rows: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[str]:
+    """The headline of these runs (innovwin.report.headline): what `innovwin sweep` ends with."""
+    records = run_records(rows)
+    return _headline(rows, records, fit_all(records, n_boot=n_boot, seed=seed))
+
+
+def _headline(rows, records, fits) -> list[str]:
+    counts = Counter(row["status"] for row in rows)
+    return headline(records, fits, failed=counts["failed"], pending=counts["queued"] + counts["running"])
+
+
+def build_report(source, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write the whole report of a store or of one run directory; returns the path of index.html (the headline
+    is also in headline.txt beside it)."""
     out = Path(out_dir)
-    with RunStore(store_dir) as store:
-        rows = store.rows()
+    rows = load_rows(source)
     records = run_records(rows)
     out.mkdir(parents=True, exist_ok=True)
     fits = fit_all(records, n_boot=n_boot, seed=seed)
+    lines = _headline(rows, records, fits)
+    (out / "headline.txt").write_text("\n".join(lines) + "\n")
     write_table(out / "runs", records, RUN_COLUMNS)
     write_table(out / "fits", fits, FIT_COLUMNS)
     figures = {}
@@ -85,7 +128,7 @@ def build_report(store_dir, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Pa
     write_table(out / "seeds", replicates, seeds.COLUMNS)
     section = seeds.section(replicates) + write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
     index = out / "index.html"
-    index.write_text(render_index(store_dir, rows, records, fits, figures, curves, basins, section))
+    index.write_text(render_index(source, rows, records, fits, figures, curves, basins, section, lines))
     return index
 
 
@@ -104,7 +147,7 @@ def write_sensitivity(out: Path, records, metrics, *, n_boot: int, seed: int) ->
              f"not fitted. {len(runs)} of {len(records)} finished runs have evaluation rows.</p>"]
     figure = sensitivity.plot_alpha_sensitivity(alphas)
     if figure is not None:
-        parts.append(f"<figure><img src='{_save(figure, out / 'alpha_sensitivity.png').name}'></figure>")
+        parts.append(f"<figure>{_img(_save(figure, out / 'alpha_sensitivity.png'))}</figure>")
     parts.append(_html_table(*sensitivity.alpha_by_group(alphas)) if alphas
                  else "<p>No refit: N does not vary within any group of runs with evaluation rows.</p>")
     return "".join(parts)
@@ -138,10 +181,8 @@ POOLED_FIELDS = frozenset({
 
 def config_variants(configs: list[dict]) -> list[str]:
     """Each config's values of the fields (POOLED_FIELDS aside) that differ among ``configs``, e.g.
-    ``batch=128 lr=0.003``; "" for every config when no such field differs."""
-    names = sorted({name for config in configs for name in config} - POOLED_FIELDS)
-    varying = [name for name in names if len({repr(config.get(name)) for config in configs}) > 1]
-    return [" ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
+    ``lr=0.003 batch=128``; "" for every config when no such field differs."""
+    return differences(configs, POOLED_FIELDS)
 
 
 def run_records(rows: list[dict]) -> list[dict]:
@@ -152,14 +193,16 @@ def run_records(rows: list[dict]) -> list[dict]:
     tasks = {}
     records = []
     finished = [row for row in rows if row["status"] == "done" and row["summary"]]
-    for row, variant in zip(finished, config_variants([row["config"] for row in finished])):
+    names = differences([row["config"] for row in finished], SEED_FIELDS)  # what sets each run apart
+    for row, variant, name in zip(finished, config_variants([row["config"] for row in finished]), names):
         summary, check = run_summary(row)
         config = row["config"]
         task = tasks.setdefault(config["task"], make(config["task"]))
         final = summary.get("final") or {}
         record = {
-            "key": row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
-            "complexity": task.complexity, "arch": config["arch"], "depth": config["depth"],
+            "key": row["key"], "name": name or row["key"], "run_dir": row["run_dir"], "task": task.spec, "family": task.family,
+            "complexity": task.complexity, "complexity_label": ", ".join(task.complexity_params or ("complexity",)),
+            "arch": config["arch"], "depth": config["depth"],
             "width": config["width"], "variant": variant, "n_train": config["n_train"], "seed": config["seed"],
             "steps": config["steps"], "last_step": final.get("step", config["steps"]),
             "rule_threshold": config["rule_threshold"], "mem_threshold": config["mem_threshold"],
@@ -241,24 +284,31 @@ def _cell(value) -> str:
 
 
 # --- figures ---------------------------------------------------------------------------
+PAGE_DPI = 110  # pixels per inch a figure takes on the page; its PNG has twice as many, for sharp screens
+
+
 def _save(figure: Figure, path: Path) -> Path:
+    """Write the figure as SVG (vector) and as PNG at 2x PAGE_DPI beside it; returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path.with_suffix(".svg"))
+    figure.savefig(path, dpi=2 * PAGE_DPI)
     return path
 
 
-def _arch_panels(records, n_rows: int = 1, height: float = 4.0):
+def _img(path: Path, folder: str = "") -> str:
+    """The PNG shown at half its pixel width (2x for sharp screens), linked to its SVG."""
+    width = int.from_bytes(path.read_bytes()[16:20], "big") // 2  # the PNG header's width field
+    return (f"<a href='{folder}{path.with_suffix('.svg').name}'><img src='{folder}{path.name}' width='{width}' "
+            f"alt='{html.escape(path.stem)}'></a>")
+
+
+def _arch_panels(records, n_rows: int = 1, height: float = 4.0, width: float = 5.5):
     """A figure with one column per architecture present (in registry order), shared y."""
     archs = present_archs(records)
-    figure = Figure(figsize=(5.5 * len(archs), height * n_rows), layout="constrained")
+    figure = Figure(figsize=(width * len(archs), height * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, len(archs), squeeze=False, sharey=n_rows == 1)
     return figure, archs, axes
-
-
-def _panels_over(records, x: str):
-    """One panel per architecture for a figure against ``x``; None when x takes fewer than two values."""
-    return _arch_panels(records) if len({r[x] for r in records}) >= 2 else None
 
 
 def _size_label(depth, width, variant="") -> str:
@@ -322,20 +372,40 @@ def plot_curves(record: dict, metrics: list[dict]) -> Figure:
 
 def plot_tau_vs_n(records: list[dict], fits: list[dict]) -> Figure | None:
     """Both clocks against N on log-log axes, one colour per (task, size, variant), with the fitted lines."""
-    if (panels := _panels_over(records, "n_train")) is None:
+    return _plot_against(records, fits, "n_train", CLOCKS, "task", lambda rows: "training-set size N (samples)",
+                         "clock τ (training steps)")
+
+
+def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
+    """tau_rule against the rule's complexity, one row of panels per task family (parity's G and a Sudoku's n
+    are different knobs), one colour per size (pooled over N and seeds)."""
+    return _plot_against(records, fits, "complexity", ("tau_rule",), "family",
+                         lambda rows: f"rule complexity: {rows[0]['complexity_label']} of {rows[0]['family']}",
+                         "τ_rule (training steps)", rows_by="family")
+
+
+def _plot_against(records, fits, x: str, shown, colour_by: str, xlabel, ylabel: str, rows_by: str | None = None):
+    """The clocks ``shown`` against ``x`` (log-log), one column per architecture and one row per value of
+    ``rows_by``, one colour per (``colour_by``, size, variant), fitted lines where they are drawable (_draw_fit);
+    None when x takes fewer than two values in every row."""
+    rows = defaultdict(list)
+    for r in records:
+        rows[r[rows_by] if rows_by else None].append(r)
+    rows = {value: members for value, members in sorted(rows.items(), key=lambda item: str(item[0]))
+            if len({r[x] for r in members}) >= 2}
+    if not rows:
         return None
-    figure, archs, axes = panels
-    for ax, arch in zip(axes[0], archs):
-        for color, (task, depth, width, variant), members in _coloured_groups(records, arch, "task"):
-            for clock in CLOCKS:
-                _scatter_clock(ax, members, "n_train", clock, color)
-                fit = _find_fit(fits, clock, "n_train", task=task, arch=arch, depth=depth, width=width,
-                                variant=variant)
-                _draw_fit(ax, fit, CLOCK_STYLE[clock][1], color, f"{CLOCK_STYLE[clock][2]} ∝ N^{{alpha}}  {task}, "
-                          f"{_size_label(depth, width, variant)}")
-        _clock_legend(ax, [r for r in records if r["arch"] == arch])
-        _log_panel(ax, sorted({r["n_train"] for r in records}), "training-set size N (samples)",
-                   "clock τ (training steps)", arch_title(arch))
+    figure, archs, axes = _arch_panels(records, n_rows=len(rows), width=8.5)  # room for the legend beside
+    for row_axes, in_row in zip(axes, rows.values()):
+        for ax, arch in zip(row_axes, archs):
+            for color, group, members in _coloured_groups(in_row, arch, colour_by):
+                for clock in shown:
+                    _scatter_clock(ax, members, x, clock, color)
+                    fit = _find_fit(fits, clock, x, arch=arch, **dict(zip((colour_by, "depth", "width", "variant"),
+                                                                          group)))
+                    _draw_fit(ax, fit, members, x, clock, color, f"{group[0]}, {_size_label(*group[1:])}")
+            _clock_legend(ax, [r for r in in_row if r["arch"] == arch], shown)
+            _log_panel(ax, sorted({r[x] for r in in_row}), xlabel(in_row), ylabel, arch_title(arch))
     return figure
 
 
@@ -348,14 +418,23 @@ def _coloured_groups(records: list[dict], arch: str, by: str):
         yield f"C{index % 10}", group, members
 
 
-def _draw_fit(ax, fit: dict | None, style: str, color: str, label: str) -> bool:
-    """Draw a fitted power law over its x range (``{alpha}`` in the label becomes the exponent); False if none."""
-    if not fit or fit["alpha"] is None:
-        return False
-    xs = np.geomspace(fit["x_min"], fit["x_max"], 50)
-    ax.plot(xs, fit["a"] * xs ** fit["alpha"], style, color=color, lw=1.2,
-            label=label.replace("{alpha}", f"{fit['alpha']:.2f}"))
-    return True
+MIN_FIT_XS = 3  # distinct x values a fitted line needs to be drawn
+
+
+def _draw_fit(ax, fit: dict | None, members: list[dict], x: str, clock: str, color: str, group: str) -> bool:
+    """Draw a fitted power law over its x range, with its exponent's interval in the legend, when it has an
+    interval and rests on at least MIN_FIT_XS distinct measured x; otherwise a legend entry says why not."""
+    name, style = CLOCK_STYLE[clock][2], CLOCK_STYLE[clock][1]
+    symbol = "N" if x == "n_train" else members[0]["complexity_label"] if x == "complexity" else x
+    xs = {r[x] for r in members if clock_kind(r, clock) == "measured"}
+    if fit and fit["alpha"] is not None and fit["alpha_lo"] is not None and len(xs) >= MIN_FIT_XS:
+        grid = np.geomspace(fit["x_min"], fit["x_max"], 50)
+        ax.plot(grid, fit["a"] * grid ** fit["alpha"], style, color=color, lw=1.2,
+                label=f"{name} ∝ {symbol}^{fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]  {group}")
+        return True
+    ax.plot([], [], CLOCK_STYLE[clock][0], color=color,
+            label=f"{name}  {group}: no line ({len(xs)} distinct measured x; a fit needs {MIN_FIT_XS})")
+    return False
 
 
 def _log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
@@ -367,26 +446,6 @@ def _log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-
-
-def plot_tau_rule(records: list[dict], fits: list[dict]) -> Figure | None:
-    """tau_rule against the rule's complexity, one line per depth (pooled over N and seeds)."""
-    if (panels := _panels_over(records, "complexity")) is None:
-        return None
-    figure, archs, axes = panels
-    for ax, arch in zip(axes[0], archs):
-        for color, (family, depth, width, variant), members in _coloured_groups(records, arch, "family"):
-            _scatter_clock(ax, members, "complexity", "tau_rule", color)
-            fit = _find_fit(fits, "tau_rule", "complexity", family=family, arch=arch, depth=depth, width=width,
-                            variant=variant)
-            label = f"{family}, {_size_label(depth, width, variant)}"
-            if not _draw_fit(ax, fit, "--", color, f"{label}: τ_rule ∝ complexity^{{alpha}}"):
-                ax.plot([], [], "s", color=color, label=label)
-        _clock_legend(ax, [r for r in records if r["arch"] == arch], ("tau_rule",))
-        _log_panel(ax, sorted({r["complexity"] for r in records}),
-                   "rule complexity (the task's knob, e.g. parity group size G)", "τ_rule (training steps)",
-                   arch_title(arch))
-    return figure
 
 
 def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
@@ -412,12 +471,12 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
                 closed = text == "×"
                 if closed:
                     ax.add_patch(_rectangle(j, i, color="0.75"))
-                ax.text(j, i, text, ha="center", va="center", fontsize=9 if closed else 7,
-                        color="black" if closed or value is None or value < 0.6 * vmax else "white")
-            image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=vmax, aspect="auto",
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if closed else 8,
+                        color="black" if closed or value is None else _text_colour(WINDOW_CMAP(value / vmax)))
+            image = ax.imshow(np.ma.masked_invalid(grid), cmap=WINDOW_CMAP, vmin=0, vmax=vmax, aspect="auto",
                               origin="lower")
             ax.set_xticks(range(len(ns)), [str(n) for n in ns])
-            ax.set_yticks(range(len(task_names)), task_names, fontsize=7)
+            ax.set_yticks(range(len(task_names)), task_names, fontsize=8)
             ax.set_xlim(-0.5, len(ns) - 0.5)
             ax.set_ylim(-0.5, len(task_names) - 0.5)
             ax.set_xlabel("training-set size N (samples)")
@@ -428,6 +487,12 @@ def plot_window_map(records: list[dict], fits: list[dict]) -> Figure | None:
         figure.colorbar(image, ax=axes, shrink=0.8,
                         label="log10(τ_mem/τ_rule), decades")
     return figure
+
+
+def _text_colour(rgba) -> str:
+    """Black on light cells, white on dark ones (by the cell colour's luminance)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
 
 
 def _window_cell(members: list[dict]) -> tuple[str, float | None]:
@@ -535,13 +600,21 @@ def _ticks_at(ax, values) -> None:
 
 
 def _scatter_clock(ax, members, x_name, clock, color) -> None:
-    """Measured clocks filled, censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
+    """Measured clocks filled with their 95% interval as an error bar (one open above is drawn up to the last
+    step), censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
     for kind in ("measured", "censored", "first_eval"):
         points = [(r[x_name], clock_value(r, clock)[0]) for r in members if clock_kind(r, clock) == kind]
         if points:
             xs, ys = zip(*points)
             ax.scatter(xs, ys, marker=BOUND_MARKER if kind == "first_eval" else CLOCK_STYLE[clock][0], s=28,
                        edgecolors=color, linewidths=1.2, facecolors="none" if kind == "censored" else color, zorder=3)
+    bars = [(r[x_name], r[clock], r[f"{clock}_lo"], r[f"{clock}_hi"] or r["last_step"]) for r in members
+            if clock_kind(r, clock) == "measured" and r[f"{clock}_lo"] is not None]
+    if bars:
+        xs, ys, lo, hi = (np.array(column, dtype=float) for column in zip(*bars))
+        # a bootstrap percentile interval can miss its point estimate: clip, never a negative bar
+        ax.errorbar(xs, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], fmt="none", ecolor=color,
+                    elinewidth=1, capsize=2, zorder=2)
 
 
 def _clock_legend(ax, records, shown=CLOCKS) -> None:
@@ -555,7 +628,7 @@ def _clock_legend(ax, records, shown=CLOCKS) -> None:
     if any(clock_kind(r, clock) == "first_eval" for r in records for clock in shown):
         ax.scatter([], [], marker=BOUND_MARKER, color="0.3", label="crossed by the first evaluation: drawn there "
                                                                    "(≤ value, not fitted)")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: it hides no point
 
 
 def _find_fit(fits, clock, against, **group):
@@ -577,30 +650,41 @@ def collect_basins(records: list[dict], out: Path) -> list[Path]:
 
 # --- index.html ------------------------------------------------------------------------
 FIGURE_CAPTIONS = {
-    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Lines: least-squares power laws; "
-                "hollow markers: clocks that never crossed (drawn at the last step, left out of the fits); "
-                "downward triangles: clocks crossed by the first evaluation (upper bounds, drawn at that step, "
-                "left out of the fits).",
-    "tau_rule": "τ_rule against rule complexity, one line per model size (pooled over N and seeds). Hollow: "
-                "censored; downward triangles: crossed by the first evaluation (upper bounds); neither is fitted.",
+    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Bars: 95% bootstrap intervals (one "
+                "open above is drawn up to the last step). Lines: least-squares power laws, drawn only where α has "
+                "an interval and at least 3 distinct N are measured (the legend says when not); hollow markers: "
+                "clocks that never crossed (drawn at the last step, left out of the fits); downward triangles: "
+                "clocks crossed by the first evaluation (upper bounds, drawn at that step, left out of the fits).",
+    "tau_rule": "τ_rule against rule complexity, one row per task family (each family's own knob), one colour per "
+                "model size (pooled over N and seeds). Bars: 95% intervals. Hollow: censored; downward triangles: "
+                "crossed by the first evaluation (upper bounds); neither is fitted.",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks unresolved cells: the "
                   "two clocks' intervals overlap (or neither clock crossed, or both by the first evaluation), or "
                   "the seeds' verdicts disagree.",
-    "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with the same task, N, size, seed and variant. Hollow: "
-                  "a clock censored; downward triangles: a clock crossed by the first evaluation (upper bound).",
+    "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with "
+                  "the same task, N, size, seed and variant. Hollow: a clock censored; downward triangles: a clock "
+                  "crossed by the first evaluation (upper bound).",
 }
 
 
-def render_index(store_dir, rows, records, fits, figures, curves, basins, sensitivity_html="") -> str:
+def render_index(source, rows, records, fits, figures, curves, basins, sensitivity_html="", lines=()) -> str:
     counts = Counter(row["status"] for row in rows)
     status = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("done", "running", "queued", "failed"))
-    parts = [f"<h1>innovwin report</h1><p>Store <code>{html.escape(str(store_dir))}</code>: {status}. "
+    single = not (Path(source) / DB_NAME).exists()
+    parts = ["<h1>innovwin report</h1><section id='headline'><h2>Findings</h2><ul>"
+             + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+             + f"</ul><p class='definitions'>{html.escape(thresholds(records))}</p></section>"
+             f"<p>{'Run directory' if single else 'Store'} <code>{html.escape(str(source))}</code>: {status}. "
              "Tables: <a href='runs.csv'>runs.csv</a>, <a href='fits.csv'>fits.csv</a> (also as .md).</p>"]
+    if single and rows:
+        config = rows[0]["config"]
+        parts.append("<h2>Settings</h2>" + _html_table([{"field": DOTTED.get(name, name), "value": config[name],
+                                                          "meaning": HELP.get(name, "")} for name in config],
+                                                        ("field", "value", "meaning")))
     for name, path in figures.items():
-        parts.append(f"<figure><img src='{path.name}'><figcaption>{html.escape(FIGURE_CAPTIONS[name])}"
-                     "</figcaption></figure>")
+        parts.append(f"<figure>{_img(path)}<figcaption>{html.escape(FIGURE_CAPTIONS[name])}</figcaption></figure>")
     parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup></h2><p>Two fits side by side: least squares on the "
                  "measured clocks (alpha, 95% bootstrap interval; censored runs left out) and maximum likelihood "
                  "on every run's bracket, censored runs included (ml_alpha, 95% profile-likelihood interval; "
@@ -622,8 +706,7 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
     parts.append(sensitivity_html)
     if curves:
         parts.append("<h2>Two-clock curves</h2><div class='grid'>")
-        parts += [f"<a id='{key}' href='curves/{path.name}'><img src='curves/{path.name}'></a>"
-                  for key, path in curves.items()]
+        parts += [f"<div id='{key}'>{_img(path, 'curves/')}</div>" for key, path in curves.items()]
         parts.append("</div>")
     if basins:
         parts.append("<h2>Basins of attraction</h2><div class='grid'>")
@@ -631,6 +714,8 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
                   for path in basins]
         parts.append("</div>")
     style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+             "#headline{background:#f2f6fb;border-left:5px solid #2b6cb0;padding:.2em 1.2em;font-size:17px}"
+             "#headline li{margin:.3em 0}.definitions{font-size:14px;color:#333}"
              "img{max-width:100%}figure{margin:1.5em 0}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:8px}")
@@ -639,20 +724,11 @@ def render_index(store_dir, rows, records, fits, figures, curves, basins, sensit
 
 
 def _rendered_run(record: dict) -> dict:
-    def clock(name):
-        if record[f"{name}_censored"]:
-            return f"> {record['last_step']}"
-        text = f"{'<= ' if record[f'{name}_at_first_eval'] else ''}{record[name]:.0f}"
-        lo, hi = record[f"{name}_lo"], record[f"{name}_hi"]
-        if lo is not None:
-            text += f" [{lo:.0f}, {'open' if hi is None else f'{hi:.0f}'}]"
-        return text
-
     window = record["window_state"]
     if (width := _window_width(record)) is not None:
         window += f" ({'≥ ' if _width_is_a_bound(record) else ''}{width:.2f} decades)"
-    return {**record, "run": f"<a href='#{record['key']}'>{record['key']}</a>", "τ_rule": clock("tau_rule"),
-            "τ_mem": clock("tau_mem"), "window": window}
+    return {**record, "run": f"<a href='#{record['key']}' title='{record['key']}'>{html.escape(record['name'])}</a>",
+            "τ_rule": clock_text(record, "tau_rule"), "τ_mem": clock_text(record, "tau_mem"), "window": window}
 
 
 def _html_table(rows: list[dict], columns) -> str:

@@ -9,6 +9,9 @@
     state.next.pt               a stacked ensemble's next state, present only while its members' states are
                                 being saved together (see :func:`save_states`)
     summary.json                the clocks, the window, the final row and the timing, at the end
+    provenance.json             versions, commit, device, host and times of each session (innovwin.store.provenance)
+    log.txt, loss.jsonl         console lines; training loss every 10 steps (innovwin.store.runlog)
+    progress.json               the live step, rate and last rates a sweep driver shows (innovwin.store.runlog)
 
     .lock                       held (flock) by the one process (train, basins) working in the directory
 
@@ -34,6 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from innovwin.store.provenance import PROVENANCE
+from innovwin.store.runlog import LOG, LOSS, PROGRESS
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
@@ -42,7 +48,7 @@ SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
 EVALS = "evals"
 LOCK = ".lock"
-OWNED = (CONFIG, METRICS, STATE, STATE_NEXT, SUMMARY, SNAPSHOTS, EVALS)
+OWNED = (CONFIG, METRICS, STATE, STATE_NEXT, SUMMARY, SNAPSHOTS, EVALS, PROVENANCE, LOG, LOSS, PROGRESS)
 _STEP_FILE = re.compile(r"step_(\d{8})\.(pt|npz)$")
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
 

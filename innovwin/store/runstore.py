@@ -1,7 +1,9 @@
 """The run store: one SQLite file (the run table) beside one run directory per run.
 
     STORE/runs.sqlite        key, config, status, attempts, summary, error, timestamps
-    STORE/runs/KEY/          the run directory that ``innovwin.train.train`` writes and resumes
+    STORE/runs/NAME-KEY/     the run directory that ``innovwin.train.train`` writes and resumes, named by what
+                             sets the run apart in its sweep (``n_train512-seed0-KEY``); stores written before
+                             names keep theirs as ``runs/KEY/`` (a run's directory is found by its key suffix)
     STORE/driver.lock        held (flock) by the one sweep driver that writes the table
 
 Only the driver process writes the table: workers (local processes or Ray tasks) return
@@ -17,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -142,8 +145,18 @@ class RunStore:
         self.close()
 
     # --- writing (driver only) -------------------------------------------------------
-    def run_dir(self, key: str) -> Path:
-        return self.path / "runs" / key
+    def run_dir(self, key: str, name: str = "") -> Path:
+        """The run's directory: the one already holding it, else ``runs/<slug of name>-<key>`` (``runs/<key>``
+        without a name)."""
+        return self._existing_dirs().get(key) or self.path / "runs" / run_dir_name(key, name)
+
+    def _existing_dirs(self) -> dict[str, Path]:
+        """key -> directory, for the run directories present (named ``KEY`` or ``NAME-KEY``)."""
+        folder = self.path / "runs"
+        if not folder.is_dir():
+            return {}
+        return {entry.name[-16:]: entry for entry in folder.iterdir()
+                if entry.is_dir() and re.fullmatch(r"(.+-)?[0-9a-f]{16}", entry.name)}
 
     def add(self, runs: dict[str, dict], cost: dict[str, float] | None = None) -> int:
         """Queue the runs not in the table yet; returns how many were new."""
@@ -223,12 +236,13 @@ class RunStore:
     def _decoded(self, query: str, *params) -> list[dict]:
         cursor = self.db.execute(query, params)
         names = [column[0] for column in cursor.description]
+        existing = self._existing_dirs()
         rows = []
         for values in cursor:
             row = dict(zip(names, values))
             row["config"] = with_added(self._json_object(row, "config"))
             row["summary"] = self._json_object(row, "summary") if row["summary"] else None
-            row["run_dir"] = str(self.run_dir(row["key"]))
+            row["run_dir"] = str(existing.get(row["key"]) or self.run_dir(row["key"]))
             rows.append(row)
         return rows
 
@@ -238,3 +252,19 @@ def _read_only_uri(db: Path) -> str:
     write-ahead log's shared-memory file beside it (and nothing can write there meanwhile)."""
     immutable = "" if os.access(db.parent, os.W_OK) else "&immutable=1"
     return f"{db.resolve().as_uri()}?mode=ro{immutable}"
+
+
+def run_dir_name(key: str, name: str = "") -> str:
+    """A new run directory's name: ``<slug of name>-<key>``, or the key alone without a name."""
+    return "-".join(filter(None, (slug(name), key)))
+
+
+def slug(name: str, limit: int = 80) -> str:
+    """A directory-name form of a run name: ``n_train=512 seed=0`` -> ``n_train512-seed0``,
+    ``task=parity:h=6,w=6,g=2`` -> ``task_parity-h6-w6-g2``."""
+    parts = []
+    for part in name.split():
+        field, _, value = part.partition("=")
+        value = re.sub(r"[^\w.]+", "-", value.replace("=", "")).strip("-")
+        parts.append(field + ("" if re.fullmatch(r"[\d.e+-]+", value) else "_") + value)
+    return "-".join(parts)[:limit].strip("-")

@@ -1,15 +1,16 @@
 """The sweep driver loop, the same for every executor: queue the runs, hand the longest ones out first, write each
-result to the store the moment it returns, print a live summary line."""
+result to the store the moment it returns, show the live progress (innovwin.sweeps.progress)."""
 from __future__ import annotations
 
 import functools
 import json
 import math
 import signal
-import time
 
 from innovwin.store import RunStore
 from innovwin.sweeps.executors import RunFn, make_executor, train_group, train_run
+from innovwin.sweeps.progress import SweepProgress
+from innovwin.sweeps.spec import run_names
 
 
 def estimate_cost(config: dict) -> float:
@@ -55,51 +56,6 @@ def preflight(runs: dict[str, dict]) -> None:
 
 
 # --- the driver loop -------------------------------------------------------------------
-class Progress:
-    """The live summary line: done / running / queued / failed, and the time left."""
-
-    def __init__(self, stream, costs: dict[str, float], capacity: int):
-        self.stream = stream
-        self.costs = costs
-        self.capacity = capacity
-        self.start = time.monotonic()
-        self.seconds_per_cost: list[tuple[float, float]] = []  # (seconds, cost) of runs done here
-        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
-        self.last_counts = None
-
-    def finished(self, key: str, seconds: float) -> None:
-        if seconds > 0:
-            self.seconds_per_cost.append((seconds, self.costs.get(key, 0.0)))
-
-    def eta(self, left: list[str]) -> float | None:
-        seconds, cost = (sum(column) for column in zip(*self.seconds_per_cost)) if self.seconds_per_cost else (0, 0)
-        if not left or cost <= 0:
-            return None if left else 0.0
-        return seconds / cost * sum(self.costs.get(key, 0.0) for key in left) / min(self.capacity, len(left))
-
-    def show(self, counts: dict[str, int], left: list[str], final: bool = False) -> None:
-        if not self.stream or (not self.tty and not final and counts == self.last_counts):
-            return  # a log file gets a line per change, a terminal a line that ticks
-        self.last_counts = dict(counts)
-        eta = self.eta(left)
-        line = (f"[sweep] {counts['done']} done · {counts['running']} running · {counts['queued']} queued · "
-                f"{counts['failed']} failed · {_duration(time.monotonic() - self.start)} elapsed · "
-                f"ETA {'?' if eta is None else _duration(eta)}")
-        end = "\n" if final or not self.tty else ""
-        self.stream.write(("\r\033[K" if self.tty else "") + line + end)
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-
 def take_group(queue: list[str], runs: dict[str, dict], size: int) -> list[str]:
     """Pop the queue's first run and up to ``size - 1`` later runs of its shape (one stacked ensemble)."""
     first = queue.pop(0)
@@ -117,14 +73,16 @@ def take_group(queue: list[str], runs: dict[str, dict], size: int) -> list[str]:
 
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=None, poll_s: float = 1.0, ensemble: int = 1, group_fn: RunFn = train_group) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1,
+              group_fn: RunFn = train_group) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
-    their run directory), failed ones are retried until they have had ``max_attempts``.
+    their run directory), failed ones are retried until they have had ``max_attempts`` (the retry limit).
     ``ensemble`` > 1 trains up to that many runs of one shape as one stacked ensemble (``group_fn``
     instead of ``run_fn``); the store, the run directories and the summaries are the same.
-    ``stream`` (e.g. sys.stderr) gets the live summary line; None runs quietly.
+    ``stream`` (e.g. sys.stderr) gets the live progress; None runs quietly. ``names`` (key -> readable name,
+    default :func:`run_names`) name the lines and the new run directories.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -132,18 +90,19 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
         raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
     preflight(runs)
     store.requeue_orphans()
+    names = run_names(runs) if names is None else names
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     store.add(runs, costs)
     queue = store.pending(runs, max_attempts)
     if not queue:
         counts = store.counts(runs)
         if stream:
-            stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed "
-                         f"(after {max_attempts} attempts)\n")
+            limit = f" (retry limit {max_attempts} reached)" if counts["failed"] else ""
+            stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed{limit}\n")
         return counts
     pool = make_executor(executor, run_fn if ensemble == 1 else group_fn, workers=workers, ray_address=ray_address,
                          n_runs=math.ceil(len(queue) / ensemble))
-    progress = Progress(stream, costs, pool.capacity * ensemble)
+    progress = SweepProgress(stream, costs, pool.capacity * ensemble, names)
     if stream:
         grouped = f" · stacked ensembles of up to {ensemble}" if ensemble > 1 else ""
         stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}{grouped}\n")
@@ -153,25 +112,33 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
         while queue or in_flight:
             while queue and len(in_flight) < pool.capacity:
                 group = take_group(queue, runs, ensemble)
+                members = []
                 for key in group:
                     store.claim(key)
+                    run_dir = str(store.run_dir(key, names.get(key, "")))
+                    members.append((key, runs[key], run_dir))
+                    progress.submitted(key, run_dir)
                 if ensemble == 1:
-                    pool.submit(group[0], runs[group[0]], str(store.run_dir(group[0])))
+                    pool.submit(*members[0])
                 else:
-                    members = [(key, runs[key], str(store.run_dir(key))) for key in group]
                     pool.submit(group[0], {"members": members}, members[0][2])
                 in_flight[group[0]] = group
-            progress.show(store.counts(runs), queue + sorted(key for group in in_flight.values() for key in group))
+            progress.show(store.counts(runs), queue)
             for first, status, payload, seconds in pool.wait(poll_s):
                 group = in_flight.pop(first)
                 for key in group:
                     if status == "done":
-                        store.finish(key, payload if ensemble == 1 else payload["members"][key])
-                        progress.finished(key, seconds / len(group))
+                        summary = payload if ensemble == 1 else payload["members"][key]
+                        store.finish(key, summary)
+                        progress.finished(key, status, summary, seconds / len(group))
                     else:
                         store.fail(key, str(payload))
-                        if store.get(key)["attempts"] < max_attempts:
+                        attempts = store.get(key)["attempts"]
+                        if attempts < max_attempts:
                             queue.append(key)
+                        progress.finished(key, status, payload, seconds,
+                                          f"attempt {attempts}, retry limit {max_attempts}"
+                                          + ("" if attempts < max_attempts else ": stays failed"))
         counts = store.counts(runs)
         progress.show(counts, [], final=True)
         return counts

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from innovwin.config import RunConfig, flatten
+from innovwin.config import SEED_FIELDS, RunConfig, differences, flatten
 from innovwin.naming import did_you_mean
 from innovwin.tomlfile import parse_toml, read_toml
 
@@ -51,6 +51,12 @@ class SweepSpec:
             config = RunConfig.from_dict(values).resolved()
             runs.setdefault(config.key(), config.to_dict())
         return runs
+
+
+def run_names(runs: dict[str, dict]) -> dict[str, str]:
+    """key -> the run's readable name: the values of the fields that vary among ``runs`` (the per-purpose seeds,
+    which follow ``seed``, aside), e.g. ``n_train=512 seed=0``; "" for a sweep of one run."""
+    return dict(zip(runs, differences(list(runs.values()), SEED_FIELDS)))
 
 
 def parse_spec(values: dict, source: str = "spec") -> SweepSpec:

@@ -25,7 +25,8 @@ from innovwin.analysis import clocks, memorization
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.runtime import resolve_device
-from innovwin.store import rundir
+from innovwin.store import provenance, rundir
+from innovwin.store.runlog import LOSS_EVERY, RunLog, truncate_loss
 from innovwin.tasks.dataset import run_dataset
 from innovwin.train.step import make_train_step
 
@@ -39,9 +40,11 @@ def eval_steps(config: RunConfig) -> list[int]:
 
 
 def default_out_dir(config: RunConfig) -> Path:
-    """runs/<arch>-<task>-n<N>-<key>: readable, and the same command finds its run again."""
+    """runs/<arch>-<task>-N<N>-<key>, e.g. runs/gpt-sudoku-n4-N64-1a2b3c4d (the task's n, the training set's N):
+    readable, and the same command finds its run again."""
     slug = config.task.replace(":", "-").replace(",", "-").replace("=", "")
-    return Path("runs") / f"{config.arch}-{slug}-n{config.n_train}-{config.key()[:8]}"
+    earlier = Path("runs") / f"{config.arch}-{slug}-n{config.n_train}-{config.key()[:8]}"  # before N was capital
+    return earlier if earlier.is_dir() else Path("runs") / f"{config.arch}-{slug}-N{config.n_train}-{config.key()[:8]}"
 
 
 def check_run(config: RunConfig):
@@ -89,8 +92,9 @@ class Trainer:
                                        clip=config.grad_clip or None)
         self.step = 0
         self.metrics = ""  # metrics.jsonl's text up to this step, saved with the state to restore a damaged file
-        self.loss_sum = torch.zeros((), device=device)
+        self.loss_sum = torch.zeros((), device=device)  # since the last evaluation (metrics.jsonl's train_loss)
         self.loss_count = 0
+        self.log_sum = torch.zeros((), device=device)  # since the last loss.jsonl row
 
     def train_step(self) -> None:
         config = self.config
@@ -100,7 +104,9 @@ class Trainer:
         batch = self.train_set[idx]
         inputs = self.objective.training_inputs(batch, self.generator)
         self.model.train()
-        self.loss_sum += self.step_fn(*inputs)
+        loss = self.step_fn(*inputs)
+        self.loss_sum += loss
+        self.log_sum += loss
         self.loss_count += 1
         if self.ema is not None:
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema)
@@ -111,6 +117,14 @@ class Trainer:
         value = float(self.loss_sum) / self.loss_count if self.loss_count else None
         self.loss_sum.zero_()
         self.loss_count = 0
+        return value
+
+    def take_log_loss(self) -> float | None:
+        """Mean training loss of the last LOSS_EVERY steps, at steps that are multiples of it."""
+        if self.step % LOSS_EVERY:
+            return None
+        value = float(self.log_sum) / LOSS_EVERY
+        self.log_sum.zero_()
         return value
 
     @property
@@ -128,6 +142,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "loss_sum": self.loss_sum.detach().cpu(),
             "loss_count": self.loss_count,
+            "log_sum": self.log_sum.detach().cpu(),
             "timing": dict(timing),
             "metrics": self.metrics,
         }
@@ -142,6 +157,8 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.loss_sum = state["loss_sum"].to(self.device)
             self.loss_count = int(state["loss_count"])
+            if "log_sum" in state:  # a state saved before loss.jsonl starts its first row afresh
+                self.log_sum = state["log_sum"].to(self.device)
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise ValueError(f"training state does not fit this run ({type(error).__name__}: {error}); "
@@ -198,27 +215,51 @@ def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool,
     trainer.metrics, note = rundir.start(out_dir, config, state, sorted(s for s in schedule if s <= trainer.step))
     if note:
         print(f"innovwin train: {note}", file=sys.stderr)
+    truncate_loss(out_dir, trainer.step)
+    provenance.start_session(out_dir, device, trainer.step)
+    log = RunLog(out_dir, config.steps, trainer.step, echo=None if quiet else tqdm.write,
+                 last_row=(rundir.read_metrics(out_dir) or [None])[-1])
+    log.line(f"resume {out_dir} from step {trainer.step} of {config.steps} (its saved training state)" if state
+             else f"start {out_dir}: {config.arch} on {task.spec}, N = {config.n_train}, {config.steps} steps, "
+                  f"on {device}", echo=True)
     evaluator = Evaluator(task, dataset, config, trainer.objective, device)
 
     def save_state():
         timing["wall_s"] = earlier_wall + time.perf_counter() - started
         rundir.save_torch(out_dir / rundir.STATE, trainer.state(config.key(), timing))
 
+    def after_step(step: int, evaluating: bool) -> None:
+        if (loss := trainer.take_log_loss()) is not None:
+            log.loss(step, loss)
+        if not evaluating:
+            log.progress(step)
+
     def evaluate(train_loss, bar) -> float:
         row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
-        bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
+        log.progress(trainer.step, row)
+        if not quiet:
+            bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
+        log.line(f"step {trainer.step}: train loss {train_loss:.4f}, valid {row['valid_frac']:.3f}, "
+                 f"copy {row['copy_frac']:.3f} (chance {row['chance_copy'] or 0:.2g}), "
+                 f"eval {row['eval_seconds']:.1f} s")
         return row["eval_seconds"]
 
     bar = tqdm(total=config.steps, initial=trainer.step, disable=quiet, unit="step", dynamic_ncols=True,
                desc=f"{config.arch} {task.spec} N={config.n_train}")
-    run_loop(trainer, config.steps, schedule, timing, bar, evaluate, save_state)
-    return finish_run(out_dir, config, timing, earlier_wall + time.perf_counter() - started)
+    run_loop(trainer, config.steps, schedule, timing, bar, evaluate, save_state, after_step)
+    summary = finish_run(out_dir, config, timing, earlier_wall + time.perf_counter() - started)
+    provenance.end_session(out_dir, trainer.step)
+    log.progress(trainer.step, state="done")
+    for text in clocks.describe(summary).splitlines():
+        log.line(text)
+    return summary
 
 
-def run_loop(trainer, steps: int, schedule: set, timing: dict, bar, evaluate, save_state) -> None:
+def run_loop(trainer, steps: int, schedule: set, timing: dict, bar, evaluate, save_state, after_step=None) -> None:
     """Train to ``steps``, evaluating at the schedule's steps (``evaluate(train_loss, bar) -> seconds``) and saving
-    the state after each evaluation; a stop request saves and raises KeyboardInterrupt. A single run and a stacked
-    ensemble (whose train loss is one per member) share this loop."""
+    the state after each evaluation; a stop request saves and raises KeyboardInterrupt. ``after_step(step,
+    evaluating)``, if given, runs after every step (a single run's loss log and progress file). A single run and a
+    stacked ensemble (whose train loss is one per member) share this loop."""
     tick = time.perf_counter()
     with StopRequests() as stop, bar:
         while trainer.step < steps:
@@ -227,6 +268,8 @@ def run_loop(trainer, steps: int, schedule: set, timing: dict, bar, evaluate, sa
                 raise KeyboardInterrupt
             trainer.train_step()
             bar.update(1)
+            if after_step is not None:
+                after_step(trainer.step, trainer.step in schedule)
             if trainer.step not in schedule:
                 continue
             train_loss = trainer.take_train_loss()  # waits for the device: the training time below is honest
