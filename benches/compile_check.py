@@ -13,7 +13,9 @@ own pipeline down to the cubin, with the ptxas shipped in the triton wheel; no d
 ``-v`` log gives registers and spills; shared memory is Triton's ``metadata.shared`` plus ptxas' static smem.
 
 ``--subset ci`` compiles the configurations most at risk (see ``ci_subset``) so the test stays within a few
-minutes on two cores; ``full`` (the default) compiles everything the launchers can choose.
+minutes on two cores; ``full`` (the default) compiles everything the launchers can choose; ``tiles`` compiles
+the candidate tiles the launchers' ``tile_config`` tables were chosen from (``--out`` another file, e.g.
+benches/results/compile-tiles.json).
 Exit 0: every configuration compiled within the time limit, with 0 spill bytes and shared memory under the
 architecture's limit; 1: some did not; 2: the check could not run (e.g. no ptxas in the triton wheel).
 Logic adapted from shared/tools/sm90_check.py.
@@ -63,48 +65,36 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------- capture launches from the project's launchers
 
-class _Recorder:
-    """Stands in for a JITFunction: ``kernel[grid](*args, **kwargs)`` records the call and launches nothing."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.calls = []
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.calls.append((grid, args, kwargs))
-        return launch
-
-
 @contextlib.contextmanager
-def _recording(module, name):
-    real = getattr(module, name)
-    rec = _Recorder(real)
-    setattr(module, name, rec)
-    try:
-        yield rec
-    finally:
-        setattr(module, name, real)
+def _recording():
+    """Replace ``innovwin.kernels._torch_op.launch`` (every launcher launches through it) by a recorder of
+    (kernel, grid, args, kwargs); TRITON_INTERPRET=1 meanwhile lets the launchers' checks accept CPU tensors."""
+    from innovwin.kernels import _torch_op
 
-
-@contextlib.contextmanager
-def _interpreter_env():
-    """TRITON_INTERPRET=1 while capturing: lets the launchers' input checks accept CPU tensors."""
-    old = os.environ.get("TRITON_INTERPRET")
+    calls, real, old_env = [], _torch_op.launch, os.environ.get("TRITON_INTERPRET")
+    _torch_op.launch = lambda kernel, grid, args, kwargs: calls.append((kernel, grid, args, dict(kwargs)))
     os.environ["TRITON_INTERPRET"] = "1"
     try:
-        yield
+        yield calls
     finally:
-        if old is None:
+        _torch_op.launch = real
+        if old_env is None:
             os.environ.pop("TRITON_INTERPRET", None)
         else:
-            os.environ["TRITON_INTERPRET"] = old
+            os.environ["TRITON_INTERPRET"] = old_env
 
 
-def _one_call(rec, what):
-    if len(rec.calls) != 1:
-        raise RuntimeError(f"{what}: expected one launch, recorded {len(rec.calls)}")
-    return rec.calls[0]
+KERNEL_NAMES = {  # kernel function -> the name the table uses
+    "_attention_fwd_kernel": "attention fwd",
+    "_attention_bwd_dq_kernel": "attention bwd dq",
+    "_attention_bwd_dkdv_kernel": "attention bwd dkdv",
+    "_hamming_topk_kernel": "hamming topk",
+}
+
+
+def _launch_fields(kwargs: dict) -> dict:
+    tiles = {k: v for k, v in kwargs.items() if k.startswith("BLOCK")}
+    return dict(**tiles, num_warps=kwargs.get("num_warps", 4), num_stages=kwargs.get("num_stages", 3))
 
 
 def attention_launches():
@@ -124,19 +114,15 @@ def attention_launches():
                     q, k, v = qkv.unbind(0)
                     # the gradient of y.transpose(1, 2).reshape(B, L, H * D), as the models' backward gives it
                     grad_out = torch.empty(batch, length, heads, head_dim, dtype=dtype).transpose(1, 2)
-                    with _interpreter_env():
-                        with _recording(A, "_attention_fwd_kernel") as fwd:
-                            _, lse = A._attention_op(q, k, v, causal)
-                        with _recording(A, "_attention_bwd_kernel") as bwd:
-                            A._attention_backward_op(grad_out, q, k, v, lse, causal)
-                    for kname, rec in (("fwd", fwd), ("bwd", bwd)):
-                        _, args, kwargs = _one_call(rec, f"attention {kname}")
-                        blocks = {k: v for k, v in kwargs.items() if k.startswith("BLOCK")}
-                        fields = dict(kernel=f"attention {kname}", L=length, head_dim=head_dim, dtype=dname,
-                                      causal=causal, **blocks, num_warps=kwargs.get("num_warps", 4),
-                                      num_stages=kwargs.get("num_stages", 3))
-                        label = f"attention {kname} L={length} d={head_dim} {dname}{' causal' if causal else ''}"
-                        out.append((label, fields, rec.fn, args, kwargs))
+                    with _recording() as calls:
+                        _, lse = A._attention_fwd(q, k, v, causal)
+                        A._attention_bwd(grad_out, q, k, v, lse, causal)
+                    for kernel, _, args, kwargs in calls:
+                        name = KERNEL_NAMES[kernel.__name__]
+                        fields = dict(kernel=name, L=length, head_dim=head_dim, dtype=dname, causal=causal,
+                                      **_launch_fields(kwargs))
+                        label = f"{name} L={length} d={head_dim} {dname}{' causal' if causal else ''}"
+                        out.append((label, fields, kernel, args, kwargs))
     return out
 
 
@@ -149,28 +135,72 @@ def hamming_launches():
     for name, words, nibbles in HAMMING_CASES:
         queries = torch.zeros(HAMMING_M, words, dtype=torch.int64)
         columns = torch.zeros(words, HAMMING_N, dtype=torch.int64)
-        with _recording(Hm, "_hamming_topk_kernel") as rec:
+        with _recording() as calls:
             Hm.hamming_topk(queries, columns, HAMMING_K, nibbles)
-        _, args, kwargs = _one_call(rec, f"hamming {name}")
-        kwargs = dict(kwargs, HW_POPC=True)  # what the launcher passes for CUDA tensors (CPU ones get False)
-        fields = dict(kernel="hamming topk", words=words, nibbles=nibbles, K=kwargs.get("K"),
-                      BLOCK_M=kwargs.get("BLOCK_M"), BLOCK_N=kwargs.get("BLOCK_N"),
-                      num_warps=kwargs.get("num_warps", 4), num_stages=kwargs.get("num_stages", 3))
-        out.append((f"hamming topk {name}, {words} word{'s' if words > 1 else ''}", fields, rec.fn, args, kwargs))
+        for kernel, _, args, kwargs in calls:
+            kwargs = dict(kwargs, HW_POPC=True)  # what the launcher passes for CUDA tensors (CPU ones get False)
+            fields = dict(kernel=KERNEL_NAMES[kernel.__name__], words=words, nibbles=nibbles, K=kwargs.get("K"),
+                          **_launch_fields(kwargs))
+            out.append((f"hamming topk {name}, {words} word{'s' if words > 1 else ''}", fields, kernel, args, kwargs))
+    return out
+
+
+ATTENTION_TILES = [(16, 2), (16, 4), (32, 2), (32, 4), (32, 8), (64, 4), (64, 8)]  # (BLOCK, num_warps)
+HAMMING_TILES = [(16, 128, 4), (32, 128, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8), (128, 64, 8),
+                 (32, 256, 8), (64, 256, 8), (128, 128, 8)]  # (block_m, block_n, num_warps)
+
+
+def tile_candidates():
+    """Launches for the tile choices the launchers could be given (``--tiles``): where tile_config's table
+    comes from. Attention at L = 82 (L is not specialized: one compile serves every L), non-causal."""
+    import torch
+    from innovwin.kernels import attention as A
+    from innovwin.kernels import hamming as Hm
+
+    out = []
+    real = A.tile_config
+    try:
+        for block, warps in ATTENTION_TILES:
+            for stages in (1, 2):
+                A.tile_config = lambda *_, c=dict(BLOCK=block, num_warps=warps, num_stages=stages): c
+                for head_dim, heads in HEAD_DIMS.items():
+                    for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                        q, k, v = torch.empty(2, 82, 3, heads, head_dim, dtype=dtype).permute(2, 0, 3, 1, 4).unbind(0)
+                        grad_out = torch.empty(2, 82, heads, head_dim, dtype=dtype).transpose(1, 2)
+                        with _recording() as calls:
+                            _, lse = A._attention_fwd(q, k, v, False)
+                            A._attention_bwd(grad_out, q, k, v, lse, False)
+                        for kernel, _, args, kwargs in calls:
+                            name = KERNEL_NAMES[kernel.__name__]
+                            label = f"{name} d={head_dim} {dname} BLOCK={block} w{warps} s{stages}"
+                            out.append((label, dict(kernel=name, head_dim=head_dim, dtype=dname,
+                                                    **_launch_fields(kwargs)), kernel, args, kwargs))
+    finally:
+        A.tile_config = real
+    for name, words, nibbles in HAMMING_CASES:
+        for block_m, block_n, warps in HAMMING_TILES:
+            queries = torch.zeros(HAMMING_M, words, dtype=torch.int64)
+            columns = torch.zeros(words, HAMMING_N, dtype=torch.int64)
+            with _recording() as calls:
+                Hm.hamming_topk(queries, columns, HAMMING_K, nibbles, block_m, block_n, warps)
+            for kernel, _, args, kwargs in calls:
+                kwargs = dict(kwargs, HW_POPC=True)
+                out.append((f"hamming topk {name} {block_m}x{block_n} w{warps}",
+                            dict(kernel="hamming topk", words=words, nibbles=nibbles, **_launch_fields(kwargs)),
+                            kernel, args, kwargs))
     return out
 
 
 def ci_subset(label: str) -> bool:
-    """The configurations most at risk, for the CI test: every kernel at head_dim 64 (the largest tiles) in
-    fp32 (the widest registers) and bf16 (the 16-bit path), causal and not, at each block-size bucket's
-    longest L, plus head_dim 16 fp16 (the smallest tiles) and every Hamming layout."""
+    """The configurations most at risk, for the CI test: every attention kernel in fp32 (tf32x3: the most
+    registers) at every head_dim, causal and not; bf16 at head_dim 64 (the largest 16-bit tiles) and fp16 at
+    head_dim 16; each at L = 37 and 82 (the 16- and 32-blocks; L itself is not specialized); every Hamming
+    layout. About 90 distinct compilations for sm_90 and sm_80 together."""
     if label.startswith("hamming"):
         return True
     m = re.search(r"L=(\d+) d=(\d+) (\w+)", label)
     length, head_dim, dtype = int(m[1]), int(m[2]), m[3]
-    if length not in (16, 37, 82):
-        return False
-    return (head_dim == 64 and dtype in ("fp32", "bf16")) or (head_dim == 16 and dtype == "fp16")
+    return length in (37, 82) and (dtype == "fp32" or (dtype, head_dim) in (("bf16", 64), ("fp16", 16)))
 
 
 # ---------------------------------------------------------------- compile one configuration (in a child)
@@ -213,8 +243,9 @@ def _bind(fn, args, kwargs, arch: int):
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     kwargs = dict(kwargs)  # the extra options JITFunction.run adds before binding
     kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug
-    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
-    kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
+    for name in ("instrumentation_mode", "fpsan_homomorphic_casts"):  # triton 3.9; absent from older ones
+        if hasattr(knobs.compilation, name):
+            kwargs[name] = getattr(knobs.compilation, name)
     bound, specialization, options = binder(*args, **kwargs)
     return target, backend, kwargs, bound, specialization, options
 
@@ -226,8 +257,9 @@ def compile_key(fn, args, kwargs, arch: int) -> str:
     return f"{arch}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-def compile_one(fn, args, kwargs, arch: int) -> dict:
-    """Compile one launch for ``arch`` and read the resource report."""
+def compile_one(fn, args, kwargs, arch: int, into_cache: bool = False) -> dict:
+    """Compile one launch for ``arch`` and read the resource report. ``into_cache``: store the kernel in Triton's
+    cache, where the same launch on a GPU of that arch finds it (``warm_cache``), and skip the report."""
     import triton
     from triton import knobs
     from triton.compiler.compiler import ASTSource
@@ -236,6 +268,10 @@ def compile_one(fn, args, kwargs, arch: int) -> dict:
     target, backend, kwargs, bound, specialization, options = _bind(fn, args, kwargs, arch)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     src = ASTSource(fn, signature, constexprs, attrs)
+    if into_cache:
+        t0 = time.monotonic()
+        triton.compile(src, target=target, options=options.__dict__)
+        return {"status": "ok", "compile_s": round(time.monotonic() - t0, 2)}
     knobs.nvidia.dump_ptxas_log = True  # Triton prints ptxas' -v log to stdout after a successful ptxas
     knobs.compilation.always_compile = True
     buf = io.StringIO()
@@ -261,7 +297,7 @@ def compile_one(fn, args, kwargs, arch: int) -> dict:
     return res
 
 
-def _start_child(fn, args, kwargs, arch):
+def _start_child(fn, args, kwargs, arch, into_cache):
     """Fork a child (own process group, so a timeout also ends its ptxas) that compiles and writes JSON to a pipe."""
     r, w = os.pipe()
     pid = os.fork()
@@ -271,7 +307,7 @@ def _start_child(fn, args, kwargs, arch):
             os.close(r)
             os.setpgid(0, 0)
             try:
-                res = compile_one(fn, args, kwargs, arch)
+                res = compile_one(fn, args, kwargs, arch, into_cache)
             except BaseException as e:  # noqa: BLE001 - any failure is a result to report
                 res = {"status": "compile_error", "error": f"{type(e).__name__}: {e}"[:TAIL],
                        "traceback": traceback.format_exc()[-TAIL:]}
@@ -304,13 +340,13 @@ def _finish_child(child, timed_out: bool, timeout: float) -> dict:
     return res
 
 
-def compile_all(jobs: list, n_parallel: int, timeout: float, on_done) -> None:
+def compile_all(jobs: list, n_parallel: int, timeout: float, on_done, into_cache: bool = False) -> None:
     """Compile ``jobs`` [(key, fn, args, kwargs, arch)], ``n_parallel`` children at a time; ``on_done(key, res)``."""
     pending, running = list(jobs), {}
     while pending or running:
         while pending and len(running) < n_parallel:
             key, fn, args, kwargs, arch = pending.pop(0)
-            running[key] = _start_child(fn, args, kwargs, arch)
+            running[key] = _start_child(fn, args, kwargs, arch, into_cache)
         now = time.monotonic()
         for key, child in list(running.items()):
             if now - child["t0"] > timeout:
@@ -326,6 +362,23 @@ def compile_all(jobs: list, n_parallel: int, timeout: float, on_done) -> None:
                     child["chunks"].append(chunk)
                 else:
                     on_done(key, _finish_child(running.pop(key), False, timeout))
+
+
+def warm_cache(configs, arch: int, n_parallel: int, timeout: float = 300.0) -> dict:
+    """Compile the distinct launches among ``configs`` [(label, fields, fn, args, kwargs)] into Triton's cache in
+    ``n_parallel`` processes, so a GPU of ``arch`` finds them there instead of compiling one at a time.
+    Call before the process touches CUDA (children are forked). Returns counts and the slowest compile."""
+    jobs, seen, results = [], set(), {}
+    for _, _, fn, args, kwargs in configs:
+        key = compile_key(fn, args, kwargs, arch)
+        if key not in seen:
+            seen.add(key)
+            jobs.append((key, fn, args, kwargs, arch))
+    compile_all(jobs, n_parallel, timeout, lambda key, res: results.__setitem__(key, res), into_cache=True)
+    ok = [r for r in results.values() if r["status"] == "ok"]
+    failed = [r for r in results.values() if r["status"] != "ok"]
+    return {"distinct": len(jobs), "compiled": len(ok), "max_compile_s": max((r["compile_s"] for r in ok), default=0),
+            "failures": [r.get("error", r["status"])[:300] for r in failed][:3]}
 
 
 # ---------------------------------------------------------------- verdicts and the table
@@ -373,8 +426,8 @@ def run_check(archs, subset: str = "full", only: str | None = None, n_parallel: 
     torch.set_num_threads(1)
     if not hasattr(triton.runtime.jit.JITFunction, "_pack_args"):
         raise RuntimeError(f"triton {triton.__version__}: JITFunction._pack_args is gone; update compile_check.py")
-    configs = attention_launches() + hamming_launches()
-    configs = [c for c in configs if (subset == "full" or ci_subset(c[0])) and (not only or re.search(only, c[0]))]
+    configs = tile_candidates() if subset == "tiles" else attention_launches() + hamming_launches()
+    configs = [c for c in configs if (subset != "ci" or ci_subset(c[0])) and (not only or re.search(only, c[0]))]
     ptxas = {arch: {"path": get_ptxas(arch).path,
                     "version": next((ln.strip() for ln in get_ptxas_version(arch).splitlines() if "release" in ln),
                                     "unknown")} for arch in archs}
@@ -437,8 +490,8 @@ def write_record(record: dict, out: Path) -> None:
 
 
 def _group(row: dict) -> str:
-    if row["kernel"].startswith("attention"):
-        return f"{row['kernel']} L={row['L']}"
+    if row["kernel"].startswith("attention"):  # the backward's kernels together (one before, dq + dkdv after)
+        return f"{'attention fwd' if row['kernel'] == 'attention fwd' else 'attention bwd'} L={row['L']}"
     return f"hamming {row['words']}w{' nibbles' if row['nibbles'] else ''}"
 
 
@@ -492,7 +545,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RESULTS / "compile-sm90.json", help="where to write the JSON table")
     ap.add_argument("--arch", type=int, nargs="+", default=[90, 80], choices=sorted(SMEM_LIMITS))
-    ap.add_argument("--subset", choices=["full", "ci"], default="full")
+    ap.add_argument("--subset", choices=["full", "ci", "tiles"], default="full",
+                    help="full: every launch; ci: those most at risk; tiles: the tile choices tile_config picks from")
     ap.add_argument("--only", default=None, help="regex on the configuration label (for debugging)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="compiles at a time")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a compile is killed")
