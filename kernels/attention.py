@@ -55,6 +55,45 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
     return (scores.softmax(dim=-1) @ v.to(work)).to(q.dtype)
 
 
+# Max error against the float64 reference in units of each output's magnitude (see ``reference_errors``):
+# about 5 units of roundoff for bf16 (2^-8) and fp16 (2^-11); fp32 leaves room for tf32x3 on the GPU and for
+# scores of ~100 (x30), whose exp2 alone carries ~4e-6.
+TOLERANCE = {torch.float32: 5e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def reference_errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad_out: torch.Tensor, causal: bool,
+                     attn=None) -> dict[str, float]:
+    """Max |error| of ``attn`` (default: the fused op) out, dq, dk, dv against the float64 reference, each divided
+    by the max of its magnitude: the same product over absolute values (out: P|V|, dV: P^T|dO|,
+    dQ: scale (P * (|dO||V|^T + |delta|)) |K|, dK likewise with |Q|). That is the scale rounding errors live on;
+    it stays O(1) where the softmax saturates and the true dQ, dK vanish (an error relative to them is unbounded
+    for any implementation). ``grad_out`` is taken as given (in the inputs' dtype) by both sides."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = (attn or attention)(*leaves, causal)
+    got = (out, *torch.autograd.grad(out, leaves, grad_out))
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    want = attention_reference(*exact, causal)
+    want = (want, *torch.autograd.grad(want, exact, grad_out.double()))
+
+    qd, kd, vd, god = (t.detach().double() for t in (q, k, v, grad_out))
+    scale = 1 / math.sqrt(q.shape[-1])
+    scores = qd @ kd.transpose(-2, -1) * scale
+    if causal:
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    p = scores.softmax(-1)
+    delta = (p * (god @ vd.transpose(-2, -1))).sum(-1, keepdim=True)
+    w = p * (god.abs() @ vd.abs().transpose(-2, -1) + delta.abs())
+    magnitude = (p @ vd.abs(), w @ kd.abs() * scale, w.transpose(-2, -1) @ qd.abs() * scale,
+                 p.transpose(-2, -1) @ god.abs())
+    errors = {}
+    for name, g, r, m in zip(("out", "dq", "dk", "dv"), got, want, magnitude):
+        if g.shape != r.shape or g.dtype != q.dtype:
+            raise ValueError(f"{name}: got {g.dtype} {tuple(g.shape)}, want {q.dtype} {tuple(r.shape)}")
+        errors[name] = (g.double() - r).abs().max().item() / max(m.max().item(), 1e-300)
+    return errors
+
+
 def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
     """Why the fused kernel cannot take these inputs, or None when it can."""
     tensors = {"q": q, "k": k, "v": v}
