@@ -5,7 +5,7 @@
 On CUDA: shapes (batch*heads, L, head_dim) from ``SHAPES``, fp32 and bf16, causal and not; the
 SDPA backends a shape/dtype does not support (flash has no fp32, cudnn may be absent) are skipped.
 On CPU (no Triton launch possible) a small bench of SDPA against the plain math reference keeps
-the file running. ``gpu_attention.py`` reuses these pieces for a standalone JSON record.
+the file running. ``gpu_check.py`` reuses these pieces for its one-call GPU record.
 """
 from __future__ import annotations
 

@@ -160,25 +160,36 @@ def test_gpu_triton(benchmark, gpu_workload, tile):
     assert torch.equal(dist[:256], expected[0]) and torch.equal(idx[:256], expected[1])
 
 
-def gemm_top2(q_pm: torch.Tensor, t_pm: torch.Tensor, chunk: int = 1 << 17):
-    """Baseline: +-1 bf16 cells, similarity q.t by GEMM in chunks of the training set, running top-2."""
-    n_cells = q_pm.shape[1]
+def encode_cells(cells: torch.Tensor, alphabet: int) -> torch.Tensor:
+    """bf16 vectors whose dot products count agreeing cells: +-1 per bit cell (agree - disagree), one-hot per
+    cell of a larger alphabet (agree)."""
+    if alphabet == 2:
+        return 2 * cells.to(torch.bfloat16) - 1
+    return torch.nn.functional.one_hot(cells.long(), alphabet).flatten(1).to(torch.bfloat16)
+
+
+def gemm_topk(q_enc: torch.Tensor, t_enc: torch.Tensor, n_cells: int, alphabet: int, k: int = K,
+              chunk: int = 1 << 17):
+    """Baseline: similarity q.t by GEMM over chunks of the training set (exact: integers <= n_cells), running
+    top-k; distances = differing cells. Equal distances may pick other indices than the kernel's lowest-first."""
     best_s = best_i = None
-    for t0 in range(0, len(t_pm), chunk):
-        s = q_pm @ t_pm[t0 : t0 + chunk].T  # exact: integers <= n_cells
-        s, i = torch.topk(s, K, dim=1)
+    for t0 in range(0, len(t_enc), chunk):
+        s = q_enc @ t_enc[t0 : t0 + chunk].T
+        s, i = torch.topk(s, k, dim=1)
         if best_s is not None:
-            s, j = torch.topk(torch.cat([best_s, s], 1), K, dim=1)
+            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
             i = torch.gather(torch.cat([best_i, i + t0], 1), 1, j)
         else:
             i = i + t0
         best_s, best_i = s, i
-    return ((n_cells - best_s.float()) / 2).to(torch.int32), best_i
+    agree = best_s.float()
+    dist = (n_cells - agree) / 2 if alphabet == 2 else n_cells - agree
+    return dist.to(torch.int32), best_i
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_gpu_bf16_gemm(benchmark, gpu_workload):
     q, train, index = gpu_workload
-    q_pm, t_pm = (2 * x.to(torch.bfloat16) - 1 for x in (q, train))
-    dist, _ = _time_cuda(benchmark, lambda: gemm_top2(q_pm, t_pm), "bf16_gemm")
+    q_pm, t_pm = (encode_cells(x, 2) for x in (q, train))
+    dist, _ = _time_cuda(benchmark, lambda: gemm_topk(q_pm, t_pm, 36, 2), "bf16_gemm")
     assert torch.equal(dist, index.query(q, k=K)[0])

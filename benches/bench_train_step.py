@@ -6,7 +6,7 @@ Model depth 6, width 256, 8 heads, on the 6x6 parity grid; batch 512 on CUDA, 32
 - ``eager_sdpa``: the model as written, PyTorch SDPA attention, AdamW (foreach); bf16 autocast on CUDA.
 - ``fast``: ``make_train_step``'s CUDA path: torch.compile (static shapes) with the Triton attention op inside,
   bf16 autocast, fused AdamW. CUDA only (skipped on CPU). The target on an H200 is >= 2x ``eager_sdpa``.
-``gpu_train_step.py`` reuses these pieces for a standalone JSON record with more variants.
+``gpu_check.py`` times eager, compiled and compiled + Triton steps in its one-call GPU record.
 """
 from __future__ import annotations
 
