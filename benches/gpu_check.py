@@ -63,13 +63,12 @@ def _make_kernels_importable() -> None:
 def project() -> SimpleNamespace:
     """Everything this script takes from the innovwin package, imported in one place: fix paths here."""
     _make_kernels_importable()
-    from innovwin import bits, edm, tasks
+    from innovwin import bits, objectives, tasks
     from innovwin.kernels import attention, hamming
-    from innovwin.models import build
     from innovwin.models.attention import ENV_VAR
-    from innovwin.models.step import make_train_step
+    from innovwin.train.step import make_train_step
 
-    return SimpleNamespace(bits=bits, edm=edm, make_task=tasks.make, build=build, attention_env=ENV_VAR,
+    return SimpleNamespace(bits=bits, objectives=objectives, make_task=tasks.make, attention_env=ENV_VAR,
                            make_train_step=make_train_step, attention=attention, hamming=hamming)
 
 
@@ -361,20 +360,14 @@ def make_step(ctx: Context, arch: str, compiled: bool, attention: str):
     """(step, batch args) for a freshly seeded model: the project's make_train_step on 6x6 parity."""
     task = P.make_task("parity:h=6,w=6,g=2")
     torch.manual_seed(0)
-    model = P.build(task, arch, **ctx.size.model).to(ctx.device)
+    model = P.objectives.build_model(task, arch, **ctx.size.model).to(ctx.device)
+    objective = P.objectives.get(arch).build_objective(task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=(compiled and ctx.cuda) or None)
     cells = torch.from_numpy(task.sample(ctx.size.batch, seed=0)).to(ctx.device)
-    if arch == "dit":
-        x0 = model.encode(cells)
-        args = (x0, *P.edm.training_noise(x0, torch.Generator().manual_seed(0)))
+    args = objective.training_inputs(objective.encode(cells), torch.Generator().manual_seed(0))
 
-        def loss_fn(m, x0, sigma, noise):
-            return P.edm.loss_at(m, x0, sigma, noise).mean()
-    else:
-        args = (cells,)
-
-        def loss_fn(m, cells):
-            return m.nll(cells).mean()
+    def loss_fn(m, *inputs):
+        return objective.loss(m, *inputs).mean()
     with _compile_backend(None if ctx.cuda else "aot_eager"):
         step = P.make_train_step(model, optimizer, loss_fn, compile=compiled, amp=ctx.cuda,
                                  mode=ctx.compile_mode)
