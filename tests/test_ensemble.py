@@ -14,7 +14,7 @@ from innovwin.analysis.clocks import read_clock
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
-from innovwin.store import rundir
+from innovwin.store import provenance, rundir, runlog
 from innovwin.store.runstore import RunStore
 from innovwin.sweeps.driver import run_sweep
 from innovwin.tasks.dataset import run_dataset
@@ -126,6 +126,10 @@ def uninterrupted(tmp_path_factory):
     out_dirs = [out / f"m{k}" for k in range(3)]
     summaries = train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
     assert [s["ensemble"] for s in summaries] == [{"size": 3, "index": k} for k in range(3)]
+    for out_dir in out_dirs:  # each member keeps a single run's provenance, log and live progress
+        assert provenance.read(out_dir)["sessions"][-1]["ended"] is not None
+        assert "member" in (out_dir / "log.txt").read_text()
+        assert runlog.read_progress(out_dir)["state"] == "done"
     return member_files(out_dirs)
 
 

@@ -34,7 +34,8 @@ from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
 from innovwin.models.stacked import Stack
 from innovwin.runtime import resolve_device
-from innovwin.store import rundir
+from innovwin.store import provenance, rundir
+from innovwin.store.runlog import RunLog
 from innovwin.tasks.dataset import run_dataset
 from innovwin.train.driver import (check_run, eval_steps, finish_run, init_backbone, learning_rate, run_loop,
                                    save_evaluation, train)
@@ -237,6 +238,12 @@ def _train_locked(configs, task_list, out_dirs, device, quiet: bool, force: bool
         ensemble.metrics[k], note = rundir.start(out_dir, config, state, evaluated)
         if note:
             print(f"innovwin ensemble: {note}", file=sys.stderr)
+    logs = []  # each member's provenance, log.txt and progress.json, as a single run keeps them
+    for out_dir, config, state in zip(out_dirs, configs, states):
+        provenance.start_session(out_dir, device, ensemble.step)
+        logs.append(RunLog(out_dir, config.steps, ensemble.step, last_row=(rundir.read_metrics(out_dir) or [None])[-1]))
+        logs[-1].line(f"{'resume' if state else 'start'} {out_dir} as member {len(logs) - 1} of an ensemble of "
+                      f"{len(configs)} at step {ensemble.step} of {config.steps}")
     evaluators = [Evaluator(task, dataset, config, objective, device)
                   for task, dataset, config, objective in zip(task_list, datasets, configs, ensemble.objectives)]
 
@@ -254,6 +261,8 @@ def _train_locked(configs, task_list, out_dirs, device, quiet: bool, force: bool
             row["train_loss"] = loss
             ensemble.metrics[k] += rundir.append_metrics(out_dir, row)
             save_evaluation(out_dir, config, task, model, row["step"], samples)
+            logs[k].progress(ensemble.step, row)
+            logs[k].line(f"step {ensemble.step}: valid {row['valid_frac']:.3f}, copy {row['copy_frac']:.3f}")
             rows.append(row)
         valid = sum(row["valid_frac"] for row in rows) / len(rows)
         bar.set_postfix(valid=f"{valid:.2f}", copy=f"{sum(row['copy_frac'] for row in rows) / len(rows):.2f}")
@@ -261,7 +270,16 @@ def _train_locked(configs, task_list, out_dirs, device, quiet: bool, force: bool
 
     bar = tqdm(total=configs[0].steps, initial=ensemble.step, disable=quiet, unit="step", dynamic_ncols=True,
                desc=f"ensemble of {len(configs)} {configs[0].arch}")
-    run_loop(ensemble, configs[0].steps, schedule, timing, bar, evaluate, save_states)
+    def after_step(step: int, evaluating: bool) -> None:
+        if not evaluating:
+            for log in logs:
+                log.progress(step)
+
+    run_loop(ensemble, configs[0].steps, schedule, timing, bar, evaluate, save_states, after_step)
     wall_s = earlier_wall + time.perf_counter() - started
-    return [finish_run(out_dir, config, timing, wall_s, ensemble={"size": len(configs), "index": k})
-            for k, (out_dir, config) in enumerate(zip(out_dirs, configs))]
+    summaries = []
+    for k, (out_dir, config) in enumerate(zip(out_dirs, configs)):
+        summaries.append(finish_run(out_dir, config, timing, wall_s, ensemble={"size": len(configs), "index": k}))
+        provenance.end_session(out_dir, ensemble.step)
+        logs[k].progress(ensemble.step, state="done")
+    return summaries
