@@ -52,23 +52,14 @@ def hamming_topk_reference(queries: torch.Tensor, train: torch.Tensor, k: int, n
     Sorted by distance, ties to the lowest training index (each candidate is the unique key
     ``distance << 32 | index``, so ``torch.topk`` has no ties to break).
     """
-    m, words = queries.shape
-    n = train.shape[0]
-    q_chunk = max(1, min(m, _REFERENCE_CHUNK // (words * min(n, 4096))))
-    t_chunk = max(1, min(n, _REFERENCE_CHUNK // (words * q_chunk)))
-    out = []
-    for q0 in range(0, m, q_chunk):
-        q = queries[q0 : q0 + q_chunk]
-        best = None
-        for t0 in range(0, n, t_chunk):
-            t = train[t0 : t0 + t_chunk]
-            dist = _differing_cells_torch(q[:, None, :] ^ t[None, :, :], nibbles).sum(-1)
-            index = torch.arange(t0, t0 + len(t), device=q.device)
-            keys = (dist << 32) | index
-            if best is not None:
-                keys = torch.cat([best, keys], dim=1)
-            best = torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
-        out.append(best)
+    from innovwin.search.index import keep_smallest_torch, running_topk
+
+    def candidates(q: slice, t: slice) -> torch.Tensor:
+        dist = _differing_cells_torch(queries[q, None, :] ^ train[None, t, :], nibbles).sum(-1)
+        return (dist << 32) | torch.arange(t.start, t.start + dist.shape[1], device=queries.device)
+
+    out = running_topk(queries.shape[0], train.shape[0], queries.shape[1], k, candidates, keep_smallest_torch,
+                       _REFERENCE_CHUNK)
     keys = torch.cat(out)
     return (keys >> 32).to(torch.int32), keys & _KEY_INDEX_MASK
 

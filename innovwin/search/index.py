@@ -118,6 +118,38 @@ def differing_cells_numpy(queries: np.ndarray, train: np.ndarray, nibbles: bool)
     return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
 
 
+def running_topk(n_queries: int, n_train: int, words: int, k: int, candidates, keep_smallest,
+                 budget: int | None = None) -> list:
+    """The brute-force references' shared scan: per chunk of queries, the k smallest candidate keys
+    (``distance << 32 | index``, unique, so sorting them sorts by distance, then index) over the training set in
+    chunks, holding about ``budget`` (default ``_REFERENCE_CHUNK``) word comparisons at once.
+    ``candidates(q_slice, t_slice)`` gives a chunk's keys; ``keep_smallest(best, keys, k)`` merges them into the
+    running best (numpy or torch). One result per query chunk."""
+    budget = _REFERENCE_CHUNK if budget is None else budget
+    q_chunk = max(1, min(n_queries, budget // (words * min(n_train, 4096))))
+    t_chunk = max(1, min(n_train, budget // (words * q_chunk)))
+    out = []
+    for q0 in range(0, n_queries, q_chunk):
+        best = None
+        for t0 in range(0, n_train, t_chunk):
+            best = keep_smallest(best, candidates(slice(q0, q0 + q_chunk), slice(t0, t0 + t_chunk)), k)
+        out.append(best)
+    return out
+
+
+def _keep_smallest_numpy(best, keys: np.ndarray, k: int) -> np.ndarray:
+    if best is not None:
+        keys = np.concatenate([best, keys], axis=1)
+    take = min(k, keys.shape[1])
+    return np.sort(np.partition(keys, take - 1, axis=1)[:, :take], axis=1)
+
+
+def keep_smallest_torch(best, keys: torch.Tensor, k: int) -> torch.Tensor:
+    if best is not None:
+        keys = torch.cat([best, keys], dim=1)
+    return torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
+
+
 def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool):
     """Reference top-k on packed uint64 keys: (dist int32 (M, k), idx int64 (M, k)).
 
@@ -125,20 +157,12 @@ def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool)
     and then by index; the training set is scanned in chunks with a running top-k.
     """
     m, words = queries.shape
-    n = train.shape[0]
-    q_chunk = max(1, min(m, _REFERENCE_CHUNK // (words * min(n, 4096))))
-    t_chunk = max(1, min(n, _REFERENCE_CHUNK // (words * q_chunk)))
-    out = []
-    for q0 in range(0, m, q_chunk):
-        best = None
-        for t0 in range(0, n, t_chunk):
-            t = train[t0 : t0 + t_chunk]
-            keys = (differing_cells_numpy(queries[q0 : q0 + q_chunk], t, nibbles) << 32) | np.arange(t0, t0 + len(t))
-            if best is not None:
-                keys = np.concatenate([best, keys], axis=1)
-            take = min(k, keys.shape[1])
-            best = np.sort(np.partition(keys, take - 1, axis=1)[:, :take], axis=1)
-        out.append(best)
+
+    def candidates(q: slice, t: slice) -> np.ndarray:
+        dist = differing_cells_numpy(queries[q], train[t], nibbles)
+        return (dist << 32) | np.arange(t.start, t.start + dist.shape[1])
+
+    out = running_topk(m, train.shape[0], words, k, candidates, _keep_smallest_numpy)
     keys = np.concatenate(out)
     return (keys >> 32).astype(np.int32), keys & _KEY_INDEX_MASK
 
@@ -251,22 +275,15 @@ def nearest_l2(queries, train, k: int = 2):
     _check_k(k, len(t))
     k = int(k)
     q_norm, t_norm = (q * q).sum(1), (t * t).sum(1)
-    budget = _L2_CHUNK_CUDA if q.is_cuda else _REFERENCE_CHUNK
-    q_chunk = max(1, min(len(q), budget // min(len(t), 4096)))
-    t_chunk = max(1, min(len(t), budget // q_chunk))
-    out = []
-    for q0 in range(0, len(q), q_chunk):
-        qc = q[q0 : q0 + q_chunk]
-        best = None
-        for t0 in range(0, len(t), t_chunk):
-            tc = t[t0 : t0 + t_chunk]
-            d2 = (q_norm[q0 : q0 + q_chunk, None] - 2 * qc @ tc.T + t_norm[None, t0 : t0 + t_chunk]).clamp_min(0)
-            # non-negative float32 bits order like the floats: key = bits << 32 | index is unique and sortable
-            keys = (d2.view(torch.int32).to(torch.int64) << 32) | torch.arange(t0, t0 + len(tc), device=q.device)
-            if best is not None:
-                keys = torch.cat([best, keys], dim=1)
-            best = torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
-        out.append(best)
+
+    def candidates(qs: slice, ts: slice) -> torch.Tensor:
+        d2 = (q_norm[qs, None] - 2 * q[qs] @ t[ts].T + t_norm[None, ts]).clamp_min(0)
+        # non-negative float32 bits order like the floats: key = bits << 32 | index is unique and sortable
+        return (d2.view(torch.int32).to(torch.int64) << 32) | torch.arange(ts.start, ts.start + d2.shape[1],
+                                                                           device=q.device)
+
+    out = running_topk(len(q), len(t), 1, k, candidates, keep_smallest_torch,
+                       _L2_CHUNK_CUDA if q.is_cuda else _REFERENCE_CHUNK)
     keys = torch.cat(out)
     dist = (keys >> 32).to(torch.int32).view(torch.float32).sqrt()
     return _like(dist, queries), _like(keys & _KEY_INDEX_MASK, queries)
