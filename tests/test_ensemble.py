@@ -34,12 +34,12 @@ def members(arch, **changes):
     return [RunConfig(**{**TINY, "arch": arch, **member, **changes}) for member in MEMBERS]
 
 
-def build(configs):
+def build(configs, members_per_pass=None):
     """The ensemble of ``configs`` and each member's single-run Trainer, all at their initial state."""
     checked = check_members(configs)
     configs, task_list = [c for c, _ in checked], [t for _, t in checked]
     datasets = [run_dataset(c, t) for c, t in checked]
-    ensemble = Ensemble(configs, task_list, datasets, DEVICE)
+    ensemble = Ensemble(configs, task_list, datasets, DEVICE, members_per_pass)
     trainers = [Trainer(c, t, d, DEVICE) for c, t, d in zip(configs, task_list, datasets)]
     return ensemble, trainers, checked, datasets
 
@@ -49,9 +49,11 @@ def relative(a, b):
     return float((a - b).norm() / b.norm()) if b.norm() > 0 else float((a - b).norm())
 
 
-@pytest.mark.parametrize("arch", ["dit", "gpt"])
-def test_one_ensemble_step_matches_k_single_steps(arch):
-    ensemble, trainers, _, _ = build(members(arch, ema=0.9))
+@pytest.mark.parametrize("arch, per_pass", [("dit", 1), ("dit", 3), ("gpt", 1), ("gpt", 2)])
+def test_one_ensemble_step_matches_k_single_steps(arch, per_pass):
+    """Members trained one per pass (the CPU default), all in one pass (the GPU's) or in uneven groups (2 + 1)."""
+    ensemble, trainers, _, _ = build(members(arch, ema=0.9), per_pass)
+    assert [rows for rows, _, _ in ensemble.passes] == [slice(a, min(a + per_pass, 3)) for a in range(0, 3, per_pass)]
     before = [{n: p.detach().clone() for n, p in t.model.named_parameters()} for t in trainers]
     for _ in range(3):  # the first step from the same initial state, then two more (Adam's moments, the EMA)
         ensemble.train_step()
@@ -103,7 +105,7 @@ def without_wall_clock(rows):
 
 
 def member_files(out_dirs):
-    return [(without_wall_clock(rundir.read_metrics(d)),
+    return [(without_wall_clock(rundir.read_metrics(d)) + runlog.read_loss(d),
              {step: rundir.load_snapshot(d, step)[1].state_dict() for step in rundir.snapshot_steps(d)})
             for d in out_dirs]
 
@@ -126,10 +128,12 @@ def uninterrupted(tmp_path_factory):
     out_dirs = [out / f"m{k}" for k in range(3)]
     summaries = train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
     assert [s["ensemble"] for s in summaries] == [{"size": 3, "index": k} for k in range(3)]
-    for out_dir in out_dirs:  # each member keeps a single run's provenance, log and live progress
+    for out_dir in out_dirs:  # each member keeps a single run's provenance, log, loss log and live progress
         assert provenance.read(out_dir)["sessions"][-1]["ended"] is not None
         assert "member" in (out_dir / "log.txt").read_text()
         assert runlog.read_progress(out_dir)["state"] == "done"
+        losses = runlog.read_loss(out_dir)
+        assert [row["step"] for row in losses] == [10, 20] and all(0 < row["loss"] < 10 for row in losses)
     return member_files(out_dirs)
 
 

@@ -5,7 +5,8 @@
 - :class:`Stacked` is one module over all K rows: its parameters are (K, ...) views, every Linear is a batched
   matmul over the members (bmm), and attention runs over K*B rows, so one forward and backward launch as many
   kernels for K members as for one. Its inputs and outputs have K*B rows, member k's rows k*B..(k+1)*B-1, so an
-  objective's loss, sampler and KV-cached decoding run on it unchanged.
+  objective's loss, sampler and KV-cached decoding run on it unchanged. Training runs it over groups of members
+  (:meth:`Stack.passes`): all K at once on a GPU, one at a time on a CPU.
 
 The backbones' code is written for any leading dimensions; a stacked copy swaps its Linear, LayerNorm and
 Embedding leaves for the member-batched ones below and its other parameters for views with a leading K (DiT's
@@ -121,7 +122,8 @@ def _set_parameter(model: nn.Module, name: str, value: nn.Parameter) -> None:
 
 class Stack:
     """K backbones of one shape with their weights in ``flat`` (K, P): ``members[k]`` are ordinary backbones on
-    row k (no gradients), ``net`` the :class:`Stacked` module over all rows (its parameters train)."""
+    row k (no gradients), ``net`` the :class:`Stacked` module over all rows (generation), :meth:`passes` the
+    modules that train them."""
 
     def __init__(self, members: list[nn.Module]):
         if not members:
@@ -142,12 +144,16 @@ class Stack:
         for k, member in enumerate(members):
             for name, view in self.member_views(self.flat, k).items():
                 _set_parameter(member, name, nn.Parameter(view, requires_grad=False))
-        views = {name: nn.Parameter(view) for name, view in self.views(self.flat).items()}
-        self.net = Stacked(_stacked_copy(first, "", views), len(members))
-        self.params = list(views.values())
+        self.net, _ = self._net(self.flat)
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def _net(self, rows: torch.Tensor) -> tuple[Stacked, list[nn.Parameter]]:
+        """A :class:`Stacked` module whose parameters are views of ``rows`` (some rows of ``flat``), and those
+        parameters in :meth:`views` order."""
+        views = {name: nn.Parameter(view) for name, view in self.views(rows).items()}
+        return Stacked(_stacked_copy(self.members[0], "", views), len(rows)), list(views.values())
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Parameter name -> (K, *shape) view of a (K, P) tensor laid out like ``flat``."""
@@ -157,10 +163,21 @@ class Stack:
         """Parameter name -> member k's view of a (K, P) tensor laid out like ``flat`` (a state_dict's layout)."""
         return {name: flat[k, cut].view(self.shapes[name]) for name, cut in self._slices.items()}
 
-    def attach_grad(self) -> torch.Tensor:
-        """A (K, P) gradient tensor that backward accumulates into (the stacked parameters' .grad are its views);
-        zero it between steps instead of setting the gradients to None."""
-        grad = torch.zeros_like(self.flat)
-        for param, view in zip(self.params, self.views(grad).values()):
-            param.grad = view
-        return grad
+    def passes(self, per_pass: int, grad: torch.Tensor) -> list[tuple[slice, Stacked]]:
+        """The members in consecutive groups of ``per_pass``, each with a :class:`Stacked` module over its rows of
+        ``flat`` whose parameters' ``.grad`` are views of the same rows of ``grad`` (K, P): one backward per group
+        accumulates straight into ``grad`` (zero it between steps; never set the gradients to None).
+
+        Why groups: on a GPU one pass over all K members runs as few kernels as one run (``per_pass = K``); on a
+        CPU a pass over K*B rows spills the caches that one member's activations fit in, and member by member
+        (``per_pass = 1``) is faster (``benches/bench_ensemble.py``)."""
+        if per_pass < 1:
+            raise ValueError(f"members per pass must be >= 1, got {per_pass}")
+        groups = []
+        for start in range(0, len(self), per_pass):
+            rows = slice(start, min(start + per_pass, len(self)))
+            net, params = self._net(self.flat[rows])
+            for param, view in zip(params, self.views(grad[rows]).values()):
+                param.grad = view
+            groups.append((rows, net))
+        return groups

@@ -35,12 +35,12 @@ from innovwin.evaluation.batched import evaluate_members
 from innovwin.models.stacked import Stack
 from innovwin.runtime import resolve_device
 from innovwin.store import provenance, rundir
-from innovwin.store.runlog import RunLog
+from innovwin.store.runlog import LOSS_EVERY, RunLog, truncate_loss
 from innovwin.tasks.dataset import run_dataset
 from innovwin.train.driver import (check_run, eval_steps, finish_run, init_backbone, learning_rate, run_loop,
                                    save_evaluation, train)
 from innovwin.train.member_adamw import MemberAdamW
-from innovwin.train.step import make_train_step
+from innovwin.train.step import make_backward
 
 # What the members of one ensemble share besides the task's shape (cells and alphabet) and whether they keep an
 # EMA: the architecture and its size, the batch, the step and evaluation schedule, the sampler, Adam's betas, and
@@ -87,7 +87,8 @@ class Ensemble:
     """K members' weights, EMA, optimizer moments, generators and train-loss sums, stepped together; the same
     interface as :class:`~innovwin.train.driver.Trainer` for :func:`run_loop`, with one train loss per member."""
 
-    def __init__(self, configs: list[RunConfig], task_list: list, datasets: list, device: torch.device):
+    def __init__(self, configs: list[RunConfig], task_list: list, datasets: list, device: torch.device,
+                 members_per_pass: int | None = None):
         self.configs, self.device = configs, device
         first = configs[0]
         arch = objectives.get(first.arch)
@@ -103,25 +104,30 @@ class Ensemble:
                                                   weight_decay=config.weight_decay, fused=device.type == "cuda")
                                 .state_dict() for member, config in zip(members, configs)]
         self.stack = Stack(members)
-        self.optimizer = MemberAdamW(self.stack.flat, self.stack.attach_grad(), (first.beta1, first.beta2))
+        if members_per_pass is None:  # one pass for all on a GPU; on a CPU member by member (Stack.passes says why)
+            members_per_pass = len(configs) if device.type == "cuda" else 1
+        self.members_per_pass = members_per_pass
+        grad = torch.zeros_like(self.stack.flat)
+        passes = self.stack.passes(members_per_pass, grad)
+        self.optimizer = MemberAdamW(self.stack.flat, grad, (first.beta1, first.beta2), [rows for rows, _ in passes])
         self.optimizer.weight_decay.copy_(torch.tensor([[config.weight_decay] for config in configs]))
         self.optimizer.clip.copy_(torch.tensor([[config.grad_clip] for config in configs]))
         self.generators = [torch.Generator(device).manual_seed(config.train_seed) for config in configs]
         self.train_sets = [objective.encode(torch.from_numpy(dataset.train).to(device))
                            for objective, dataset in zip(self.objectives, datasets)]
-        size = len(configs)
-        loss = self.objectives[0].loss  # members share the encoding: one objective scores the K*B stacked rows
+        loss = self.objectives[0].loss  # members share the encoding: one objective scores the stacked rows
 
         def loss_fn(net, *inputs):
-            return loss(net, *inputs).view(size, -1).mean(1)
+            return loss(net, *inputs).view(net.members, -1).mean(1)
 
         amp = {"auto": None, "float32": False, "bfloat16": True}[first.dtype]
-        self.step_fn = make_train_step(self.stack.net, self.optimizer, loss_fn, compile=first.compile, amp=amp,
-                                       clip=None, members=size)
+        self.passes = [(rows, net, make_backward(net, loss_fn, compile=first.compile, amp=amp, members=net.members))
+                       for rows, net in passes]
         self.step = 0
-        self.metrics = [""] * size  # each member's metrics.jsonl text up to this step (kept in its state)
-        self.loss_sum = torch.zeros(size, device=device)
+        self.metrics = [""] * len(configs)  # each member's metrics.jsonl text up to this step (kept in its state)
+        self.loss_sum = torch.zeros(len(configs), device=device)
         self.loss_count = 0
+        self.log_sum = torch.zeros(len(configs), device=device)  # since the last loss.jsonl rows
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -133,10 +139,17 @@ class Ensemble:
                                                            self.generators):
             idx = torch.randint(len(train_set), (config.batch,), generator=generator, device=self.device)
             parts.append(objective.training_inputs(train_set[idx], generator))
-        self.stack.net.train()
+        self.optimizer.zero_grad()
+        losses = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=GRAD_LAYOUT_WARNING)
-            self.loss_sum += self.step_fn(*(torch.cat(member_inputs) for member_inputs in zip(*parts)))
+            for rows, net, backward in self.passes:
+                net.train()
+                losses.append(backward(*(torch.cat(member_inputs) for member_inputs in zip(*parts[rows]))))
+        self.optimizer.step()
+        losses = torch.cat(losses)
+        self.loss_sum += losses
+        self.log_sum += losses
         self.loss_count += 1
         if self.ema is not None:
             self.ema.flat.lerp_(self.stack.flat, self.ema_weight)
@@ -148,6 +161,14 @@ class Ensemble:
         values = [value / self.loss_count if self.loss_count else None for value in sums]
         self.loss_sum.zero_()
         self.loss_count = 0
+        return values
+
+    def take_log_loss(self) -> list[float] | None:
+        """Each member's mean training loss of the last LOSS_EVERY steps, at steps that are multiples of it."""
+        if self.step % LOSS_EVERY:
+            return None
+        values = (self.log_sum / LOSS_EVERY).tolist()
+        self.log_sum.zero_()
         return values
 
     @property
@@ -169,6 +190,7 @@ class Ensemble:
             "torch_rng": torch.get_rng_state(),
             "loss_sum": self.loss_sum[k].detach().cpu().clone(),
             "loss_count": self.loss_count,
+            "log_sum": self.log_sum[k].detach().cpu().clone(),
             "timing": dict(timing),
             "metrics": self.metrics[k],
             "ensemble": len(self),
@@ -186,6 +208,8 @@ class Ensemble:
             torch.set_rng_state(state["torch_rng"])
             self.loss_sum[k] = state["loss_sum"].to(self.device)
             self.loss_count = int(state["loss_count"])
+            if "log_sum" in state:  # a state saved before members kept loss.jsonl starts its first row afresh
+                self.log_sum[k] = state["log_sum"].to(self.device)
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
             raise ValueError(f"training state of member {k} does not fit this ensemble "
@@ -238,8 +262,9 @@ def _train_locked(configs, task_list, out_dirs, device, quiet: bool, force: bool
         ensemble.metrics[k], note = rundir.start(out_dir, config, state, evaluated)
         if note:
             print(f"innovwin ensemble: {note}", file=sys.stderr)
-    logs = []  # each member's provenance, log.txt and progress.json, as a single run keeps them
+    logs = []  # each member's provenance, log.txt, loss.jsonl and progress.json, as a single run keeps them
     for out_dir, config, state in zip(out_dirs, configs, states):
+        truncate_loss(out_dir, ensemble.step)
         provenance.start_session(out_dir, device, ensemble.step)
         logs.append(RunLog(out_dir, config.steps, ensemble.step, last_row=(rundir.read_metrics(out_dir) or [None])[-1]))
         logs[-1].line(f"{'resume' if state else 'start'} {out_dir} as member {len(logs) - 1} of an ensemble of "
@@ -271,8 +296,11 @@ def _train_locked(configs, task_list, out_dirs, device, quiet: bool, force: bool
     bar = tqdm(total=configs[0].steps, initial=ensemble.step, disable=quiet, unit="step", dynamic_ncols=True,
                desc=f"ensemble of {len(configs)} {configs[0].arch}")
     def after_step(step: int, evaluating: bool) -> None:
-        if not evaluating:
-            for log in logs:
+        losses = ensemble.take_log_loss()
+        for k, log in enumerate(logs):
+            if losses is not None:
+                log.loss(step, losses[k])
+            if not evaluating:
                 log.progress(step)
 
     run_loop(ensemble, configs[0].steps, schedule, timing, bar, evaluate, save_states, after_step)

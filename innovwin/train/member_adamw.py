@@ -1,6 +1,6 @@
 """AdamW for a stacked ensemble: K members' weights in one (K, P) tensor, each member with its own learning rate,
-weight decay and gradient-norm clip, all updated by a handful of whole-tensor operations (their count does not grow
-with K or with the number of parameter tensors).
+weight decay and gradient-norm clip, updated by a handful of operations on groups of rows (their count does not
+grow with the number of parameter tensors; with one group, the GPU's, nor with K).
 
 The arithmetic is torch.optim.AdamW's (decoupled weight decay, bias-corrected moments, eps outside the square
 root) and the clip is ``clip_grad_norm_``'s, applied to each member's row: from one state, one step of a member
@@ -20,7 +20,8 @@ class MemberAdamW:
     """``step()`` clips each member's gradient row to its ``clip`` (0: no clip), then takes an AdamW step with its
     ``lr`` and ``weight_decay``; set those (K,) tensors before a step (the driver's per-member schedules)."""
 
-    def __init__(self, weights: torch.Tensor, grad: torch.Tensor, betas: tuple[float, float]):
+    def __init__(self, weights: torch.Tensor, grad: torch.Tensor, betas: tuple[float, float],
+                 groups: list[slice] | None = None):
         self.weights, self.grad, self.betas = weights, grad, betas
         self.exp_avg = torch.zeros_like(weights)
         self.exp_avg_sq = torch.zeros_like(weights)
@@ -28,6 +29,9 @@ class MemberAdamW:
         self.lr = torch.zeros(members, 1, device=weights.device)
         self.weight_decay = torch.zeros(members, 1, device=weights.device)
         self.clip = torch.zeros(members, 1, device=weights.device)
+        # rows updated together: all of them on a GPU (fewest kernels); on a CPU one member's rows fit the caches
+        # that a (K, P) update streams through K times over
+        self.groups = groups or [slice(None)]
         self.steps = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -36,18 +40,24 @@ class MemberAdamW:
 
     @torch.no_grad()
     def step(self) -> None:
-        grad = self.grad
-        norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
-        scale = (self.clip / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s coefficient
-        grad.mul_(torch.where(self.clip > 0, scale, torch.ones_like(scale)))
-        beta1, beta2 = self.betas
         self.steps += 1
-        self.weights.mul_(1 - self.lr * self.weight_decay)
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = self.lr / (1 - beta1**self.steps)
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(EPS)
-        self.weights.addcmul_(self.exp_avg / denom, step_size, value=-1)
+        for rows in self.groups:
+            self._update(rows)
+
+    def _update(self, rows: slice) -> None:
+        grad, weights = self.grad[rows], self.weights[rows]
+        exp_avg, exp_avg_sq = self.exp_avg[rows], self.exp_avg_sq[rows]
+        lr, clip = self.lr[rows], self.clip[rows]
+        norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+        scale = (clip / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s coefficient
+        grad.mul_(torch.where(clip > 0, scale, torch.ones_like(scale)))
+        beta1, beta2 = self.betas
+        weights.mul_(1 - lr * self.weight_decay[rows])
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = lr / (1 - beta1**self.steps)
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(EPS)
+        weights.addcmul_(exp_avg / denom, step_size, value=-1)
 
     # --- one member's state in torch.optim.AdamW's format ----------------------------------------------------
     def member_state(self, k: int, views, template: dict) -> dict:
