@@ -433,7 +433,7 @@ def _draw_fit(ax, fit: dict | None, members: list[dict], x: str, clock: str, col
                 label=f"{name} ∝ {symbol}^{fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]  {group}")
         return True
     ax.plot([], [], CLOCK_STYLE[clock][0], color=color,
-            label=f"{name}  {group}: no line ({len(xs)} distinct measured x; a fit needs {MIN_FIT_XS})")
+            label=f"{name}  {group}: no line ({len(xs)} distinct measured x; a drawn line needs {MIN_FIT_XS})")
     return False
 
 
