@@ -219,3 +219,18 @@ def test_the_command_line_records_every_setting(tmp_path, capsys):
     assert cli.main(["train", "--arch", "dit", *flags, *settings, "--out", str(tmp_path)]) == 0
     recorded = json.loads((tmp_path / rundir.CONFIG).read_text())["objective"]
     assert {name: recorded[name] for name in CHANGED} == CHANGED and recorded["sampler_steps"] == 3
+
+
+def test_report_of_an_old_run_directory_shows_its_own_key_and_settings(tmp_path):
+    """A DiT run directory written before the EDM fields existed reports its own sampler (p_mean -1.2, sigma_max
+    80) and key, not today's defaults: every reader goes through rundir.read_config."""
+    from innovwin.report.build import load_rows
+
+    config = RunConfig(**{**TINY, **ADDED}).resolved()
+    old = config.to_nested()
+    for name in ADDED:
+        del old["objective"][name]
+    tmp_path.joinpath(rundir.CONFIG).write_text(json.dumps({**old, "key": config.key()}))
+    (row,) = load_rows(tmp_path)
+    assert row["key"] == config.key() != RunConfig(**TINY).key()
+    assert (row["config"]["p_mean"], row["config"]["sigma_max"]) == (-1.2, 80.0)

@@ -38,7 +38,6 @@ import torch
 
 from innovwin import bits, objectives, tasks
 from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
-from innovwin.config import RunConfig
 from innovwin.objectives import diffusion as edm
 from innovwin.runtime import resolve_device
 from innovwin.store import rundir
@@ -255,17 +254,6 @@ def measure(denoise, encode, decode, probes: Probes, sigmas, *, draws: int = DEF
 
 
 # --- a run directory ------------------------------------------------------------------------
-def _run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / rundir.CONFIG
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
-    try:
-        values = json.loads(path.read_text())
-        return RunConfig.from_record(values).resolved()
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{path} is unreadable: {error}") from None
-
-
 def _run_dataset(run_dir: Path, config, task):
     """The run's training and held-out sets, drawn again by the training driver's own function.
 
@@ -315,7 +303,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
     rather than measured again, so an interrupted dissection resumes and adding snapshots costs only the new ones.
     """
     run_dir = Path(run_dir)
-    config = _run_config(run_dir)
+    config = rundir.read_config(run_dir).resolved()
     task = tasks.make(config.task)
     objective = objectives.get(config.arch).build_objective(task, config)
     if not hasattr(objective, "denoiser"):

@@ -6,14 +6,12 @@ Only evaluation-side fields may change (:data:`SAMPLER_FIELDS`); the rows and pe
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from innovwin import objectives, tasks
-from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
@@ -28,7 +26,7 @@ def reevaluate(run_dir, steps=None, **changes) -> tuple[list[dict], dict]:
     if refused:
         raise ValueError(f"only sampler settings can change without retraining, not {', '.join(refused)}")
     run_dir = Path(run_dir)
-    config = RunConfig.from_record(json.loads((run_dir / rundir.CONFIG).read_text())).override(**changes).resolved()
+    config = rundir.read_config(run_dir).override(**changes).resolved()
     task = tasks.make(config.task)
     objective = objectives.get(config.arch).build_objective(task, config)
     evaluator = Evaluator(task, run_dataset(config, task), config, objective, torch.device("cpu"))

@@ -76,11 +76,8 @@ def load_rows(source) -> list[dict]:
 
 def run_dir_row(path: Path) -> dict:
     """One run directory as a store row (done once its summary.json is written)."""
-    from innovwin.config import RunConfig
-
     try:
-        saved = read_json(path / rundir.CONFIG)
-        config = RunConfig.from_dict({k: v for k, v in saved.items() if k != "key"})
+        config = rundir.read_config(path)
         summary = read_json(path / SUMMARY) if (path / SUMMARY).exists() else None
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path} is not a readable run directory ({error})") from None

@@ -106,6 +106,20 @@ def read_json(path) -> dict:
     return value
 
 
+def read_config(run_dir):
+    """The run's own config from its config.json: the one reader (fields added since the run was made read as the
+    values it was made with, :meth:`RunConfig.from_record`). ValueError naming the directory otherwise."""
+    from innovwin.config import RunConfig
+
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no {CONFIG})")
+    try:
+        return RunConfig.from_record(read_json(path))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} is unreadable ({error})") from None
+
+
 # --- one process per directory -------------------------------------------------------------
 @contextlib.contextmanager
 def locked(run_dir, purpose: str):
@@ -148,8 +162,6 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
     Reads only: refuses (ValueError) a directory holding a different run, a directory of other files, or
     a corrupt config.json or state.pt, unless ``force``, which means: start over (see :func:`reset`).
     """
-    from innovwin.config import RunConfig
-
     run_dir = Path(run_dir)
     if force or not run_dir.exists():
         return None
@@ -163,9 +175,9 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
                              "not a run directory; choose another --out or pass --force")
         return None
     try:
-        saved = RunConfig.from_record(read_json(config_path))
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{config_path} is unreadable ({error}); pass --force to start over") from None
+        saved = read_config(run_dir)
+    except ValueError as error:
+        raise ValueError(f"{error}; pass --force to start over") from None
     if saved.key() != config.key():
         changed = [k for k, v in config.resolved().to_dict().items() if saved.resolved().to_dict().get(k) != v]
         raise ValueError(f"{run_dir} holds a different run (differs in {', '.join(changed) or 'key'}); "

@@ -38,13 +38,6 @@ def inner_steps(lo: float, hi: float, k: int) -> list[int]:
     return everything if len(everything) <= k else inside
 
 
-def load_config(run_dir) -> RunConfig:
-    path = Path(run_dir) / rundir.CONFIG
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
-    return RunConfig.from_record(rundir.read_json(path))
-
-
 def plan(run_dir, config: RunConfig, names, k: int) -> dict[str, list[int]]:
     """The steps to evaluate for each clock in ``names``: ``k`` inside its bracket on the scheduled evaluations.
     A clock that never crossed has no bracket to refine (none planned)."""
@@ -73,7 +66,7 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
     if not run_dir.is_dir():
         raise ValueError(f"no run directory {run_dir}")
     with rundir.locked(run_dir, "innovwin refine"):
-        config, task = check_run(load_config(run_dir))
+        config, task = check_run(rundir.read_config(run_dir))
         planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals)
         done = {row["step"] for row in rundir.read_metrics(run_dir)}
         todo = sorted({step for steps in planned.values() for step in steps} - done)
