@@ -4,10 +4,13 @@ Fields live in one flat frozen dataclass (fast to read, one hash for the run key
 task, model, objective, optim, eval, clocks, seeds, runtime — and has a dotted name (``optim.lr``,
 ``objective.sampler_steps``; the task spec is ``task.spec``). Files and command lines may use the dotted name,
 the bare field name (``lr``), or nested TOML tables (``[optim]`` ``lr = 3e-4``); ``config.json`` is written
-nested. :func:`canonical_name` is the one place a name is checked (with the one did-you-mean).
+nested. :func:`canonical_name` is the one place a name is checked (with the one did-you-mean). Each field declares
+what it is beside its default (:func:`setting`: group, meaning, whether an ensemble's members share it, whether a
+report pools runs that differ in it, whether it is evaluation-side, its value before it existed); every list of
+fields by kind is derived from those declarations.
 
 The defaults are the README's main command: a small CPU run that crosses both clocks in a few minutes. It is a
-GPT: a small DiT needs far more steps to learn even G=2 parity, and its evaluation costs 35 network calls per sample
+GPT: a small DiT needs far more steps to learn even G=2 parity, and its evaluation costs 15 network calls per sample
 where the GPT's costs one cached pass (see benches/bench_train.py). A config is *resolved* once the per-purpose
 seeds are filled in from ``seed``; ``key()`` hashes the resolved config's flat fields, so two configs that train
 the same run share a key (and the grouping changed no run's key).
@@ -32,63 +35,139 @@ MAX_SEED = 2**62 - 1  # seed fills data_seed..train_seed with 4*seed+3 at most, 
 EDM = diffusion_settings.DEFAULTS
 
 
+# What each field is, beside its default: every list of fields by kind (GROUPS, HELP, BEFORE, ADDED, SHARED,
+# POOLED, SAMPLER) is derived from these declarations, so a new field is described once (tests/test_config.py
+# checks that each declares everything).
+GROUP_ORDER = ("task", "model", "objective", "optim", "eval", "clocks", "seeds", "runtime")
+ENSEMBLE_ROLES = ("shared", "member")
+# How a report treats runs that differ in the field: "axis" (a grouping key or the x of a fit), "replicate" (a seed),
+# "pooled" (where or how finely the same experiment is measured or computed: see each field's comment), or
+# "variant" (another experiment: never pooled, named in the run's variant).
+REPORT_ROLES = ("axis", "replicate", "pooled", "variant")
+NEW = object()  # ``before`` of a field that every recorded run already has
+
+
+def setting(default, group: str, help: str, *, ensemble: str, report: str, sampler: bool, before=NEW,
+            added: bool = True):
+    """A RunConfig field and what it is.
+
+    ``group``: its config.json table and --help section; ``help``: its meaning, what `train --help` shows;
+    ``ensemble``: "shared" when every member of a stacked ensemble must hold the same value, "member" when each
+    has its own; ``report``: one of REPORT_ROLES; ``sampler``: evaluation-side, so a run's snapshots can be evaluated
+    again under another value without retraining; ``before``: the value every run keyed before it existed was made
+    with (``added`` False: it existed, but was read by another architecture alone), see :meth:`RunConfig.key`.
+    """
+    return dataclasses.field(default=default, metadata={
+        "group": group, "help": help, "ensemble": ensemble, "report": report, "sampler": sampler,
+        "before": before, "added": added})
+
+
+def _edm(name: str, *, ensemble: str, sampler: bool, before, added: bool = True):
+    """A diffusion setting: its default and meaning live in objectives/diffusion_settings.py."""
+    return setting(EDM[name], "objective", diffusion_settings.HELP[name], ensemble=ensemble, report="variant",
+                   sampler=sampler, before=before, added=added)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # what to learn
-    task: str = "parity:h=6,w=6,g=2"
-    n_train: int = 128
+    task: str = setting("parity:h=6,w=6,g=2", "task",
+                        "the rule or puzzle to learn, a spec NAME:key=value,... (`innovwin tasks` lists them)",
+                        ensemble="member", report="axis", sampler=False)
+    n_train: int = setting(128, "task", "training-set size N (distinct rule-valid samples)",
+                           ensemble="member", report="axis", sampler=False)
     # the model
-    arch: str = "gpt"
-    depth: int = 2
-    width: int = 64
-    heads: int = 4
-    mlp_ratio: int = 4
+    arch: str = setting("gpt", "model", "architecture: a backbone and its objective",
+                        ensemble="shared", report="axis", sampler=False)
+    depth: int = setting(2, "model", "transformer blocks", ensemble="shared", report="axis", sampler=False)
+    width: int = setting(64, "model", "model width (channels per token)",
+                         ensemble="shared", report="axis", sampler=False)
+    heads: int = setting(4, "model", "attention heads (must divide width)",
+                         ensemble="shared", report="variant", sampler=False)
+    mlp_ratio: int = setting(4, "model", "MLP hidden width as a multiple of width",
+                             ensemble="shared", report="variant", sampler=False)
     # seeds: `seed` fills every per-purpose seed left at None (data_seed = 4*seed, init_seed = 4*seed+1, ...)
-    seed: int = 0
-    data_seed: int | None = None
-    init_seed: int | None = None
-    sampling_seed: int | None = None
-    train_seed: int | None = None
+    seed: int = setting(0, "seeds", "the run's seed; fills every per-purpose seed left unset (data 4s, init 4s+1, "
+                        "sampling 4s+2, train 4s+3)", ensemble="member", report="replicate", sampler=False)
+    data_seed: int | None = setting(None, "seeds", "seed of the training and held-out sets (default: from seed)",
+                                    ensemble="member", report="replicate", sampler=False)
+    init_seed: int | None = setting(None, "seeds", "seed of the weight initialization (default: from seed)",
+                                    ensemble="member", report="replicate", sampler=False)
+    sampling_seed: int | None = setting(None, "seeds", "seed of the evaluations' fixed starting noises and of the "
+                                        "clocks' bootstrap (default: from seed)",
+                                        ensemble="member", report="replicate", sampler=False)
+    train_seed: int | None = setting(None, "seeds", "seed of the batches and training noises (default: from seed)",
+                                     ensemble="member", report="replicate", sampler=False)
     # optimization: AdamW, linear warmup then a constant rate (decay would confound tau_mem)
-    steps: int = 2000
-    batch: int = 64
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.99
-    weight_decay: float = 0.0
-    warmup: int = 100
-    grad_clip: float = 1.0  # 0 turns clipping off
-    ema: float | None = None  # EMA decay; when set, evaluations use the EMA weights
-    # evaluation
-    evals_per_decade: int = 8
-    first_eval: int = 10
-    eval_samples: int = 256
-    temperature: float = 1.0  # GPT sampling temperature
-    near_copy_radius: int = 2  # Hamming distance counted as a near copy
-    ratio_copy: float = 1 / 3  # DiT ratio test: copy when d(NN1) < ratio_copy * d(NN2)
-    loss_samples: int = 256  # held-out and training samples in each loss evaluation
-    snapshots: bool = True  # keep the model weights at every evaluation step
-    # the diffusion objective (EDM): defaults, meaning and scale convention in objectives/diffusion_settings.py
-    data_scale: float = EDM["data_scale"]
-    sigma_data: float | None = EDM["sigma_data"]  # None: the encoding's exact RMS
-    p_mean: float = EDM["p_mean"]
-    p_std: float = EDM["p_std"]
-    sigma_min: float = EDM["sigma_min"]
-    sigma_max: float = EDM["sigma_max"]
-    rho: float = EDM["rho"]
-    sampler_steps: int = EDM["sampler_steps"]
-    s_churn: float = EDM["s_churn"]  # 0: the deterministic Heun sampler
-    s_tmin: float = EDM["s_tmin"]
-    s_tmax: float | None = EDM["s_tmax"]  # None: no upper bound
-    s_noise: float = EDM["s_noise"]
-    # clocks
-    rule_threshold: float = 0.9
-    mem_threshold: float = 0.1
-    bootstrap: int = 1000  # resamples for the clocks' intervals; 0 turns them off
-    # where
-    device: str = "auto"
-    dtype: str = "auto"  # training precision; auto: bf16 autocast on CUDA, float32 elsewhere
-    compile: bool | None = None  # torch.compile the training step; None: on CUDA only
+    # steps pools: the rate is constant after warmup, so a longer run follows the same trajectory; steps only sets
+    # where it stops, and a clock past that end is censored, never misread
+    steps: int = setting(2000, "optim", "training steps (optimizer updates)",
+                         ensemble="shared", report="pooled", sampler=False)
+    batch: int = setting(64, "optim", "training samples per step", ensemble="shared", report="variant", sampler=False)
+    lr: float = setting(1e-3, "optim", "AdamW learning rate after warmup (constant: a decay would bend tau_mem)",
+                        ensemble="member", report="variant", sampler=False)
+    beta1: float = setting(0.9, "optim", "AdamW beta1, in [0, 1)", ensemble="shared", report="variant", sampler=False)
+    beta2: float = setting(0.99, "optim", "AdamW beta2, in [0, 1)", ensemble="shared", report="variant", sampler=False)
+    weight_decay: float = setting(0.0, "optim", "AdamW decoupled weight decay (>= 0)",
+                                  ensemble="member", report="variant", sampler=False)
+    warmup: int = setting(100, "optim", "steps of linear learning-rate warmup (0: none)",
+                          ensemble="member", report="variant", sampler=False)
+    grad_clip: float = setting(1.0, "optim", "gradient-norm clipping threshold (0: no clipping)",
+                               ensemble="member", report="variant", sampler=False)
+    # an ensemble's members each have their own decay, but all keep an EMA or none (train.ensemble.signature)
+    ema: float | None = setting(None, "optim", "EMA decay in (0, 1); when set, evaluations use the EMA weights "
+                                "(none: off)", ensemble="member", report="variant", sampler=False)
+    # evaluation: where and how finely the same curves are measured pools (evaluating never changes training, and a
+    # clock crossed by the first evaluation is an upper bound, not fitted); so do the loss set's size (no clock reads
+    # a loss) and the near-copy and ratio-copy metrics (tau_mem counts exact copies only)
+    evals_per_decade: int = setting(8, "eval", "evaluations per decade of steps (log-spaced schedule)",
+                                    ensemble="shared", report="pooled", sampler=False)
+    first_eval: int = setting(10, "eval", "step of the first evaluation",
+                              ensemble="shared", report="pooled", sampler=False)
+    eval_samples: int = setting(256, "eval", "samples generated at each evaluation (the clocks' sampling error "
+                                "shrinks as 1/sqrt of it)", ensemble="shared", report="pooled", sampler=True)
+    loss_samples: int = setting(256, "eval", "held-out and training samples in each loss evaluation",
+                                ensemble="member", report="pooled", sampler=False)
+    near_copy_radius: int = setting(2, "eval", "Hamming distance (cells) up to which a sample counts as a near copy",
+                                    ensemble="member", report="pooled", sampler=False)
+    ratio_copy: float = setting(1 / 3, "eval", "DiT ratio test, in (0, 1): a copy when d(NN1) < ratio_copy * d(NN2)",
+                                ensemble="member", report="pooled", sampler=False)
+    snapshots: bool = setting(True, "eval", "keep the evaluated weights at every evaluation (the basin analysis "
+                              "reads them)", ensemble="member", report="pooled", sampler=False)
+    # the objectives' settings: the GPT's temperature, then the diffusion objective's (EDM: defaults, meaning and
+    # scale convention in objectives/diffusion_settings.py). One objective scores and samples every member of an
+    # ensemble: they share the encoding, preconditioning and sampler; p_mean and p_std, the training noise draws,
+    # stay each member's own.
+    temperature: float = setting(1.0, "objective", "GPT sampling temperature (> 0)",
+                                 ensemble="shared", report="variant", sampler=True)
+    data_scale: float = _edm("data_scale", ensemble="shared", sampler=False, before=1.0)
+    sigma_data: float | None = _edm("sigma_data", ensemble="shared", sampler=False, before=None)
+    p_mean: float = _edm("p_mean", ensemble="member", sampler=False, before=-1.2)
+    p_std: float = _edm("p_std", ensemble="member", sampler=False, before=1.2)
+    sigma_min: float = _edm("sigma_min", ensemble="shared", sampler=True, before=0.002)
+    sigma_max: float = _edm("sigma_max", ensemble="shared", sampler=True, before=80.0)
+    rho: float = _edm("rho", ensemble="shared", sampler=True, before=7.0)
+    # a field of every run, but the DiT's alone before the GPT's key ignored it
+    sampler_steps: int = _edm("sampler_steps", ensemble="shared", sampler=True, before=18, added=False)
+    s_churn: float = _edm("s_churn", ensemble="shared", sampler=True, before=0.0)
+    s_tmin: float = _edm("s_tmin", ensemble="shared", sampler=True, before=0.0)
+    s_tmax: float | None = _edm("s_tmax", ensemble="shared", sampler=True, before=None)
+    s_noise: float = _edm("s_noise", ensemble="shared", sampler=True, before=1.0)
+    # clocks (a threshold is a variant: it moves the clocks); the bootstrap's resamples are bookkeeping
+    rule_threshold: float = setting(0.9, "clocks", "tau_rule: sample-level validity this high, at two evaluations "
+                                    "in a row, in (0, 1]", ensemble="member", report="variant", sampler=False)
+    mem_threshold: float = setting(0.1, "clocks", "tau_mem: copy rate above chance (N/|V|) this high, in (0, 1]",
+                                   ensemble="member", report="variant", sampler=False)
+    bootstrap: int = setting(1000, "clocks", "bootstrap resamples of the generations for the clocks' intervals "
+                             "(0: none)", ensemble="member", report="pooled", sampler=False)
+    # where and in which precision the same computation runs pools (dtype auto follows the device, so these fields
+    # do not even record the precision used): numerical differences, not another experiment
+    device: str = setting("auto", "runtime", "auto (CUDA when present), cpu or cuda[:i]",
+                          ensemble="shared", report="pooled", sampler=False)
+    dtype: str = setting("auto", "runtime", "training precision; auto: bfloat16 autocast on CUDA, float32 elsewhere",
+                         ensemble="shared", report="pooled", sampler=False)
+    compile: bool | None = setting(None, "runtime", "torch.compile the training step (none: on CUDA only)",
+                                   ensemble="shared", report="pooled", sampler=False)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -178,68 +257,30 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _declared(key: str) -> dict:
+    """Each field's declared ``key`` (see :func:`setting`), in field order."""
+    return {field.name: field.metadata[key] for field in dataclasses.fields(RunConfig)}
+
+
 # Each field's group, in the order config.json and --help show them; a field's dotted name is GROUP.FIELD, except
 # the task spec (task.spec).
-GROUPS = {
-    "task": ("task", "n_train"),
-    "model": ("arch", "depth", "width", "heads", "mlp_ratio"),
-    "objective": ("temperature", *diffusion_settings.FIELDS),
-    "optim": ("steps", "batch", "lr", "beta1", "beta2", "weight_decay", "warmup", "grad_clip", "ema"),
-    "eval": ("evals_per_decade", "first_eval", "eval_samples", "loss_samples", "near_copy_radius", "ratio_copy",
-             "snapshots"),
-    "clocks": ("rule_threshold", "mem_threshold", "bootstrap"),
-    "seeds": ("seed", *SEED_FIELDS),
-    "runtime": ("device", "dtype", "compile"),
-}
+GROUPS = {group: tuple(name for name, its in _declared("group").items() if its == group) for group in GROUP_ORDER}
+# What each field means, in its unit, with the values it allows (choices and defaults are added by --help).
+HELP = _declared("help")
 # The run-key rule for the objective's settings. BEFORE holds the value each had in every run keyed before it was a
 # field (ADDED) or before it was the DiT's alone (sampler_steps). key() hashes a setting the run's architecture does
 # not read (objectives.get(arch).settings: a GPT has no noise schedule) as its BEFORE value, so it never splits or
 # moves a run, and leaves an added field out while it holds its BEFORE value, so adding a field moved no existing
 # run's key. A recorded config that lacks an added field reads as that value (RunConfig.from_record): an old run
 # directory loads, reports and resumes with the settings it was made with, and a new default is hashed.
-BEFORE = {"sampler_steps": 18, "data_scale": 1.0, "sigma_data": None, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002,
-          "sigma_max": 80.0, "rho": 7.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": None, "s_noise": 1.0}
-ADDED = {name: value for name, value in BEFORE.items() if name != "sampler_steps"}
-# What each field means, in its unit, with the values it allows: the one text `innovwin train --help` shows beside
-# the flag (choices and defaults are added there from the field itself). A new field needs a line here (a test checks).
-HELP = {
-    "task": "the rule or puzzle to learn, a spec NAME:key=value,... (`innovwin tasks` lists them)",
-    "n_train": "training-set size N (distinct rule-valid samples)",
-    "arch": "architecture: a backbone and its objective",
-    "depth": "transformer blocks",
-    "width": "model width (channels per token)",
-    "heads": "attention heads (must divide width)",
-    "mlp_ratio": "MLP hidden width as a multiple of width",
-    "seed": "the run's seed; fills every per-purpose seed left unset (data 4s, init 4s+1, sampling 4s+2, train 4s+3)",
-    "data_seed": "seed of the training and held-out sets (default: from seed)",
-    "init_seed": "seed of the weight initialization (default: from seed)",
-    "sampling_seed": "seed of the evaluations' fixed starting noises and of the clocks' bootstrap (default: from seed)",
-    "train_seed": "seed of the batches and training noises (default: from seed)",
-    "steps": "training steps (optimizer updates)",
-    "batch": "training samples per step",
-    "lr": "AdamW learning rate after warmup (constant: a decay would bend tau_mem)",
-    "beta1": "AdamW beta1, in [0, 1)",
-    "beta2": "AdamW beta2, in [0, 1)",
-    "weight_decay": "AdamW decoupled weight decay (>= 0)",
-    "warmup": "steps of linear learning-rate warmup (0: none)",
-    "grad_clip": "gradient-norm clipping threshold (0: no clipping)",
-    "ema": "EMA decay in (0, 1); when set, evaluations use the EMA weights (none: off)",
-    "evals_per_decade": "evaluations per decade of steps (log-spaced schedule)",
-    "first_eval": "step of the first evaluation",
-    "eval_samples": "samples generated at each evaluation (the clocks' sampling error shrinks as 1/sqrt of it)",
-    "loss_samples": "held-out and training samples in each loss evaluation",
-    "near_copy_radius": "Hamming distance (cells) up to which a sample counts as a near copy",
-    "ratio_copy": "DiT ratio test, in (0, 1): a copy when d(NN1) < ratio_copy * d(NN2)",
-    "snapshots": "keep the evaluated weights at every evaluation (the basin analysis reads them)",
-    "temperature": "GPT sampling temperature (> 0)",
-    "rule_threshold": "tau_rule: sample-level validity this high, at two evaluations in a row, in (0, 1]",
-    "mem_threshold": "tau_mem: copy rate above chance (N/|V|) this high, in (0, 1]",
-    "bootstrap": "bootstrap resamples of the generations for the clocks' intervals (0: none)",
-    "device": "auto (CUDA when present), cpu or cuda[:i]",
-    "dtype": "training precision; auto: bfloat16 autocast on CUDA, float32 elsewhere",
-    "compile": "torch.compile the training step (none: on CUDA only)",
-    **diffusion_settings.HELP,  # the EDM settings' meanings live with their defaults
-}
+BEFORE = {name: value for name, value in _declared("before").items() if value is not NEW}
+ADDED = {name: value for name, value in BEFORE.items() if _declared("added")[name]}
+# What the members of one stacked ensemble share (train.ensemble.signature adds the task's shape and EMA on/off).
+SHARED = tuple(name for name, role in _declared("ensemble").items() if role == "shared")
+# What a report pools: runs that differ only in these share one fit, colour, window-map cell and architecture pair.
+POOLED = frozenset(name for name, role in _declared("report").items() if role != "variant")
+# What may change when a run's snapshots are evaluated again (analysis.reevaluate): evaluation-side settings.
+SAMPLER = tuple(name for name, evaluation_side in _declared("sampler").items() if evaluation_side)
 DOTTED = {name: f"{group}.{'spec' if name == 'task' else name}" for group, names in GROUPS.items() for name in names}
 FROM_DOTTED = {dotted: name for name, dotted in DOTTED.items()}
 FIELD_TYPES: dict[str, type] = {}  # field name -> its scalar type (int, float, str, bool); filled below

@@ -74,6 +74,35 @@ def test_parse_value():
         parse_value("steps", "many")
 
 
+def test_every_field_declares_what_it_is():
+    """Group, meaning, ensemble role, report role and sampler flag: every list of fields by kind derives from these."""
+    import dataclasses
+
+    from innovwin import config
+
+    for field in dataclasses.fields(RunConfig):
+        meta = field.metadata
+        assert meta["group"] in config.GROUP_ORDER, field.name
+        assert isinstance(meta["help"], str) and meta["help"].strip(), field.name
+        assert meta["ensemble"] in config.ENSEMBLE_ROLES, field.name
+        assert meta["report"] in config.REPORT_ROLES, field.name
+        assert isinstance(meta["sampler"], bool) and isinstance(meta["added"], bool), field.name
+
+
+def test_the_lists_of_fields_by_kind_follow_the_declarations():
+    from innovwin import config
+    from innovwin.objectives import diffusion_settings
+
+    assert set(config.BEFORE) == set(diffusion_settings.FIELDS)  # the settings a GPT's key ignores
+    assert set(config.BEFORE) - set(config.ADDED) == {"sampler_steps"}
+    assert {"arch", "depth", "width", "heads", "batch", "steps", "sampler_steps"} <= set(config.SHARED)
+    assert not {"seed", "n_train", "lr", "p_mean", "task"} & set(config.SHARED)
+    assert {"seed", "data_seed", "steps", "n_train", "device"} <= config.POOLED
+    assert not {"lr", "heads", "rule_threshold", "p_mean", "sigma_max"} & config.POOLED  # another experiment
+    assert set(config.SAMPLER) <= set(config.GROUPS["objective"]) | set(config.GROUPS["eval"])
+    assert not {"p_mean", "lr", "data_scale"} & set(config.SAMPLER)  # training reads them
+
+
 def test_every_field_has_one_group_and_a_dotted_name():
     from innovwin.config import DOTTED, GROUPS, field_names
 
