@@ -147,7 +147,7 @@ def hamming_topk(
     Returns (dist int32 (M, k), idx int64 (M, k)), equal to :func:`hamming_topk_reference`.
     Tiles default to ``TILE``. ``splits`` (chunks of the training set, one grid column each) defaults
     to enough programs for about two waves on the GPU. Rows may be strided (the last stride must be 1);
-    offsets are 64-bit. Inputs are trusted to hold valid keys (innovwin.memorization checks them).
+    offsets are 64-bit. Inputs are trusted to hold valid keys (innovwin.search.index.NearestIndex checks them).
     """
     m, words = queries.shape
     n = train_columns.shape[1]
