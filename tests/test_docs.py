@@ -61,3 +61,18 @@ def test_every_dotted_name_in_docstrings_and_docs_resolves():
     unresolved = {name: files for name, files in mentions().items() if not resolves(name)}
     assert not unresolved, "dotted names that resolve to nothing:\n" + "\n".join(
         f"  {name}  (in {', '.join(sorted(files))})" for name, files in sorted(unresolved.items()))
+
+
+def protocol_table() -> dict[str, bool]:
+    """docs/architecture.md's objective protocol table: member -> whether its row marks it optional (italics)."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## The objective protocol", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)\(.*?\)` \| (.*) \|$", section, flags=re.MULTILINE)
+    return {member: meaning.startswith("*") for member, meaning in rows}
+
+
+def test_the_protocol_table_lists_the_protocols_members():
+    from innovwin.objectives import protocol
+
+    optional = {name for names in protocol.OPTIONAL.values() for name in names}
+    assert protocol_table() == {**{name: False for name in protocol.REQUIRED}, **{name: True for name in optional}}

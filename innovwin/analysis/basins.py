@@ -39,6 +39,7 @@ import torch
 from innovwin import bits, objectives, tasks
 from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
 from innovwin.objectives import diffusion as edm
+from innovwin.objectives.protocol import Denoising
 from innovwin.runtime import resolve_device
 from innovwin.store import rundir
 from innovwin.store.files import write_jsonl
@@ -306,7 +307,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
     config = rundir.read_config(run_dir).resolved()
     task = tasks.make(config.task)
     objective = objectives.get(config.arch).build_objective(task, config)
-    if not hasattr(objective, "denoiser"):
+    if not isinstance(objective, Denoising):
         raise ValueError(f"{run_dir} trained a {config.arch}: basins needs a diffusion run (a denoiser to integrate)")
     available = rundir.snapshot_steps(run_dir)
     if not available:
