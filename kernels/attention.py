@@ -169,6 +169,13 @@ def _tile_pointers(base, bh, H, stride_b, stride_h, stride_l, stride_d, rows, di
 
 
 @triton.jit
+def _program_block(BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """What every kernel's program starts from: its (batch x head) index, the first row (or key) of its block, and
+    the block's and the head's aranges."""
+    return tl.program_id(0), tl.program_id(1) * BLOCK, tl.arange(0, BLOCK), tl.arange(0, HEAD_DIM)
+
+
+@triton.jit
 def _visible(rows, keys, L, CAUSAL: tl.constexpr):
     """Which (query row, key) pairs attend: real keys, and if causal no key after the query."""
     mask = keys[None, :] < L
@@ -185,10 +192,7 @@ def _attention_fwd_kernel(
     CAUSAL: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    bh = tl.program_id(0)
-    start = tl.program_id(1) * BLOCK
-    offs = tl.arange(0, BLOCK)
-    dims = tl.arange(0, HEAD_DIM)
+    bh, start, offs, dims = _program_block(BLOCK, HEAD_DIM)
     rows = start + offs
     q = tl.load(_tile_pointers(Q, bh, H, sqb, sqh, sql, sqd, rows, dims), mask=rows[:, None] < L, other=0.0)
 
@@ -239,10 +243,7 @@ def _attention_bwd_dq_kernel(
     delta is summed from the same fp32 p and dP that dS = p (dP - delta) uses, so the difference cancels
     where the softmax saturates (p = 1 for one key), unlike delta = dO . O from the rounded output.
     """
-    bh = tl.program_id(0)
-    start = tl.program_id(1) * BLOCK
-    offs = tl.arange(0, BLOCK)
-    dims = tl.arange(0, HEAD_DIM)
+    bh, start, offs, dims = _program_block(BLOCK, HEAD_DIM)
     head = bh.to(tl.int64) * L  # row offset of this (batch, head) in the contiguous LSE, DELTA, dQ
     rows = start + offs
     real = rows[:, None] < L
@@ -274,10 +275,7 @@ def _attention_bwd_dkdv_kernel(
     UPCAST: tl.constexpr,
 ):
     """dK, dV of one key block: walks the query blocks with transposed (keys x queries) tiles."""
-    bh = tl.program_id(0)
-    start = tl.program_id(1) * BLOCK
-    offs = tl.arange(0, BLOCK)
-    dims = tl.arange(0, HEAD_DIM)
+    bh, start, offs, dims = _program_block(BLOCK, HEAD_DIM)
     head = bh.to(tl.int64) * L
     dtype = Q.dtype.element_ty
     keys = start + offs

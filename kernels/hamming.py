@@ -18,7 +18,8 @@ On the GPU popcount is the hardware instruction; under ``TRITON_INTERPRET=1`` (w
 calls do not run) a SWAR popcount does the same, so CPU tests check everything else.
 
 ``hamming_topk`` is the torch op ``innovwin::hamming_topk`` (a ``triton_op`` on the GPU, see ``_torch_op``).
-``hamming_topk_reference`` is the plain PyTorch definition the kernel is tested against.
+``hamming_topk_reference`` (from :mod:`innovwin.kernels.hamming_reference`) is the plain PyTorch definition the
+kernel is tested against.
 """
 from __future__ import annotations
 
@@ -28,40 +29,11 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from innovwin.kernels import _torch_op
+from innovwin.kernels.hamming_reference import KEY_INDEX_MASK, hamming_topk_reference
 
-NIBBLE_LOW = 0x1111111111111111  # the low bit of every nibble
+__all__ = ["TILE", "hamming_topk", "hamming_topk_reference"]
 _INT32_MAX = tl.constexpr(2**31 - 1)  # "no candidate" for tile keys
 _INT64_MAX = tl.constexpr(2**63 - 1)  # "no candidate" for running keys
-_KEY_INDEX_MASK = 2**32 - 1
-_REFERENCE_CHUNK = 2**22  # word comparisons held at once by the reference
-
-
-def _differing_cells_torch(x: torch.Tensor, nibbles: bool) -> torch.Tensor:
-    """x = a ^ b (int64 words) -> per-word count of differing cells (SWAR popcount, exact on int64 bits)."""
-    if nibbles:  # one marker bit per nonzero nibble; sign-filled high bits are masked away
-        x = (x | (x >> 1) | (x >> 2) | (x >> 3)) & NIBBLE_LOW
-    x = x - ((x >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return (x * 0x0101010101010101) >> 56
-
-
-def hamming_topk_reference(queries: torch.Tensor, train: torch.Tensor, k: int, nibbles: bool):
-    """Brute force on any device: queries (M, W), train (N, W) int64 words -> (dist int32, idx int64) (M, k).
-
-    Sorted by distance, ties to the lowest training index (each candidate is the unique key
-    ``distance << 32 | index``, so ``torch.topk`` has no ties to break).
-    """
-    from innovwin.search.index import keep_smallest_torch, running_topk
-
-    def candidates(q: slice, t: slice) -> torch.Tensor:
-        dist = _differing_cells_torch(queries[q, None, :] ^ train[None, t, :], nibbles).sum(-1)
-        return (dist << 32) | torch.arange(t.start, t.start + dist.shape[1], device=queries.device)
-
-    out = running_topk(queries.shape[0], train.shape[0], queries.shape[1], k, candidates, keep_smallest_torch,
-                       _REFERENCE_CHUNK)
-    keys = torch.cat(out)
-    return (keys >> 32).to(torch.int32), keys & _KEY_INDEX_MASK
 
 
 @triton.jit
@@ -160,7 +132,7 @@ def _topk_keys(queries: torch.Tensor, train_columns: torch.Tensor, k: int, nibbl
     if splits > 1:
         keys = torch.topk(keys.view(m, splits * k), k, dim=1, largest=False, sorted=True).values
     keys = keys.view(m, k)
-    return (keys >> 32).to(torch.int32), keys & _KEY_INDEX_MASK
+    return (keys >> 32).to(torch.int32), keys & KEY_INDEX_MASK
 
 
 _hamming_topk_op = _torch_op.define_op("innovwin::hamming_topk", _topk_keys, _hamming_topk_kernel)
@@ -175,7 +147,7 @@ def hamming_topk(
     Returns (dist int32 (M, k), idx int64 (M, k)), equal to :func:`hamming_topk_reference`.
     Tiles default to ``TILE``. ``splits`` (chunks of the training set, one grid column each) defaults
     to enough programs for about two waves on the GPU. Rows may be strided (the last stride must be 1);
-    offsets are 64-bit. Inputs are trusted to hold valid keys (innovwin.memorization checks them).
+    offsets are 64-bit. Inputs are trusted to hold valid keys (innovwin.search.index.NearestIndex checks them).
     """
     m, words = queries.shape
     n = train_columns.shape[1]

@@ -1,6 +1,8 @@
 """Basin dissection: the exact memorizing denoiser, outcome classification, radii, and the command on a real run."""
 import json
 import math
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -178,22 +180,68 @@ def run_command(*argv) -> int:
     return cli.main(["basins", *map(str, argv)])
 
 
-def test_command_writes_every_file(tiny_run, capsys):
+ARGS = ("--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu")
+
+
+@pytest.fixture()
+def run_copy(tiny_run, tmp_path):
+    """A copy of the tiny run, for a test that writes into it."""
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+@pytest.fixture()
+def dissected(run_copy):
+    """The copy, dissected once with ARGS."""
+    assert run_command(run_copy, *ARGS) == 0
+    return run_copy
+
+
+def test_command_writes_a_row_per_snapshot(dissected):
+    from innovwin.store import rundir
+
+    rows = basins.read_basins(dissected)
+    assert [row["step"] for row in rows] == rundir.snapshot_steps(dissected)
+    assert all(len(row["classes"][name]["return_prob"]) == 3 for row in rows for name in basins.PROBE_CLASSES)
+
+
+def test_command_draws_the_figures_the_run_directory_lists(dissected):
     from innovwin.report.basins_figures import FIGURES
     from innovwin.store import rundir
 
-    args = (tiny_run, "--probes", 4, "--n-sigmas", 3, "--draws", 2, "--steps", 3, "--device", "cpu")
-    assert run_command(*args) == 0
-    rows = basins.read_basins(tiny_run)
-    assert [row["step"] for row in rows] == rundir.snapshot_steps(tiny_run)
-    assert all(len(row["classes"][name]["return_prob"]) == 3 for row in rows for name in basins.PROBE_CLASSES)
-    for name in FIGURES:
-        assert (tiny_run / name).stat().st_size > 0
-    assert "median radius" in capsys.readouterr().out
-    assert run_command(*args) == 0  # same settings, same snapshots: every row is kept, none measured again
-    assert basins.read_basins(tiny_run) == rows and "median radius" not in capsys.readouterr().out
-    assert run_command(*args, "--seed", 1) == 0
-    assert len(basins.read_basins(tiny_run)) == len(rows) and capsys.readouterr().out.count("median radius") == len(rows)
+    assert rundir.basin_figures(dissected) == sorted(dissected / name for name in FIGURES)
+    assert all(path.stat().st_size > 0 for path in rundir.basin_figures(dissected))
+
+
+def test_a_rerun_with_the_same_settings_keeps_every_row(dissected):
+    rows = basins.read_basins(dissected)
+    assert run_command(dissected, *ARGS) == 0
+    assert basins.read_basins(dissected) == rows  # "seconds" included: none was measured again
+
+
+def test_a_rerun_with_another_seed_measures_every_row_again(dissected):
+    steps = [row["step"] for row in basins.read_basins(dissected)]
+    assert run_command(dissected, *ARGS, "--seed", 1) == 0
+    assert [(row["step"], row["seed"]) for row in basins.read_basins(dissected)] == [(step, 1) for step in steps]
+
+
+def test_console_prose(run_copy, capsys):
+    """The command's lines, radii and seconds masked (they vary with the machine), the run directory named RUN_DIR."""
+    assert run_command(run_copy, *ARGS) == 0
+    out = capsys.readouterr().out.replace(str(run_copy), "RUN_DIR")
+    out = re.sub(r"(train|novel|invalid) \S+", r"\1 R", re.sub(r"\(\d+\.\d s\)", "(S s)", out))
+    assert out == (
+        "[basins] step       10  median radius: train R  novel R  invalid R  (S s)\n"
+        "[basins] step       30  median radius: train R  novel R  invalid R  (S s)\n"
+        "[basins] wrote basins.jsonl and basins_radius.png, basins_return.png, basins_loss_gap.png in RUN_DIR\n")
+
+
+def test_reset_removes_the_basin_outputs_and_nothing_else(tmp_path):
+    from innovwin.store import rundir
+
+    for name in ("config.json", "basins.jsonl", "basins_radius.png", "basins_other.png", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    rundir.reset(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def _copy_config(run_dir, to, **changes):

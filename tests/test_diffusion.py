@@ -134,3 +134,28 @@ def test_heun_rejects_bad_schedules():
         edm.heun(model, x, torch.tensor([1.0, 2.0, 0.0]))
     with pytest.raises(ValueError, match="noise shape"):
         edm.loss_at(model, x, torch.ones(2), torch.zeros(2, 4))
+
+
+class CountingNet(torch.nn.Module):
+    """A backbone that returns zeros and counts its calls (one per denoiser evaluation of the batch)."""
+
+    def __init__(self, n_cells):
+        super().__init__()
+        self.n_cells, self.channels, self.calls = n_cells, 1, 0
+
+    def forward(self, x, c_noise):
+        self.calls += 1
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("steps, s_churn", [(1, 0.0), (8, 0.0), (8, 10.0), (18, 0.0)])
+def test_network_calls_per_sample_counts_the_samplers_calls(steps, s_churn):
+    from types import SimpleNamespace
+
+    from innovwin.objectives.diffusion_settings import DEFAULTS
+
+    settings = SimpleNamespace(**{**DEFAULTS, "sampler_steps": steps, "s_churn": s_churn})
+    objective = edm.Diffusion(SimpleNamespace(n_cells=4, k=2), settings)
+    net = CountingNet(4)
+    objective.generate(net, objective.eval_start(3, torch.Generator().manual_seed(0), "cpu"))
+    assert net.calls == objective.network_calls_per_sample()

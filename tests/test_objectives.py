@@ -2,6 +2,7 @@
 reports through the same driver, with no change to any other module."""
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,26 @@ def test_a_registered_objective_trains_evaluates_and_reloads(tmp_path):
         assert isinstance(model, CellLogits)
     finally:
         objectives.registry.unregister("cells")
+
+
+class WithoutFeatures(IndependentCells):
+    features = None  # not a method: the protocol's required member is missing
+
+
+@pytest.mark.parametrize("objective, stackable, missing", [(WithoutFeatures, False, "features"),
+                                                            (IndependentCells, True, "join_starts")])
+def test_an_objective_lacking_a_member_its_arch_needs_is_refused_by_name(objective, stackable, missing):
+    arch = objectives.Arch("cells", "independent cells", CellLogits, objective, stackable=stackable)
+    with pytest.raises(ValueError, match=f"objective {objective.__name__} lacks {missing} "):
+        arch.build_objective(None)
+
+
+def test_the_shipped_objectives_follow_the_protocol():
+    from innovwin import tasks
+    from innovwin.objectives.protocol import Denoising, ExactProbability, Objective, Stackable
+
+    task = tasks.make("parity:h=4,w=4,g=2")
+    dit, gpt = (objectives.get(name).build_objective(task) for name in ("dit", "gpt"))
+    assert all(isinstance(one, Objective) and isinstance(one, Stackable) for one in (dit, gpt))
+    assert [isinstance(one, ExactProbability) for one in (dit, gpt)] == [False, True]
+    assert [isinstance(one, Denoising) for one in (dit, gpt)] == [True, False]

@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from innovwin.kernels import hamming
+from innovwin.kernels import hamming, hamming_reference
 
 from innovwin import bits
 from innovwin._native_loader import native, native_available
@@ -164,8 +164,7 @@ def test_an_index_finds_exact_copies_at_distance_zero(as_torch, n_cells, alphabe
 
 def test_references_merge_chunks_exactly(monkeypatch):
     """Tiny chunk budgets force many query and training chunks through the running top-k merges."""
-    monkeypatch.setattr(search_module, "_REFERENCE_CHUNK", 50)
-    monkeypatch.setattr(hamming, "_REFERENCE_CHUNK", 50)
+    monkeypatch.setattr(hamming_reference, "REFERENCE_CHUNK", 50)
     queries, train = random_cells(9, 13, 77, 81, 9)
     for backend in ("numpy", "torch"):
         assert_same(nearest(queries, train, k=3, alphabet=9, backend=backend), brute_force(queries, train, 3))

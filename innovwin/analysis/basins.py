@@ -39,12 +39,13 @@ import torch
 from innovwin import bits, objectives, tasks
 from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
 from innovwin.objectives import diffusion as edm
+from innovwin.objectives.protocol import Denoising
 from innovwin.runtime import resolve_device
 from innovwin.store import rundir
+from innovwin.store.files import write_jsonl
 from innovwin.tasks.dataset import run_dataset
 
 OUTCOMES = ("return", "train", "valid", "invalid")
-BASINS = "basins.jsonl"
 RHO = 7.0
 SIGMA_END = 0.002  # every trajectory integrates from its sigma down to this, then to 0 (EDM's sigma_min)
 _INVALID_TRIES = 64
@@ -306,7 +307,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
     config = rundir.read_config(run_dir).resolved()
     task = tasks.make(config.task)
     objective = objectives.get(config.arch).build_objective(task, config)
-    if not hasattr(objective, "denoiser"):
+    if not isinstance(objective, Denoising):
         raise ValueError(f"{run_dir} trained a {config.arch}: basins needs a diffusion run (a denoiser to integrate)")
     available = rundir.snapshot_steps(run_dir)
     if not available:
@@ -336,7 +337,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
                          chunk=chunk, device=device)}
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
-        rundir.write_atomic(run_dir / BASINS, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows).encode())
+        write_jsonl(run_dir / rundir.BASINS, rows)
         if progress is not None:
             progress(row)
     return rows
@@ -344,7 +345,7 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
 
 def read_basins(run_dir) -> list[dict]:
     """The rows of a run's basins.jsonl (empty when it has none); a garbled file is refused, named."""
-    path = Path(run_dir) / BASINS
+    path = Path(run_dir) / rundir.BASINS
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_basins_command(args: argparse.Namespace) -> int:
-    from innovwin.analysis.basins import BASINS, measure_run, sigma_grid
+    from innovwin.analysis.basins import measure_run, sigma_grid
     from innovwin.report.basins_figures import FIGURES, plot_all
     from innovwin.store import rundir
 
@@ -57,5 +57,5 @@ def run_basins_command(args: argparse.Namespace) -> int:
                            progress=report)
         summary_path = Path(args.run_dir) / rundir.SUMMARY
         plot_all(args.run_dir, rows, rundir.read_json(summary_path) if summary_path.exists() else None)
-    print(f"[basins] wrote {BASINS} and {', '.join(FIGURES)} in {args.run_dir}")
+    print(f"[basins] wrote {rundir.BASINS} and {', '.join(FIGURES)} in {args.run_dir}")
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from innovwin import bits
+from innovwin.objectives.protocol import ExactProbability
 from innovwin.search import NearestIndex, nearest_l2
 
 
@@ -60,9 +61,10 @@ class Evaluator:
     @torch.no_grad()
     def copy_probabilities(self, model) -> dict:
         """Sum of the exact sample probabilities over the training and hits sets, where the objective has them."""
-        probability = getattr(self.objective, "sample_probability", None)
-        return {name: None if probability is None or cells is None
-                else float(probability(model, torch.from_numpy(cells).to(self.device)).double().sum())
+        exact = isinstance(self.objective, ExactProbability)
+        return {name: None if not exact or cells is None
+                else float(self.objective.sample_probability(model, torch.from_numpy(cells).to(self.device))
+                           .double().sum())
                 for name, cells in self.probability_sets.items()}
 
     @torch.no_grad()

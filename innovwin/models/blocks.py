@@ -19,7 +19,7 @@ def check_size(depth: int, width: int, heads: int, mlp_ratio: float) -> None:
 
 
 class MLP(nn.Sequential):
-    """width -> mlp_ratio * width -> width with a tanh-GELU between."""
+    """width -> mlp_ratio * width -> width with a tanh-GELU between (DiT's; nanoGPT's is exact: see models.gpt)."""
 
     def __init__(self, width: int, mlp_ratio: float):
         hidden = int(round(width * mlp_ratio))

@@ -2,6 +2,11 @@
 
 Tokens 0..k-1 are cell values and token k is BOS. The head predicts only the k cell values (BOS never follows),
 and it is untied from the token embedding: with a vocabulary of 3 to 17 tokens, tying saves nothing.
+
+One departure from nanoGPT: the MLP's GELU is the tanh approximation (``blocks.MLP``, shared with the DiT, whose
+reference uses it too), where nanoGPT uses the exact erf GELU. The two differ by at most 5e-4 in an activation, and
+the tanh form is the one GPT-2 itself was trained with (nanoGPT accepts the same difference when it loads GPT-2's
+weights). It stays so that one block serves both backbones and the golden rows recorded with it stay exact.
 """
 from __future__ import annotations
 

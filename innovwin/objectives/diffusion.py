@@ -220,8 +220,9 @@ class Diffusion:
         return (self.n_cells, self.channels)
 
     def network_calls_per_sample(self) -> int:
-        """Network evaluations one generated sample costs (two per Heun step): the evaluation's cost model."""
-        return 2 * self.sampler_steps
+        """Network evaluations one generated sample costs, the evaluation's cost model: two per Heun step, one for
+        the last (its step to sigma 0 is an Euler step, :func:`heun`), with or without churn."""
+        return 2 * self.sampler_steps - 1
 
     def denoiser(self, net: nn.Module) -> Denoiser:
         return Denoiser(net, self.sigma_data, self.scale)

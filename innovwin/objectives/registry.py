@@ -12,6 +12,7 @@ from typing import Callable
 
 from innovwin.naming import did_you_mean
 from innovwin.objectives import diffusion_settings
+from innovwin.objectives.protocol import Stackable, missing_members
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,16 @@ class Arch:
         return _resolve(self.backbone)(task, **size)
 
     def build_objective(self, task, config=None):
-        return _resolve(self.objective)(task, config)
+        """The run's objective; ValueError when it lacks a member of the protocol (:mod:`innovwin.objectives.protocol`)
+        the architecture needs: the required ones, and ``join_starts`` when it is stackable."""
+        objective = _resolve(self.objective)(task, config)
+        missing = missing_members(objective)
+        if self.stackable and not isinstance(objective, Stackable):
+            missing.append("join_starts")
+        if missing:
+            raise ValueError(f"arch {self.name!r}: its objective {type(objective).__name__} lacks "
+                             f"{', '.join(missing)} (see innovwin.objectives.protocol)")
+        return objective
 
 
 def _resolve(target: Callable | str) -> Callable:

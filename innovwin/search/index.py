@@ -7,8 +7,9 @@ all giving identical integers:
 
     native  C++ ``innovwin._native.hamming_topk``: threads, AVX-512 / POPCNT, GIL released (CPU default)
     triton  ``innovwin.kernels.hamming.hamming_topk`` on CUDA tensors (GPU default)
-    numpy   brute-force reference (the CPU fallback without the extension)
-    torch   brute-force reference on any device (``innovwin.kernels.hamming.hamming_topk_reference``)
+    numpy   brute-force reference (the CPU fallback without the extension;
+            ``innovwin.kernels.hamming_reference.nearest_numpy``)
+    torch   brute-force reference on any device (``innovwin.kernels.hamming_reference.hamming_topk_reference``)
 
 Inputs are either cells or packed keys, told apart by dtype: ``uint8`` (n, n_cells) are cells with
 values < alphabet; ``uint64`` (n, words) are keys as :func:`innovwin.bits.pack` makes them (for torch
@@ -31,12 +32,11 @@ import torch
 
 from innovwin import bits
 from innovwin._native_loader import native, native_available
+from innovwin.kernels.hamming_reference import (KEY_INDEX_MASK, hamming_topk_reference, keep_smallest_torch,
+                                                nearest_numpy, running_topk)
 
 BACKENDS = ("auto", "native", "triton", "numpy", "torch")
-NIBBLE_LOW = np.uint64(0x1111111111111111)  # the low bit of every nibble
-_REFERENCE_CHUNK = 2**22  # word comparisons (numpy) or CPU distances (l2) held at once
-_L2_CHUNK_CUDA = 2**26  # distances held at once on a GPU: fewer, larger GEMMs
-_KEY_INDEX_MASK = 2**32 - 1
+_L2_CHUNK_CUDA = 2**26  # distances held at once on a GPU: fewer, larger GEMMs (the CPU's: the references' chunk)
 
 
 # ---------------------------------------------------------------- input checks and conversions
@@ -105,66 +105,6 @@ def _masked(keys, mask: int | None):
 def _check_k(k, n_train: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_train:
         raise ValueError(f"k must be an integer in 1..n_train={n_train}, got {k!r}")
-
-
-# ---------------------------------------------------------------- numpy reference
-
-def differing_cells_numpy(queries: np.ndarray, train: np.ndarray, nibbles: bool) -> np.ndarray:
-    """All-pairs differing cells of packed uint64 keys: (M, W) x (N, W) -> int64 (M, N)."""
-    x = queries[:, None, :] ^ train[None, :, :]
-    if nibbles:  # one marker bit per nonzero nibble
-        one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
-        x = (x | (x >> one) | (x >> two) | (x >> three)) & NIBBLE_LOW
-    return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
-
-
-def running_topk(n_queries: int, n_train: int, words: int, k: int, candidates, keep_smallest,
-                 budget: int | None = None) -> list:
-    """The brute-force references' shared scan: per chunk of queries, the k smallest candidate keys
-    (``distance << 32 | index``, unique, so sorting them sorts by distance, then index) over the training set in
-    chunks, holding about ``budget`` (default ``_REFERENCE_CHUNK``) word comparisons at once.
-    ``candidates(q_slice, t_slice)`` gives a chunk's keys; ``keep_smallest(best, keys, k)`` merges them into the
-    running best (numpy or torch). One result per query chunk."""
-    budget = _REFERENCE_CHUNK if budget is None else budget
-    q_chunk = max(1, min(n_queries, budget // (words * min(n_train, 4096))))
-    t_chunk = max(1, min(n_train, budget // (words * q_chunk)))
-    out = []
-    for q0 in range(0, n_queries, q_chunk):
-        best = None
-        for t0 in range(0, n_train, t_chunk):
-            best = keep_smallest(best, candidates(slice(q0, q0 + q_chunk), slice(t0, t0 + t_chunk)), k)
-        out.append(best)
-    return out
-
-
-def _keep_smallest_numpy(best, keys: np.ndarray, k: int) -> np.ndarray:
-    if best is not None:
-        keys = np.concatenate([best, keys], axis=1)
-    take = min(k, keys.shape[1])
-    return np.sort(np.partition(keys, take - 1, axis=1)[:, :take], axis=1)
-
-
-def keep_smallest_torch(best, keys: torch.Tensor, k: int) -> torch.Tensor:
-    if best is not None:
-        keys = torch.cat([best, keys], dim=1)
-    return torch.topk(keys, min(k, keys.shape[1]), dim=1, largest=False, sorted=True).values
-
-
-def nearest_numpy(queries: np.ndarray, train: np.ndarray, k: int, nibbles: bool):
-    """Reference top-k on packed uint64 keys: (dist int32 (M, k), idx int64 (M, k)).
-
-    Each candidate is the unique key ``distance << 32 | index``, so sorting keys sorts by distance
-    and then by index; the training set is scanned in chunks with a running top-k.
-    """
-    m, words = queries.shape
-
-    def candidates(q: slice, t: slice) -> np.ndarray:
-        dist = differing_cells_numpy(queries[q], train[t], nibbles)
-        return (dist << 32) | np.arange(t.start, t.start + dist.shape[1])
-
-    out = running_topk(m, train.shape[0], words, k, candidates, _keep_smallest_numpy)
-    keys = np.concatenate(out)
-    return (keys >> 32).astype(np.int32), keys & _KEY_INDEX_MASK
 
 
 # ---------------------------------------------------------------- front
@@ -236,13 +176,13 @@ class NearestIndex:
         elif backend == "numpy":
             dist, idx = nearest_numpy(_numpy_keys(keys), _numpy_keys(self.keys), k, self.nibbles)
         else:
-            from innovwin.kernels import hamming  # torch and triton live beside the kernel
-
             device = self.device if _is_torch(self.keys) else torch.device("cpu")
             q = _torch_keys(keys, device)
             if backend == "torch":
-                dist, idx = hamming.hamming_topk_reference(q, _torch_keys(self.keys, device), k, self.nibbles)
+                dist, idx = hamming_topk_reference(q, _torch_keys(self.keys, device), k, self.nibbles)
             else:
+                from innovwin.kernels import hamming  # Triton loads only when the kernel runs
+
                 if self._columns is None:
                     self._columns = _torch_keys(self.keys, device).t().contiguous()
                 dist, idx = hamming.hamming_topk(q, self._columns, k, self.nibbles)
@@ -282,11 +222,10 @@ def nearest_l2(queries, train, k: int = 2):
         return (d2.view(torch.int32).to(torch.int64) << 32) | torch.arange(ts.start, ts.start + d2.shape[1],
                                                                            device=q.device)
 
-    out = running_topk(len(q), len(t), 1, k, candidates, keep_smallest_torch,
-                       _L2_CHUNK_CUDA if q.is_cuda else _REFERENCE_CHUNK)
+    out = running_topk(len(q), len(t), 1, k, candidates, keep_smallest_torch, _L2_CHUNK_CUDA if q.is_cuda else None)
     keys = torch.cat(out)
     dist = (keys >> 32).to(torch.int32).view(torch.float32).sqrt()
-    return _like(dist, queries), _like(keys & _KEY_INDEX_MASK, queries)
+    return _like(dist, queries), _like(keys & KEY_INDEX_MASK, queries)
 
 
 def _float_matrix(x, name: str) -> torch.Tensor:

@@ -14,6 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from innovwin.store.files import write_json
+
 PROVENANCE = "provenance.json"
 
 
@@ -79,8 +81,6 @@ def read(run_dir) -> dict:
 
 def start_session(run_dir, device, from_step: int) -> None:
     """Append this process's session (its start, environment and first step) to the run's provenance."""
-    from innovwin.store.rundir import write_json
-
     record = read(run_dir)
     record["sessions"].append({"started": now(), "ended": None, "from_step": from_step, "to_step": None,
                                **environment(device)})
@@ -89,8 +89,6 @@ def start_session(run_dir, device, from_step: int) -> None:
 
 def end_session(run_dir, to_step: int) -> None:
     """Close this process's session (the last one) at ``to_step``."""
-    from innovwin.store.rundir import write_json
-
     record = read(run_dir)
     if record["sessions"]:
         record["sessions"][-1].update(ended=now(), to_step=to_step)

@@ -12,6 +12,7 @@
     provenance.json             versions, commit, device, host and times of each session (innovwin.store.provenance)
     log.txt, loss.jsonl         console lines; training loss every 10 steps (innovwin.store.runlog)
     progress.json               the live step, rate and last rates a sweep driver shows (innovwin.store.runlog)
+    basins.jsonl, basins_*.png  the basin dissection's rows and figures (``innovwin basins``; innovwin.analysis.basins)
 
     .lock                       held (flock) by the one process (train, basins) working in the directory
 
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from innovwin.store.files import naming, read_json, write_atomic, write_json  # noqa: F401 (part of rundir's API)
 from innovwin.store.provenance import PROVENANCE
 from innovwin.store.runlog import LOG, LOSS, PROGRESS
 
@@ -48,43 +50,14 @@ SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
 EVALS = "evals"
 LOCK = ".lock"
-OWNED = (CONFIG, METRICS, STATE, STATE_NEXT, SUMMARY, SNAPSHOTS, EVALS, PROVENANCE, LOG, LOSS, PROGRESS)
+BASINS = "basins.jsonl"
+BASIN_FIGURES = "basins_*.png"  # a glob: the figures' names are the report's, under this prefix
+OWNED = (CONFIG, METRICS, STATE, STATE_NEXT, SUMMARY, SNAPSHOTS, EVALS, PROVENANCE, LOG, LOSS, PROGRESS, BASINS)
 _STEP_FILE = re.compile(r"step_(\d{8})\.(pt|npz)$")
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")
 
 
-# --- atomic writes -------------------------------------------------------------------------
-def write_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsynced, then renamed over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with naming(path), open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk (or a signal) must not leave the temporary behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def naming(path):
-    """Give an OSError raised without a file name (a write or fsync on a full disk) the name of ``path``, so
-    the command line's one-line message says where."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is None and error.strerror:
-            raise type(error)(error.errno, error.strerror, str(path)) from None
-        raise
-
-
-def write_json(path, obj) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
-
-
+# --- writes ------------------------------------------------------------------------------
 def save_torch(path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -93,17 +66,6 @@ def save_torch(path, obj) -> None:
 
 def step_path(run_dir, folder: str, step: int, suffix: str) -> Path:
     return Path(run_dir) / folder / f"step_{step:08d}.{suffix}"
-
-
-def read_json(path) -> dict:
-    """A JSON object from ``path``; ValueError naming the file when it is garbled."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is garbled ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is garbled (a JSON {type(value).__name__}, not an object)")
-    return value
 
 
 def read_config(run_dir):
@@ -237,14 +199,18 @@ def settle_states(run_dirs) -> bool:
 
 
 def reset(run_dir) -> None:
-    """Remove every file a run writes (and nothing else) from ``run_dir``."""
+    """Remove every file a run writes, its basin dissection's included (and nothing else), from ``run_dir``."""
     run_dir = Path(run_dir)
-    for name in OWNED:
-        path = run_dir / name
+    for path in [run_dir / name for name in OWNED] + basin_figures(run_dir):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def basin_figures(run_dir) -> list[Path]:
+    """The basin figures (``basins_*.png``) in ``run_dir``, sorted by name; none when it was never dissected."""
+    return sorted(path for path in Path(run_dir).glob(BASIN_FIGURES) if path.is_file())
 
 
 def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[str, str | None]:

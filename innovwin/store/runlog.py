@@ -11,9 +11,10 @@ identically), and so is a line torn by a kill: a lost loss row costs a point of 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from innovwin.store.files import write_atomic, write_jsonl
 
 LOG = "log.txt"
 LOSS = "loss.jsonl"
@@ -90,17 +91,12 @@ def read_loss(run_dir) -> list[dict]:
 def truncate_loss(run_dir, step: int) -> None:
     """Keep the loss.jsonl rows up to ``step`` (a resumed run writes the later ones again)."""
     rows = [row for row in read_loss(run_dir) if row["step"] <= step]
-    path = Path(run_dir) / LOSS
-    tmp = path.with_name(f".{LOSS}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
+    write_jsonl(Path(run_dir) / LOSS, rows, allow_nan=True)
 
 
 def write_progress(run_dir, progress: dict) -> None:
-    path = Path(run_dir) / PROGRESS
-    tmp = path.with_name(f".{PROGRESS}.{os.getpid()}.tmp")  # not fsynced: a lost update is replaced in a second
-    tmp.write_text(json.dumps(progress))
-    os.replace(tmp, path)
+    # not fsynced: a lost update is replaced within a second
+    write_atomic(Path(run_dir) / PROGRESS, json.dumps(progress).encode(), fsync=False)
 
 
 def read_progress(run_dir) -> dict | None:
