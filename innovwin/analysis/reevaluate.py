@@ -1,8 +1,8 @@
 """Evaluate a run's snapshots again with other sampler settings: what a sampler does to the clocks, without
 retraining (training never reads the sampler, so the snapshots are the same whatever it is).
 
-Only evaluation-side fields may change (:data:`SAMPLER_FIELDS`); the rows and per-sample arrays are those of
-:class:`innovwin.evaluation.Evaluator`, with the run's own training set and seeds.
+Only evaluation-side fields may change (:data:`innovwin.config.SAMPLER`, the fields declared ``sampler``); the rows
+and per-sample arrays are those of :class:`innovwin.evaluation.Evaluator`, with the run's own training set and seeds.
 """
 from __future__ import annotations
 
@@ -12,17 +12,15 @@ import numpy as np
 import torch
 
 from innovwin import objectives, tasks
+from innovwin.config import SAMPLER
 from innovwin.evaluation import Evaluator
 from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
 
-SAMPLER_FIELDS = ("sampler_steps", "sigma_min", "sigma_max", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise",
-                  "eval_samples", "temperature")
-
 
 def reevaluate(run_dir, steps=None, **changes) -> tuple[list[dict], dict]:
     """Rows and stacked per-sample arrays of the snapshots at ``steps`` (default: all) under ``changes``."""
-    refused = sorted(set(changes) - set(SAMPLER_FIELDS))
+    refused = sorted(set(changes) - set(SAMPLER))
     if refused:
         raise ValueError(f"only sampler settings can change without retraining, not {', '.join(refused)}")
     run_dir = Path(run_dir)
