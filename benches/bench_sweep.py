@@ -24,6 +24,10 @@ def instant_run(config: dict, run_dir: str) -> dict:
     return {"tau_rule": None, "tau_mem": None, "seed": config["seed"]}
 
 
+def instant_job(job) -> dict:
+    return {run.key: instant_run(run.config, run.run_dir) for run in job.runs}
+
+
 def sweep_runs(n=N_RUNS):
     configs = [RunConfig(seed=seed, steps=100).resolved() for seed in range(n)]
     return {config.key(): config.to_dict() for config in configs}
@@ -78,7 +82,7 @@ def test_executor(benchmark, tmp_path, executor):
     try:
         def sweep_once(n=N_RUNS):
             with RunStore(tmp_path / str(next(counter)), write=True) as store:
-                run_sweep(store, sweep_runs(n), executor=executor, workers=2, run_fn=instant_run,
+                run_sweep(store, sweep_runs(n), executor=executor, workers=2, job_fn=instant_job,
                           stream=None, poll_s=0.05)
                 finished = sorted(row["finished"] for row in store.rows())
             steady.append((finished[-1] - finished[0]) / (n - 1))

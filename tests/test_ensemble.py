@@ -217,10 +217,9 @@ def test_sweep_ensemble_below_one_is_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
-def fake_group(group, run_dir):
-    """Stands in for train_group: records which runs were trained together."""
-    keys = [key for key, _, _ in group["members"]]
-    return {"members": {key: {"tau_rule": None, "tau_mem": None, "group": keys} for key in keys}}
+def fake_group(job):
+    """Stands in for train_job: records which runs were trained together."""
+    return {key: {"tau_rule": None, "tau_mem": None, "group": job.keys} for key in job.keys}
 
 
 def test_a_sweep_groups_runs_of_one_shape(tmp_path):
@@ -228,7 +227,7 @@ def test_a_sweep_groups_runs_of_one_shape(tmp_path):
     configs.append(RunConfig(**{**TINY, "width": 64}).resolved())
     runs = {c.key(): c.to_dict() for c in configs}
     with RunStore(tmp_path, write=True) as store:
-        counts = run_sweep(store, runs, workers=1, ensemble=2, group_fn=fake_group, poll_s=0.05)
+        counts = run_sweep(store, runs, workers=1, ensemble=2, job_fn=fake_group, poll_s=0.05)
         groups = {key: store.get(key)["summary"]["group"] for key in runs}
     assert counts["done"] == 6
     assert sorted(len(g) for g in {tuple(g) for g in groups.values()}) == [1, 1, 2, 2]

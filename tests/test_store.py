@@ -14,7 +14,8 @@ import pytest
 from innovwin.cli import main
 from innovwin.config import RunConfig
 from innovwin.store.runstore import RunStore
-from innovwin.sweeps.driver import estimate_cost, run_sweep
+from innovwin.sweeps.driver import run_sweep
+from innovwin.sweeps.plan import estimate_cost
 from innovwin.sweeps.executors import LocalExecutor, cpu_count
 
 
@@ -24,21 +25,25 @@ def configs(**axes):
     return {config.key(): config.to_dict() for config in runs}
 
 
-def counting_run(config: dict, run_dir: str) -> dict:
+def counting_run(run) -> dict:
     """Stand-in run: records each call; seed 1 fails on its first attempt, seed 2 kills its worker on
     its first attempt, seed 3 always fails."""
-    run_dir = Path(run_dir)
+    run_dir, seed = Path(run.run_dir), run.config["seed"]
     run_dir.mkdir(parents=True, exist_ok=True)
     calls = run_dir / "calls"
     calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
-    if config["seed"] == 1 and len(calls.read_text()) == 1:
+    if seed == 1 and len(calls.read_text()) == 1:
         raise RuntimeError("first attempt fails")
-    if config["seed"] == 2 and len(calls.read_text()) == 1:
+    if seed == 2 and len(calls.read_text()) == 1:
         os._exit(3)
-    if config["seed"] == 3:
+    if seed == 3:
         raise RuntimeError("always fails")
-    return {"tau_rule": 10.0 * (config["seed"] + 1), "seed": config["seed"], "final": {"step": 100},
+    return {"tau_rule": 10.0 * (seed + 1), "seed": seed, "final": {"step": 100},
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def counting_job(job) -> dict:
+    return {run.key: counting_run(run) for run in job.runs}
 
 
 def calls(store, key):
@@ -100,44 +105,91 @@ def test_corrupt_or_foreign_store_is_refused_untouched(tmp_path, content):
 
 def test_workers_are_pinned_round_robin_to_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    pool = LocalExecutor(counting_run, workers=5)
+    pool = LocalExecutor(counting_job, workers=5)
     assert pool.devices == ["3", "5", "3", "5", "3"]
-    assert LocalExecutor(counting_run).devices == ["3", "5"]  # default: one worker per GPU
+    assert LocalExecutor(counting_job).devices == ["3", "5"]  # default: one worker per GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    cpu = LocalExecutor(counting_run, n_runs=1)
+    cpu = LocalExecutor(counting_job, n_jobs=1)
     assert cpu.devices == [None] and cpu.capacity == 1 and cpu.threads == cpu_count()
 
 
-def test_sweep_retries_survives_worker_death_and_skips_done(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the worker is pinned to it (torch sees no GPU here)
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One stand-in sweep of seeds 0-3 on one worker pinned to GPU 7 (torch sees no GPU here), retry limit 2:
+    the store's path and each seed's key."""
+    path = tmp_path_factory.mktemp("swept")
     runs = configs(seed=[0, 1, 2, 3])
-    key_of = {config["seed"]: key for key, config in runs.items()}
-    with RunStore(tmp_path, write=True) as store:
-        counts = run_sweep(store, runs, workers=1, max_attempts=2, run_fn=counting_run, stream=sys.stderr,
-                           poll_s=0.2)
-        assert counts == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CUDA_VISIBLE_DEVICES", "7")
+        with RunStore(path, write=True) as store:
+            run_sweep(store, runs, workers=1, max_attempts=2, job_fn=counting_job, poll_s=0.2)
+    return path, runs, {config["seed"]: key for key, config in runs.items()}
+
+
+def swept_row(swept, seed):
+    path, _, key_of = swept
+    with RunStore(path) as store:
+        return store.get(key_of[seed])
+
+
+def test_a_sweep_ends_with_every_run_done_or_out_of_attempts(swept):
+    path, runs, _ = swept
+    with RunStore(path) as store:
+        assert store.counts(runs) == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+
+
+def test_a_run_that_succeeds_is_tried_once(swept):
+    row = swept_row(swept, 0)
+    assert (row["status"], row["attempts"], row["summary"]["tau_rule"]) == ("done", 1, 10.0)
+
+
+def test_a_failed_run_is_retried_and_its_error_cleared(swept):
+    row = swept_row(swept, 1)
+    assert (row["status"], row["attempts"], row["error"], row["summary"]["tau_rule"]) == ("done", 2, None, 20.0)
+
+
+def test_a_dead_worker_fails_its_run_and_the_retry_finishes_it(swept):
+    row = swept_row(swept, 2)
+    assert (row["status"], row["attempts"], row["summary"]["tau_rule"]) == ("done", 2, 30.0)
+
+
+def test_a_run_that_always_fails_stays_failed_at_the_retry_limit(swept):
+    row = swept_row(swept, 3)
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert row["error"].strip().splitlines()[-1] == "RuntimeError: always fails"
+
+
+def test_each_attempt_calls_the_job_function_once(swept):
+    path, _, key_of = swept
+    with RunStore(path) as store:
         assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
-        assert store.get(key_of[1])["attempts"] == 2 and store.get(key_of[0])["attempts"] == 1
-        assert store.get(key_of[2])["summary"]["tau_rule"] == 30.0  # its first worker died
-        assert store.get(key_of[0])["summary"]["gpu"] == "7"
-        failed = store.get(key_of[3])
-        assert failed["status"] == "failed" and "always fails" in failed["error"]
-        # rerunning the same sweep runs nothing: done runs stay done, failed ones are out of attempts
-        assert run_sweep(store, runs, max_attempts=2, run_fn=counting_run, stream=sys.stderr) == counts
+
+
+def test_workers_run_on_their_pinned_gpu(swept):
+    assert swept_row(swept, 0)["summary"]["gpu"] == "7"
+
+
+def test_run_directories_are_named_by_what_sets_each_run_apart(swept):
+    path, _, key_of = swept
+    assert sorted(entry.name for entry in (path / "runs").iterdir() if entry.is_dir()) == sorted(
+        f"seed{seed}-{key}" for seed, key in key_of.items())
+
+
+def test_rerunning_a_finished_sweep_runs_nothing(swept):
+    path, runs, key_of = swept
+    with RunStore(path, write=True) as store:
+        before = store.rows()
+        assert run_sweep(store, runs, max_attempts=2, job_fn=counting_job) == store.counts(runs)
+        assert store.rows() == before
         assert [calls(store, key_of[seed]) for seed in (0, 1, 2, 3)] == [1, 2, 2, 2]
-    log = capsys.readouterr().err
-    assert "4 of 4 runs to do" in log and "3 done · 0 running · 0 queued · 1 failed" in log
-    assert "nothing to run: 3 done, 1 failed (retry limit 2 reached)" in log
-    # one line per finished run, named by what sets it apart, with its clocks; failures say where the limit is
-    assert "[sweep] done seed=0 in " in log and ": τ_rule 10 · τ_mem > 100 · window open at the end" in log
-    assert "[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: first attempt fails" in log
-    assert "[sweep] failed seed=3 (attempt 2, retry limit 2: stays failed): RuntimeError: always fails" in log
-    assert sorted(path.name for path in (tmp_path / "runs").iterdir() if path.is_dir()) == sorted(
-        f"seed{seed}-{key_of[seed]}" for seed in range(4))
-    # `innovwin runs STORE`: one entry per run, named, with status, clocks or error, and directory
-    assert main(["runs", str(tmp_path)]) == 0
+
+
+def test_runs_lists_a_swept_store(swept, capsys):
+    """`innovwin runs STORE`: one entry per run, named, with status, clocks or error, and directory."""
+    path, _, key_of = swept
+    assert main(["runs", str(path)]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[0] == f"{tmp_path}: 4 runs, 3 done, 0 running, 0 queued, 1 failed"
+    assert listing[0] == f"{path}: 4 runs, 3 done, 0 running, 0 queued, 1 failed"
     assert any(line.startswith("seed=2 ") and "done    attempts 2  τ_rule 30" in line for line in listing)
     assert any(line.startswith("seed=3 ") and "error: RuntimeError: always fails" in line for line in listing)
     assert sum(line.strip().endswith(f"seed1-{key_of[1]}") for line in listing) == 1
@@ -158,11 +210,11 @@ def test_bad_executor_arguments(tmp_path):
     runs = configs(seed=[0])
     with RunStore(tmp_path, write=True) as store:
         with pytest.raises(ValueError, match="max_attempts"):
-            run_sweep(store, runs, max_attempts=0, run_fn=counting_run, stream=None)
+            run_sweep(store, runs, max_attempts=0, job_fn=counting_job, stream=None)
         with pytest.raises(ValueError, match="workers must be >= 1"):
-            run_sweep(store, runs, workers=0, run_fn=counting_run, stream=None)
+            run_sweep(store, runs, workers=0, job_fn=counting_job, stream=None)
         with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
-            run_sweep(store, runs, ray_address="auto", run_fn=counting_run, stream=None)
+            run_sweep(store, runs, ray_address="auto", job_fn=counting_job, stream=None)
         with pytest.raises(ValueError, match="unknown executor"):
-            run_sweep(store, runs, executor="slurm", run_fn=counting_run, stream=None)
+            run_sweep(store, runs, executor="slurm", job_fn=counting_job, stream=None)
         assert store.counts()["queued"] == 1  # refused before anything ran

@@ -1,6 +1,9 @@
-"""Sweep specs (grid, zip, seeds, bad input) and a real sweep killed midway and run to completion."""
+"""Sweep specs (grid, zip, seeds, bad input), the console of `innovwin sweep`, and a real sweep killed midway and run
+to completion."""
+import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import pytest
 from innovwin.cli import main
 from innovwin.config import RunConfig
 from innovwin.store.runstore import RunStore
+from innovwin.sweeps import driver
 from innovwin.sweeps.spec import load_preset, load_spec, parse_spec, presets
 
 SPEC = """
@@ -187,3 +191,60 @@ def done_runs(store):
             return reader.counts()["done"]
     except ValueError:  # not created yet
         return 0
+
+
+def seed_job(job):
+    """Stand-in job function of the snapshot: seed 1 fails on its first attempt, seed 2 on every attempt."""
+    summaries = {}
+    for run in job.runs:
+        tries = Path(run.run_dir) / "tries"
+        tries.write_text((tries.read_text() if tries.exists() else "") + "x")
+        seed = run.config["seed"]
+        if seed == 2 or (seed == 1 and len(tries.read_text()) == 1):
+            raise RuntimeError(f"seed {seed} fails")
+        summaries[run.key] = {"tau_rule": 10.0 * (seed + 1), "tau_mem": None, "final": {"step": 100}}
+    return summaries
+
+
+SWEEP_LOG = """\
+[sweep] 3 of 3 runs to do · local: 1 workers on CPU, N threads per run
+[sweep] 0 done · 1 running · 2 queued · 0 failed · T elapsed · ETA ?
+[sweep] failed seed=2 (attempt 1, retry limit 2): RuntimeError: seed 2 fails
+[sweep] 0 done · 1 running · 1 queued · 1 failed · T elapsed · ETA ?
+[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: seed 1 fails
+[sweep] 0 done · 1 running · 0 queued · 2 failed · T elapsed · ETA ?
+[sweep] done seed=0 in T: τ_rule 10 · τ_mem > 100 · window open at the end
+[sweep] 1 done · 1 running · 0 queued · 1 failed · T elapsed · ETA T
+[sweep] failed seed=2 (attempt 2, retry limit 2: stays failed): RuntimeError: seed 2 fails
+[sweep] done seed=1 in T: τ_rule 20 · τ_mem > 100 · window open at the end
+[sweep] 2 done · 0 running · 0 queued · 1 failed · T elapsed · ETA T
+[sweep] nothing to run: 2 done, 1 failed (retry limit 2 reached)
+"""
+SWEEP_FINDINGS = """\
+[sweep] findings:
+  τ_mem against N: not fitted (N does not vary within any group of runs)
+  τ_rule 10 to 20 steps in 2 of 2 runs
+  windows: 0 open, 2 open at the end, 0 closed, 0 unresolved
+  runs: 2 finished, 1 failed, 0 not run yet
+[sweep] snap: 2/3 runs done in TMP/store; next: innovwin report TMP/store --out REPORT_DIR
+"""
+
+
+def test_sweep_console_snapshot(tmp_path, capsys, monkeypatch):
+    """What `innovwin sweep` prints, run twice (times, thread count and the temporary path blanked): the plan, a
+    count line per change, a line per finished or failed run with its clocks or error, the findings and what to do
+    next (on stdout); the second time, nothing to run. One worker on CPU, so the order of the lines is fixed."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(driver, "run_sweep", functools.partial(driver.run_sweep, job_fn=seed_job, poll_s=0.05))
+    spec = write(tmp_path, 'name = "snap"\n[base]\ntask = "parity:h=4,w=4,g=2"\nsteps = 100\n'
+                           '[grid]\nseed = [0, 1, 2]\n')
+    argv = ["sweep", str(spec), "--store", str(tmp_path / "store"), "--workers", "1", "--ensemble", "1",
+            "--max-attempts", "2"]
+    assert [main(argv), main(argv)] == [1, 1]
+    captured = capsys.readouterr()
+
+    def blanked(text):
+        text = re.sub(r"\d+ threads per run", "N threads per run", text.replace(str(tmp_path), "TMP"))
+        return re.sub(r"\b\d+(h\d+m|m\d+s|s)\b", "T", text)
+
+    assert (blanked(captured.err), blanked(captured.out)) == (SWEEP_LOG, SWEEP_FINDINGS * 2)

@@ -85,7 +85,7 @@ def print_dry_run(name: str, runs: dict, names: dict, args) -> int:
     from pathlib import Path
 
     from innovwin.store.runstore import DB_NAME, RunStore, run_dir_name
-    from innovwin.sweeps.driver import estimate_cost
+    from innovwin.sweeps.plan import estimate_cost
 
     known = {}
     dirs = {key: Path(args.store) / "runs" / run_dir_name(key, names[key]) for key in runs}

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -84,23 +85,30 @@ def read_config(run_dir):
 
 # --- one process per directory -------------------------------------------------------------
 @contextlib.contextmanager
-def locked(run_dir, purpose: str):
+def locked(run_dir, purpose: str, *, wait_s: float = 0.0):
     """Hold ``run_dir``'s lock (creating the directory) while one process trains or measures in it.
 
-    A second process is refused at once with the holder's pid, rather than interleaving its rows with the
-    first's. The kernel drops the lock when its holder dies, so a killed run never leaves it stuck.
+    A second process is refused with the holder's pid, rather than interleaving its rows with the first's: at once,
+    or after waiting up to ``wait_s`` seconds for the holder to leave (a sweep's retry waits out a killed driver's
+    straggler). The kernel drops the lock when its holder dies, so a killed run never leaves it stuck.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir} exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(f"{run_dir} is in use ({holder}); wait for it to finish or stop it first") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ValueError(f"{run_dir} is in use ({holder}); wait for it to finish or stop it first") from None
         handle.truncate(0)
         handle.write(f"{purpose}, pid {os.getpid()}")
         handle.flush()

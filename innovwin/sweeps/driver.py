@@ -1,153 +1,93 @@
-"""The sweep driver loop, the same for every executor: queue the runs, hand the longest ones out first, write each
-result to the store the moment it returns, show the live progress (innovwin.sweeps.progress)."""
+"""The sweep driver, the same for every executor: plan (:mod:`innovwin.sweeps.plan`), then drive: hand the jobs out
+longest first, write each run's outcome to the store the moment it returns, retry failed runs, show the live
+progress (:mod:`innovwin.sweeps.progress`), and queue unfinished runs again when stopped."""
 from __future__ import annotations
 
-import functools
-import json
-import math
 import signal
 
 from innovwin.store import RunStore
-from innovwin.sweeps.executors import RunFn, make_executor, train_group, train_run
+from innovwin.sweeps.executors import Executor, make_executor
+from innovwin.sweeps.jobs import Job, JobFn, Outcome, train_job
+from innovwin.sweeps.plan import Plan, plan_sweep
 from innovwin.sweeps.progress import SweepProgress
-from innovwin.sweeps.spec import run_names
-
-
-def estimate_cost(config: dict) -> float:
-    """Relative cost of a run, for longest-first ordering and the ETA: tokens x parameters
-    over training steps plus the evaluations' network calls (a DiT sample costs two calls per
-    Heun step, a GPT sample one pass: the objective says)."""
-    tokens = _n_cells(config["task"])
-    params = config["depth"] * (4 + 2 * config["mlp_ratio"]) * config["width"] ** 2
-    n_evals = 1 + config["evals_per_decade"] * math.log10(max(config["steps"] / config["first_eval"], 1.0))
-    calls = _calls_per_sample(json.dumps(config, sort_keys=True))
-    samples = 3 * config["steps"] * config["batch"] + n_evals * config["eval_samples"] * calls
-    return float(samples * tokens * params)
-
-
-@functools.lru_cache(maxsize=None)
-def _calls_per_sample(config_json: str) -> int:
-    """Network calls per generated sample, as the run's objective counts them."""
-    from innovwin import objectives, tasks
-    from innovwin.config import RunConfig
-
-    config = RunConfig.from_record(json.loads(config_json))
-    return objectives.get(config.arch).build_objective(tasks.make(config.task), config).network_calls_per_sample()
-
-
-@functools.lru_cache(maxsize=None)
-def _n_cells(task_spec: str) -> int:
-    from innovwin.tasks import make
-
-    return make(task_spec).n_cells
-
-
-def preflight(runs: dict[str, dict]) -> None:
-    """Refuse the sweep, before any run is queued or any attempt spent, when a run could never start (n_train
-    not below |V|, ...): it would fail every attempt the same way."""
-    from innovwin.config import RunConfig
-    from innovwin.train.driver import check_run
-
-    for key, config in runs.items():
-        try:
-            check_run(RunConfig.from_dict(config))
-        except ValueError as error:
-            raise ValueError(f"run {key} ({config['task']}, n_train {config['n_train']}) cannot run: {error}") from None
-
-
-# --- the driver loop -------------------------------------------------------------------
-def take_group(queue: list[str], runs: dict[str, dict], size: int) -> list[str]:
-    """Pop the queue's first run and up to ``size - 1`` later runs of its shape (one stacked ensemble)."""
-    first = queue.pop(0)
-    if size == 1:
-        return [first]
-    from innovwin.config import RunConfig
-    from innovwin.train.ensemble import signature
-
-    shape = signature(RunConfig.from_dict(runs[first]))
-    group = [first] + [key for key in queue if signature(RunConfig.from_dict(runs[key])) == shape][:size - 1]
-    for key in group[1:]:
-        queue.remove(key)
-    return group
 
 
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
-              ray_address: str | None = None, max_attempts: int = 3, run_fn: RunFn = train_run,
-              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1,
-              group_fn: RunFn = train_group) -> dict[str, int]:
+              ray_address: str | None = None, max_attempts: int = 3, job_fn: JobFn = train_job,
+              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
-    Done runs are skipped, interrupted ones resume (``run_fn`` finds their training state in
+    Done runs are skipped, interrupted ones resume (``job_fn`` finds their training state in
     their run directory), failed ones are retried until they have had ``max_attempts`` (the retry limit).
-    ``ensemble`` > 1 trains up to that many runs of one shape as one stacked ensemble (``group_fn``
-    instead of ``run_fn``); the store, the run directories and the summaries are the same.
-    ``stream`` (e.g. sys.stderr) gets the live progress; None runs quietly. ``names`` (key -> readable name,
-    default :func:`run_names`) name the lines and the new run directories.
+    ``ensemble`` > 1 trains up to that many runs of one shape as one job (a stacked ensemble); the store, the run
+    directories and the summaries are the same. ``stream`` (e.g. sys.stderr) gets the live progress; None runs
+    quietly. ``names`` (key -> readable name, default :func:`innovwin.sweeps.spec.run_names`) name the lines and the
+    new run directories.
     """
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-    if ensemble < 1:
-        raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
-    preflight(runs)
-    store.requeue_orphans()
-    names = run_names(runs) if names is None else names
-    costs = {key: estimate_cost(config) for key, config in runs.items()}
-    store.add(runs, costs)
-    queue = store.pending(runs, max_attempts)
-    if not queue:
+    plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names)
+    if not plan.jobs:
         counts = store.counts(runs)
         if stream:
             limit = f" (retry limit {max_attempts} reached)" if counts["failed"] else ""
             stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed{limit}\n")
         return counts
-    pool = make_executor(executor, run_fn if ensemble == 1 else group_fn, workers=workers, ray_address=ray_address,
-                         n_runs=math.ceil(len(queue) / ensemble))
-    progress = SweepProgress(stream, costs, pool.capacity * ensemble, names)
+    pool = make_executor(executor, job_fn, workers=workers, ray_address=ray_address, n_jobs=len(plan.jobs))
+    return drive(store, plan, pool, max_attempts=max_attempts, stream=stream, poll_s=poll_s)
+
+
+def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, stream=None,
+          poll_s: float = 1.0) -> dict[str, int]:
+    """Feed ``plan``'s jobs to ``pool`` and record their outcomes until every run is done or out of attempts;
+    returns the final status counts. Closes ``pool``. Ctrl-C or SIGTERM stops the jobs out (each saves its state)
+    and puts their runs back in the queue, their attempts not counted."""
+    queue = list(plan.jobs)
+    progress = SweepProgress(stream, plan.costs, pool.capacity * plan.job_size, plan.names)
     if stream:
-        grouped = f" · stacked ensembles of up to {ensemble}" if ensemble > 1 else ""
-        stream.write(f"[sweep] {len(queue)} of {len(runs)} runs to do · {pool.describe()}{grouped}\n")
-    in_flight: dict[str, list[str]] = {}  # submitted key -> the keys of its group
+        grouped = f" · stacked ensembles of up to {plan.job_size}" if plan.job_size > 1 else ""
+        to_do = sum(len(job.runs) for job in queue)
+        stream.write(f"[sweep] {to_do} of {len(plan.runs)} runs to do · {pool.describe()}{grouped}\n")
+    out: dict[str, Job] = {}  # key -> its job, for every run submitted and not returned
     previous_sigterm = _raise_on_sigterm()
     try:
-        while queue or in_flight:
-            while queue and len(in_flight) < pool.capacity:
-                group = take_group(queue, runs, ensemble)
-                members = []
-                for key in group:
-                    store.claim(key)
-                    run_dir = str(store.run_dir(key, names.get(key, "")))
-                    members.append((key, runs[key], run_dir))
-                    progress.submitted(key, run_dir)
-                if ensemble == 1:
-                    pool.submit(*members[0])
-                else:
-                    pool.submit(group[0], {"members": members}, members[0][2])
-                in_flight[group[0]] = group
-            progress.show(store.counts(runs), queue)
-            for first, status, payload, seconds in pool.wait(poll_s):
-                group = in_flight.pop(first)
-                for key in group:
-                    if status == "done":
-                        summary = payload if ensemble == 1 else payload["members"][key]
-                        store.finish(key, summary)
-                        progress.finished(key, status, summary, seconds / len(group))
-                    else:
-                        store.fail(key, str(payload))
-                        attempts = store.get(key)["attempts"]
-                        if attempts < max_attempts:
-                            queue.append(key)
-                        progress.finished(key, status, payload, seconds,
-                                          f"attempt {attempts}, retry limit {max_attempts}"
-                                          + ("" if attempts < max_attempts else ": stays failed"))
-        counts = store.counts(runs)
+        while queue or out:
+            while queue and len({job.id for job in out.values()}) < pool.capacity:
+                job = queue.pop(0)
+                for run in job.runs:
+                    store.claim(run.key)
+                    progress.submitted(run.key, run.run_dir)
+                    out[run.key] = job
+                pool.submit(job)
+            progress.show(store.counts(plan.runs), [key for job in queue for key in job.keys])
+            retries = {}  # job id -> its runs to try again
+            for outcome in pool.wait(poll_s):
+                job = out.pop(outcome.key)
+                if not record(store, outcome, max_attempts, progress):
+                    retries.setdefault(job.id, []).extend(run for run in job.runs if run.key == outcome.key)
+            queue.extend(Job(tuple(runs)) for runs in retries.values())
+        counts = store.counts(plan.runs)
         progress.show(counts, [], final=True)
         return counts
     finally:
         pool.close()
-        for key in (key for group in in_flight.values() for key in group):  # interrupted, not failed: queued again
+        for key in out:  # interrupted, not failed: queued again
             store.release(key)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def record(store: RunStore, outcome: Outcome, max_attempts: int, progress: SweepProgress) -> bool:
+    """Write one run's outcome to the store and show its line; False when the run failed with attempts left (to be
+    tried again)."""
+    if outcome.error is None:
+        store.finish(outcome.key, outcome.summary)
+        progress.finished(outcome.key, "done", outcome.summary, outcome.seconds)
+        return True
+    store.fail(outcome.key, outcome.error)
+    attempts = store.get(outcome.key)["attempts"]
+    settled = attempts >= max_attempts
+    progress.finished(outcome.key, "failed", outcome.error, outcome.seconds,
+                      f"attempt {attempts}, retry limit {max_attempts}" + (": stays failed" if settled else ""))
+    return settled
 
 
 def _raise_on_sigterm():

@@ -1,74 +1,48 @@
-"""Executors: run a sweep's queued runs and record each result in the store as it lands.
+"""Executors: run a sweep's jobs (:mod:`innovwin.sweeps.jobs`) and hand each run's outcome back to the driver.
 
-Executors only start runs and report them back; the driver loop that feeds them is
-:func:`innovwin.sweeps.driver.run_sweep`.
+Executors only start jobs and report their outcomes; the driver loop that feeds them and records the outcomes in
+the store is :func:`innovwin.sweeps.driver.drive`. What an executor must provide is :class:`Executor`.
 
 - ``LocalExecutor``: long-lived worker processes (spawned, so CUDA and torch threads start
   clean). With GPUs each worker is pinned to one through ``CUDA_VISIBLE_DEVICES`` (more
-  workers than GPUs share them round-robin); on CPU, workers x threads per run = cores.
+  workers than GPUs share them round-robin); on CPU, workers x threads per job = cores.
 - ``RayExecutor``: Ray core tasks that ask for their share of a GPU (or their CPUs), on a
   local Ray instance or an existing cluster (``--ray-address auto|HOST:PORT|ray://...``).
   The store directory must be on a filesystem the nodes share: runs write their run
   directories there, while only the driver writes the SQLite table.
-
-A run function has the signature ``run_fn(config_dict, run_dir) -> summary dict`` and must
-be importable by name (module-level) so that workers can load it.
 """
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import time
-import traceback
-from pathlib import Path
-from typing import Callable
+from typing import Protocol
+
+from innovwin.sweeps.jobs import Job, JobFn, Outcome, run_job
 
 EXECUTORS = ("local", "ray")
 STOP_GRACE_S = 30.0  # how long a stopped sweep waits for runs to save their state
-RunFn = Callable[[dict, str], dict]
 
 
-def train_run(config: dict, run_dir: str) -> dict:
-    """The default run function: train (or resume, or return the finished summary of) one run."""
-    from innovwin.config import RunConfig
-    from innovwin.train.driver import train
+class Executor(Protocol):
+    """What the sweep driver needs of an executor."""
 
-    return train(RunConfig.from_record(config), run_dir, quiet=True)
+    capacity: int  # jobs it runs at a time
 
+    def submit(self, job: Job) -> None:
+        """Start ``job`` (the driver submits only while fewer than ``capacity`` jobs are out)."""
 
-def train_group(group: dict, run_dir: str) -> dict:
-    """The run function of ``innovwin sweep --ensemble K``: train ``group["members"]``, a list of (key, config,
-    run directory), as one stacked ensemble (one member: a single run); returns {"members": {key: summary}}.
-    ``run_dir`` is the first member's (the one :func:`execute` locks)."""
-    from innovwin.config import RunConfig
-    from innovwin.train.ensemble import train_ensemble
+    def wait(self, timeout: float) -> list[Outcome]:
+        """The outcomes of the jobs that ended within ``timeout`` seconds: all of a job's runs at once."""
 
-    keys, configs, run_dirs = zip(*group["members"])
-    summaries = train_ensemble([RunConfig.from_dict(config) for config in configs], list(run_dirs), quiet=True)
-    return {"members": dict(zip(keys, summaries))}
+    def describe(self) -> str:
+        """One line: where the jobs run and how many at a time."""
 
-
-def execute(run_fn: RunFn, config: dict, run_dir: str) -> tuple[str, object, float]:
-    """Run one run in this process: ("done", summary, seconds) or ("failed", traceback, seconds).
-
-    An exclusive lock beside the run directory makes a second attempt wait for a straggler of
-    a killed driver instead of writing the same directory at the same time.
-    """
-    start = time.perf_counter()
-    Path(run_dir).parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{run_dir}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            summary = run_fn(config, run_dir)
-            if not isinstance(summary, dict):
-                raise TypeError(f"run function returned {type(summary).__name__}, not a summary dict")
-            return "done", summary, time.perf_counter() - start
-        except Exception:  # a failed run is recorded, the sweep goes on
-            return "failed", traceback.format_exc(), time.perf_counter() - start
+    def close(self) -> None:
+        """Stop the jobs still out (each saves its training state first) and release the workers."""
 
 
 def cpu_count() -> int:
@@ -94,7 +68,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn, gpu: str | None, threads: int, run_fn: RunFn) -> None:
+def _worker_main(conn, gpu: str | None, threads: int, job_fn: JobFn) -> None:
     _die_with_parent()
     os.setpgrp()  # out of the terminal's process group: Ctrl-C reaches the driver, which stops the runs
     if gpu is not None:
@@ -103,70 +77,69 @@ def _worker_main(conn, gpu: str | None, threads: int, run_fn: RunFn) -> None:
 
     torch.set_num_threads(threads)
     try:
-        while (task := conn.recv()) is not None:
-            conn.send(execute(run_fn, *task))
+        while (job := conn.recv()) is not None:
+            conn.send(run_job(job_fn, job))
     except KeyboardInterrupt:  # the driver stopped the sweep; train saved its state first
         pass
 
 
 class LocalExecutor:
-    """A fixed set of worker processes, each running one run at a time."""
+    """A fixed set of worker processes, each running one job at a time."""
 
-    def __init__(self, run_fn: RunFn, workers: int | None = None, n_runs: int | None = None):
+    def __init__(self, job_fn: JobFn, workers: int | None = None, n_jobs: int | None = None):
         gpus = visible_gpus()
         cores = cpu_count()
         if workers is None:
             workers = len(gpus) if gpus else cores
-            workers = max(1, min(workers, n_runs or workers))
+            workers = max(1, min(workers, n_jobs or workers))
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.run_fn = run_fn
+        self.job_fn = job_fn
         self.threads = max(1, cores // workers)
         self.devices = [gpus[i % len(gpus)] for i in range(workers)] if gpus else [None] * workers
         self.capacity = workers
         self._context = multiprocessing.get_context("spawn")
         self._workers = [None] * workers  # slot -> (process, connection)
-        self._busy: dict[int, str] = {}  # slot -> key
+        self._busy: dict[int, Job] = {}  # slot -> its job
 
     def describe(self) -> str:
         where = f"GPUs {','.join(sorted(set(self.devices)))}" if self.devices[0] is not None else "CPU"
         return f"local: {self.capacity} workers on {where}, {self.threads} threads per run"
 
-    def submit(self, key: str, config: dict, run_dir: str) -> None:
+    def submit(self, job: Job) -> None:
         slot = next(i for i in range(self.capacity) if i not in self._busy)
         if self._workers[slot] is None:
             self._workers[slot] = self._start(slot)
-        self._workers[slot][1].send((config, run_dir))
-        self._busy[slot] = key
+        self._workers[slot][1].send(job)
+        self._busy[slot] = job
 
     def _start(self, slot: int):
         parent, child = self._context.Pipe()
         process = self._context.Process(target=_worker_main, args=(child, self.devices[slot], self.threads,
-                                                                   self.run_fn), daemon=True)
+                                                                   self.job_fn), daemon=True)
         process.start()
         child.close()
         return process, parent
 
-    def wait(self, timeout: float) -> list[tuple[str, str, object, float]]:
-        """Results that arrived within ``timeout``: (key, status, summary or error, seconds)."""
+    def wait(self, timeout: float) -> list[Outcome]:
         watched = {}
         for slot in self._busy:
             process, conn = self._workers[slot]
             watched[conn] = watched[process.sentinel] = slot
-        results = []
+        outcomes = []
         for ready in multiprocessing.connection.wait(list(watched), timeout):
             slot = watched[ready]
             if slot not in self._busy:
                 continue  # both its pipe and its sentinel fired
-            key = self._busy.pop(slot)
+            job = self._busy.pop(slot)
             process, conn = self._workers[slot]
             try:
-                results.append((key, *conn.recv()))
+                outcomes.extend(conn.recv())
             except (EOFError, OSError):
                 process.join(timeout=5)
-                results.append((key, "failed", f"worker process died (exit code {process.exitcode})", 0.0))
+                outcomes.extend(job.failed(f"worker process died (exit code {process.exitcode})", 0.0))
                 self._workers[slot] = None
-        return results
+        return outcomes
 
     def close(self) -> None:
         """Stop every worker. A run in flight gets SIGTERM, on which ``train`` saves its state before it
@@ -192,18 +165,18 @@ class LocalExecutor:
 
 
 # --- Ray -------------------------------------------------------------------------------
-def _ray_task(run_fn: RunFn, config: dict, run_dir: str, threads: int):
+def _ray_task(job_fn: JobFn, job: Job, threads: int) -> list[Outcome]:
     import torch
 
     torch.set_num_threads(threads)
-    return execute(run_fn, config, run_dir)
+    return run_job(job_fn, job)
 
 
 class RayExecutor:
     """Ray core tasks; only the driver (this process) touches the store."""
 
-    def __init__(self, run_fn: RunFn, workers: int | None = None, address: str | None = None,
-                 n_runs: int | None = None):
+    def __init__(self, job_fn: JobFn, workers: int | None = None, address: str | None = None,
+                 n_jobs: int | None = None):
         try:
             import ray
         except ModuleNotFoundError:
@@ -226,33 +199,33 @@ class RayExecutor:
         else:  # threads per run: the cluster's share, but no more than one node has
             node_cpus = max([int((node.get("Resources") or {}).get("CPU", 0)) for node in ray.nodes()
                              if node.get("Alive")] or [cpus])
-            self.capacity = max(1, min(workers or cpus, n_runs or cpus))
+            self.capacity = max(1, min(workers or cpus, n_jobs or cpus))
             self.threads = max(1, min(cpus // self.capacity, node_cpus))
             options = {"num_cpus": self.threads}
         self.resources = (gpus, cpus)
-        self.run_fn = run_fn
+        self.job_fn = job_fn
         self._remote = ray.remote(_ray_task).options(max_retries=0, **options)
-        self._busy: dict = {}  # object ref -> key
+        self._busy: dict = {}  # object ref -> its job
 
     def describe(self) -> str:
         gpus, cpus = self.resources
         return f"ray: {self.capacity} tasks at a time on a cluster of {cpus} CPUs, {gpus} GPUs"
 
-    def submit(self, key: str, config: dict, run_dir: str) -> None:
-        self._busy[self._remote.remote(self.run_fn, config, run_dir, self.threads)] = key
+    def submit(self, job: Job) -> None:
+        self._busy[self._remote.remote(self.job_fn, job, self.threads)] = job
 
-    def wait(self, timeout: float) -> list[tuple[str, str, object, float]]:
+    def wait(self, timeout: float) -> list[Outcome]:
         if not self._busy:
             return []
         ready, _ = self.ray.wait(list(self._busy), num_returns=1, timeout=timeout)
-        results = []
+        outcomes = []
         for ref in ready:
-            key = self._busy.pop(ref)
+            job = self._busy.pop(ref)
             try:
-                results.append((key, *self.ray.get(ref)))
+                outcomes.extend(self.ray.get(ref))
             except self.ray.exceptions.RayError as error:  # the task's worker or node died
-                results.append((key, "failed", f"ray task failed: {error}", 0.0))
-        return results
+                outcomes.extend(job.failed(f"ray task failed: {error}", 0.0))
+        return outcomes
 
     def close(self) -> None:
         """Cancel the tasks in flight: a cancel interrupts the task like Ctrl-C, so ``train`` saves its
@@ -269,11 +242,12 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def make_executor(name: str, run_fn: RunFn, *, workers=None, ray_address=None, n_runs=None):
+def make_executor(name: str, job_fn: JobFn, *, workers=None, ray_address=None, n_jobs=None) -> Executor:
+    """The executor ``name`` (``--executor``), sized for ``n_jobs`` jobs when ``workers`` is not given."""
     if name == "local":
         if ray_address is not None:
             raise ValueError("--ray-address needs --executor ray")
-        return LocalExecutor(run_fn, workers, n_runs)
+        return LocalExecutor(job_fn, workers, n_jobs)
     if name == "ray":
-        return RayExecutor(run_fn, workers, ray_address, n_runs)
+        return RayExecutor(job_fn, workers, ray_address, n_jobs)
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
