@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from innovwin.analysis import clocks, sensitivity
+from innovwin.analysis.records import run_records
 from innovwin.config import RunConfig
 from innovwin.report.build import build_report
 from innovwin.store.runstore import RunStore
@@ -37,9 +38,15 @@ def expected_tau_mem(n, t):
     return n ** (1 + t) * 10 ** (4 * t)
 
 
-def record(n, seed=0, **extra):
-    return {"key": f"run-{n}-{seed}", "task": "parity:h=6,w=6,g=2", "arch": "gpt", "depth": 2, "width": 64,
-            "variant": "", "n_train": n, "seed": seed, "last_step": int(STEPS[-1]), **extra}
+def record(n, seed=0):
+    """The record of a finished run at N = ``n`` whose curves are curve_rows(n), read as the report reads it."""
+    config = RunConfig(task="parity:h=6,w=6,g=2", arch="gpt", depth=2, width=64, n_train=n, seed=seed,
+                       steps=int(STEPS[-1])).resolved()
+    curves = curve_rows(n)
+    row = {"key": f"run-{n}-{seed}", "config": config.to_dict(), "status": "done", "run_dir": "no-such-directory",
+           "summary": {**clocks.summarize(curves), "final": curves[-1]}}
+    (found,) = run_records([row])
+    return found
 
 
 def test_clocks_move_monotonically_with_their_thresholds():
@@ -56,8 +63,8 @@ def test_clocks_move_monotonically_with_their_thresholds():
 
 def test_a_curve_that_never_reaches_a_threshold_is_censored_there_only():
     found = sensitivity.threshold_clocks(curve_rows(100, valid_top=0.97))
-    assert found[("tau_rule", 0.99)].censored and found[("tau_rule", 0.99)].render() == f"> {STEPS[-1]}"
-    assert not any(found[("tau_rule", t)].censored for t in (0.8, 0.9, 0.95))
+    assert found[("tau_rule", 0.99)].censoring == "right" and found[("tau_rule", 0.99)].render() == f"> {STEPS[-1]}"
+    assert all(found[("tau_rule", t)].measured for t in (0.8, 0.9, 0.95))
     # tau_mem at 0.5 for N = 10^4 is 10^8, past the last step
     assert found_mem_censored(10_000) == [False, False, False, True]
     with pytest.raises(ValueError, match="no evaluation rows"):
@@ -66,7 +73,7 @@ def test_a_curve_that_never_reaches_a_threshold_is_censored_there_only():
 
 def found_mem_censored(n):
     found = sensitivity.threshold_clocks(curve_rows(n))
-    return [found[("tau_mem", t)].censored for t in sensitivity.MEM_THRESHOLDS]
+    return [found[("tau_mem", t)].censoring == "right" for t in sensitivity.MEM_THRESHOLDS]
 
 
 @pytest.mark.parametrize("n, chance, valid_top", [(100, 0.01, 1.0), (5000, None, 0.85), (32, 0.3, 0.5)])
@@ -84,7 +91,7 @@ def test_the_configured_thresholds_column_is_the_summary_clock(n, chance, valid_
 
 def test_alpha_refit_per_threshold_recovers_the_constructed_exponent_without_censored_runs():
     records = [record(n, seed) for n in NS for seed in (0, 1)]
-    rows, _ = sensitivity.sensitivity_rows(records, {r["key"]: curve_rows(r["n_train"]) for r in records})
+    rows, _ = sensitivity.sensitivity_rows(records, {r.key: curve_rows(r.n_train) for r in records})
     fits = sensitivity.alpha_sensitivity(rows, n_boot=50)
     assert [f["threshold"] for f in fits] == list(sensitivity.MEM_THRESHOLDS)
     for fit in fits:
@@ -140,7 +147,7 @@ def test_report_writes_the_sensitivity_tables(tmp_path):
 
 def test_alpha_refit_leaves_out_clocks_crossed_at_the_first_evaluation():
     records = [record(n) for n in NS]
-    metrics = {r["key"]: curve_rows(r["n_train"]) for r in records}
+    metrics = {r.key: curve_rows(r.n_train) for r in records}
     for row in metrics["run-32-0"]:  # N = 32 memorizes before the first evaluation: tau_mem <= 10, a bound
         row["copy_frac"] = 1.0
     rows, _ = sensitivity.sensitivity_rows(records, metrics)
