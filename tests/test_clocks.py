@@ -69,6 +69,11 @@ def test_a_window_open_at_the_end_has_a_lower_bound_for_its_width():
     assert (found.state, found.kind, found.span) == ("open", "open at the end", (rule.value, None))
     assert found.width == pytest.approx(math.log10(320 / rule.value)) and found.width_is_bound
     assert "open at the end" in found.reason
+    assert found.render() == f"open at the end, ≥ {found.width:.2f} decades (x{320 / rule.value:.1f})"
+
+
+def test_a_window_that_is_not_open_renders_as_its_verdict():
+    assert clocks.Window("closed", "memorized before the rule was learned").render() == "closed"
 
 
 def test_window_when_clocks_crossed_at_the_first_evaluation():

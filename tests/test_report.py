@@ -291,7 +291,7 @@ def test_a_window_opened_at_the_first_evaluation_has_a_lower_bound_for_its_width
     record = record_of(config, synthetic_metrics(0.5, 500.0, chance=0.0))
     assert (record.window.state, record.window.width_is_bound) == ("open", True)
     assert "lower bound" in record.window.reason
-    assert rendered_run(record)["window"] == "open (≥ 1.69 decades)"
+    assert rendered_run(record)["window"] == "open, ≥ 1.69 decades (x49.5)"
 
 
 def drawn_markers(figure):
@@ -469,7 +469,7 @@ def test_runs_console_snapshot(tmp_path, capsys):
         out = out.replace(key, f"KEY{seed}")
     assert out == (
         "TMP/store: 3 runs, 1 done, 0 running, 1 queued, 1 failed\n"
-        "seed=0  done    attempts 1  τ_rule 153 [141, 176] · τ_mem 890 [827, 1031] · window open, 0.77 decades\n"
+        "seed=0  done    attempts 1  τ_rule 153 [141, 176] · τ_mem 890 [827, 1031] · window open, 0.77 decades (x5.8)\n"
         "        TMP/store/runs/KEY0\n"
         "seed=1  failed  attempts 1  error: RuntimeError: out of memory\n"
         "        TMP/store/runs/KEY1\n"

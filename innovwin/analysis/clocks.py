@@ -121,6 +121,13 @@ class Window:
         """open, open at the end (memorization not reached), closed or unresolved."""
         return "open at the end" if self.state == "open" and self.span[1] is None else self.state
 
+    def render(self) -> str:
+        """The window's one text: its kind, and its width when open, e.g. ``open, 0.63 decades (x4.3)``,
+        ``open at the end, ≥ 0.92 decades (x8.3)`` (a lower bound), ``closed``."""
+        if self.width is None:
+            return self.kind
+        return f"{self.kind}, {'≥ ' * self.width_is_bound}{self.width:.2f} decades (x{10 ** self.width:.1f})"
+
 
 def crossing_brackets(steps, values, threshold: float, confirm: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each curve's crossing of ``values`` (curves, evals): (estimate, bracket low, bracket high) steps.

@@ -7,10 +7,6 @@ from innovwin.analysis import clocks
 
 
 def one_line(summary: dict) -> str:
-    """e.g. ``τ_rule 119 [101, 145] · τ_mem 514 [470, 575] · window open, 0.63 decades``."""
+    """e.g. ``τ_rule 119 [101, 145] · τ_mem 514 [470, 575] · window open, 0.63 decades (x4.3)``."""
     rule, mem = clocks.read_clocks(summary)
-    window = clocks.window(rule, mem)
-    text = window.kind
-    if window.kind == "open":
-        text += f", {window.width:.2f} decades"
-    return f"τ_rule {rule.render_interval()} · τ_mem {mem.render_interval()} · window {text}"
+    return f"τ_rule {rule.render_interval()} · τ_mem {mem.render_interval()} · window {clocks.window(rule, mem).render()}"

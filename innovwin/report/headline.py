@@ -64,14 +64,11 @@ def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pen
 
 
 def one_run(record: RunRecord) -> list[str]:
-    """A single run's headline: its clocks with their intervals and its window (its width, ≥ when a bound)."""
+    """A single run's headline: its clocks with their intervals, its window and why, unless plainly open."""
     window = record.window
-    text = f"window {window.kind}"
-    if window.width is not None:
-        text += f", {'≥ ' * window.width_is_bound}{window.width:.2f} decades (x{10 ** window.width:.1f})"
-    reason = window.reason
+    reason = f": {window.reason}" if window.reason and window.kind != "open" else ""
     return [f"τ_rule {record.rule.render_interval()}", f"τ_mem {record.mem.render_interval()}",
-            text + (f": {reason}" if reason and window.kind != "open" else "")]
+            f"window {window.render()}{reason}"]
 
 
 def span(values: list[float], spec: str) -> str:

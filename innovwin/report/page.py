@@ -90,14 +90,11 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
 
 def rendered_run(record: RunRecord) -> dict:
     """The runs table's row of a record: its name linked to its curves, its clocks and its window as text."""
-    window = record.window
-    text = window.state
-    if window.width is not None:
-        text += f" ({'≥ ' if window.width_is_bound else ''}{window.width:.2f} decades)"
     return {"run": f"<a href='#{record.key}' title='{record.key}'>{html.escape(record.name)}</a>",
             **{name: getattr(record, name) for name in ("task", "arch", "depth", "width", "variant", "n_train",
                                                         "seed")},
-            "τ_rule": record.rule.render_interval(), "τ_mem": record.mem.render_interval(), "window": text}
+            "τ_rule": record.rule.render_interval(), "τ_mem": record.mem.render_interval(),
+            "window": record.window.render()}
 
 
 def img(path: Path, folder: str = "") -> str:

@@ -39,17 +39,17 @@ def plot_curves(record: RunRecord, metrics: list[dict]) -> Figure:
     for name, color, height in (("tau_rule", "tab:blue", 0.55), ("tau_mem", "tab:red", 0.45)):
         clock = record.clock(name)
         value = clock.drawn_at()
+        label = f"{CLOCK_STYLE[name][2]} {clock.render()}"
         if clock.censoring == "right":
-            ax.annotate(f"{CLOCK_STYLE[name][2]} > {value:.0f}", xy=(value, height), xytext=(-4, 0),
-                        textcoords="offset points", ha="right", color=color, fontsize=8)
+            ax.annotate(label, xy=(value, height), xytext=(-4, 0), textcoords="offset points", ha="right",
+                        color=color, fontsize=8)
             continue
         ax.axvline(value, color=color, lw=1.2, ls="--")
         if clock.interval is not None and clock.interval[0] is not None:
             lo, hi = clock.interval
             ax.axvspan(lo, hi if hi is not None else steps[-1], color=color, alpha=0.08, lw=0)
         rule = name == "tau_rule"  # labels on either side of their lines, so near clocks stay readable
-        relation = "≤" if clock.censoring == "left" else "="
-        ax.annotate(f"{CLOCK_STYLE[name][2]} {relation} {value:.0f}", xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
+        ax.annotate(label, xy=(value, 1.02), xytext=(-2 if rule else 2, 0),
                     textcoords="offset points", ha="right" if rule else "left", color=color, fontsize=8,
                     xycoords=("data", "axes fraction"))
     if record.window.kind == "open":
