@@ -104,8 +104,12 @@ def test_alpha_refit_per_threshold_recovers_the_constructed_exponent_without_cen
     assert wide[0]["α @ 0.5"].startswith("1.50 [1.50, 1.50] (8 fitted, 4 censored)")
 
 
-def test_report_writes_the_sensitivity_tables(tmp_path):
-    with RunStore(tmp_path / "store", write=True) as store:
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of N = 32 ... 256 and 8192 configured at mem_threshold 0.15; the last run has no metrics.jsonl.
+    Returns {table name: its CSV rows, "out": the report's directory}."""
+    root = tmp_path_factory.mktemp("sensitivity")
+    with RunStore(root / "store", write=True) as store:
         for n in NS[:4] + (8192,):
             config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", seed=0, steps=int(STEPS[-1]),
                                mem_threshold=0.15).resolved()
@@ -116,30 +120,45 @@ def test_report_writes_the_sensitivity_tables(tmp_path):
             store.add({key: config.to_dict()})
             store.claim(key)
             store.finish(key, summary)
-            if n != 8192:  # the last run has no metrics.jsonl: it is left out, and the page says so
+            if n != 8192:
                 store.run_dir(key).mkdir(parents=True)
                 (store.run_dir(key) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    out = tmp_path / "out"
-    with open(out / "sensitivity.csv") as handle:
-        runs = list(csv.DictReader(handle))
-    with open(out / "runs.csv") as handle:
-        clocks_of = {row["key"]: row for row in csv.DictReader(handle)}
-    assert [int(r["n_train"]) for r in runs] == list(NS[:4])
-    for run in runs:  # the configured 0.15 joins the default thresholds, and agrees with runs.csv
-        assert run["tau_mem@0.15"] == f"{float(clocks_of[run['key']]['tau_mem']):.0f}"
+    build_report(root / "store", root / "out", n_boot=20)
+    tables = {}
+    for name in ("sensitivity", "runs", "alpha_sensitivity"):
+        with open(root / "out" / f"{name}.csv") as handle:
+            tables[name] = list(csv.DictReader(handle))
+    return {**tables, "out": root / "out"}
+
+
+def test_runs_without_evaluation_rows_are_left_out_of_the_sensitivity_table(report):
+    assert [int(r["n_train"]) for r in report["sensitivity"]] == list(NS[:4])
+    assert (report["out"] / "sensitivity.md").read_text().count("\n") == len(report["sensitivity"]) + 2
+
+
+def test_the_configured_threshold_joins_the_defaults_and_agrees_with_runs_csv(report):
+    clocks_of = {row["key"]: row for row in report["runs"]}
+    assert [r["tau_mem@0.15"] for r in report["sensitivity"]] == [
+        f"{float(clocks_of[r['key']]['tau_mem']):.0f}" for r in report["sensitivity"]]
+
+
+def test_the_table_holds_each_clock_at_each_threshold(report):
+    for run in report["sensitivity"]:
         assert float(run["tau_mem@0.2"]) == pytest.approx(expected_tau_mem(int(run["n_train"]), 0.2), abs=0.5)
         assert float(run["tau_rule@0.95"]) == pytest.approx(10 ** 2.9, abs=0.5)
-    assert [r["tau_mem@0.5"] for r in runs][-1] == f"{expected_tau_mem(256, 0.5):.0f}"
-    with open(out / "alpha_sensitivity.csv") as handle:
-        fits = list(csv.DictReader(handle))
+    assert report["sensitivity"][-1]["tau_mem@0.5"] == f"{expected_tau_mem(256, 0.5):.0f}"
+
+
+def test_the_report_refits_alpha_at_every_threshold(report):
+    fits = report["alpha_sensitivity"]
     assert [float(f["threshold"]) for f in fits] == [0.05, 0.1, 0.15, 0.2, 0.5]
-    for fit in fits:
-        assert float(fit["alpha"]) == pytest.approx(1 + float(fit["threshold"]), abs=1e-6)
-        assert int(fit["n_points"]) == 4 and fit["task"] == "parity:h=6,w=6,g=2"
-    assert (out / "alpha_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "sensitivity.md").read_text().count("\n") == len(runs) + 2
-    page = index.read_text()
+    assert all(float(f["alpha"]) == pytest.approx(1 + float(f["threshold"]), abs=1e-6) for f in fits)
+    assert all(int(f["n_points"]) == 4 and f["task"] == "parity:h=6,w=6,g=2" for f in fits)
+
+
+def test_the_page_has_the_sensitivity_section_and_figure(report):
+    assert (report["out"] / "alpha_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    page = (report["out"] / "index.html").read_text()
     for text in ("How the clocks move with their thresholds", "sensitivity.csv", "alpha_sensitivity.png",
                  "4 of 5 finished runs", "α @ 0.15"):
         assert text in page, text
