@@ -7,8 +7,8 @@
 - The *estimate* is interpolated in log(step) between the evaluation before the crossing and the crossing one.
   Where the crossing lies between those two evaluations is not measured: they are the clock's *bracket*.
   A curve already above the threshold at the first evaluation is *left-censored* (bracket [0, first step]; the
-  first step is an upper bound). A curve that never crosses is *right-censored* (bracket
-  [last step, open]), rendered "> last step".
+  first step is an upper bound), rendered "<= first step". A curve that never crosses is *right-censored*
+  (bracket [last step, open]), rendered "> last step". :attr:`Clock.censoring` says which, in one field.
 - The *interval* joins the bracket and the sampling error of the generations: a paired bootstrap over the
   generated samples (the same starting noises are used at every evaluation, so sample j of one evaluation and
   sample j of the next are paired; one resample of the sample indices is applied to every evaluation), taking
@@ -30,9 +30,7 @@ import numpy as np
 
 CI_LEVEL = 0.95
 CLOCKS = ("tau_rule", "tau_mem")
-
-
-CENSORING = (None, "left", "right")
+CENSORING = (None, "left", "right")  # measured, crossed by the first evaluation, never crossed
 
 
 @dataclass(frozen=True)
