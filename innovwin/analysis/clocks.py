@@ -15,7 +15,9 @@
   the lower tail of the resampled brackets' low ends and the upper tail of their high ends. It is never narrower
   than the bracket.
 - The window's verdict is three-valued: open (tau_rule's interval ends at or before tau_mem's begins), closed
-  (the reverse), or unresolved (the intervals overlap: the order is not measured).
+  (the reverse), or unresolved (the intervals overlap: the order is not measured). A :class:`Window` holds it
+  with its reason and, when open, its span and width in decades (a lower bound when open at the end, or when
+  tau_rule is left-censored): the same width wherever it is shown.
 
 summary.json holds each clock as ``{"estimate", "bracket", "interval", "censored"}`` (see :meth:`Clock.to_json`);
 :func:`read_clock` reads that and the flat form of older summaries alike, and every reader goes through it.
