@@ -13,7 +13,7 @@ def test_rule_crossing_is_interpolated_in_log_step():
     clock = clocks.tau_rule(STEPS, [0.0, 0.5, 0.8, 1.0, 1.0, 1.0], threshold=0.9)
     # halfway from 0.8 (step 40) to 1.0 (step 80) in log(step): sqrt(40 * 80)
     assert clock.value == pytest.approx(math.sqrt(40 * 80))
-    assert not clock.censored and not clock.at_first_eval
+    assert clock.censoring is None and clock.measured
 
 
 def test_crossing_exactly_at_an_evaluation_gives_that_step():
@@ -22,7 +22,7 @@ def test_crossing_exactly_at_an_evaluation_gives_that_step():
 
 def test_never_crossing_is_censored():
     clock = clocks.tau_rule(STEPS, [0.1, 0.2, 0.3, 0.4, 0.5, 0.89])
-    assert clock.censored and clock.value is None
+    assert clock.censoring == "right" and clock.value is None
     assert clock.render() == "> 320"
 
 
@@ -32,12 +32,12 @@ def test_rule_crossing_then_falling_back_does_not_count():
 
 
 def test_rule_crossing_only_at_the_last_evaluation_is_censored():
-    assert clocks.tau_rule(STEPS, [0, 0, 0, 0, 0, 1.0]).censored
+    assert clocks.tau_rule(STEPS, [0, 0, 0, 0, 0, 1.0]).censoring == "right"
 
 
 def test_rule_crossed_at_first_evaluation_is_an_upper_bound():
     clock = clocks.tau_rule(STEPS, [0.95] * 6)
-    assert clock.value == 10 and clock.at_first_eval and clock.render() == "<= 10"
+    assert clock.value == 10 and clock.censoring == "left" and clock.render() == "<= 10"
 
 
 def test_mem_counts_excess_over_chance_and_needs_no_confirmation():
@@ -45,7 +45,7 @@ def test_mem_counts_excess_over_chance_and_needs_no_confirmation():
     # 0.30 above chance is below 0.1 excess; the rise at step 160 then falls back: still the crossing.
     clock = clocks.tau_mem(STEPS, [0.25, 0.30, 0.30, 0.30, 0.45, 0.30], chance, threshold=0.1)
     assert clock.value == pytest.approx(math.exp(np.log(80) + (0.05 / 0.15) * np.log(2)))
-    assert clocks.tau_mem(STEPS, [0.3] * 6, chance).censored
+    assert clocks.tau_mem(STEPS, [0.3] * 6, chance).censoring == "right"
 
 
 def test_window_states():
@@ -54,27 +54,40 @@ def test_window_states():
     never_rule = clocks.tau_rule(STEPS, [0] * 6)
     never_mem = clocks.tau_mem(STEPS, [0] * 6, [0] * 6)
     early_mem = clocks.tau_mem(STEPS, [0, 0.9, 1, 1, 1, 1], [0] * 6)
-    span, state, reason = clocks.window(rule, mem)
-    assert state == "open" and span == [rule.value, mem.value] and reason is None
-    assert clocks.window(rule, early_mem)[1:] == ("closed", clocks.window(rule, early_mem)[2])
-    assert "memorized before" in clocks.window(rule, early_mem)[2]
-    assert clocks.window(never_rule, mem)[1] == "closed"
-    assert "tau_rule never reached" in clocks.window(never_rule, mem)[2]
-    span, state, reason = clocks.window(rule, never_mem)
-    assert state == "open" and span == [rule.value, None] and "open at the end" in reason
-    assert clocks.window(never_rule, never_mem)[1] == "unresolved"
+    assert clocks.window(rule, mem) == clocks.Window("open", None, (rule.value, mem.value),
+                                                     math.log10(mem.value / rule.value), False)
+    closed = clocks.window(rule, early_mem)
+    assert (closed.state, closed.span, closed.width) == ("closed", None, None) and "memorized before" in closed.reason
+    assert clocks.window(never_rule, mem).state == "closed"
+    assert "tau_rule never reached" in clocks.window(never_rule, mem).reason
+    assert clocks.window(never_rule, never_mem).state == "unresolved"
+
+
+def test_a_window_open_at_the_end_has_a_lower_bound_for_its_width():
+    rule = clocks.tau_rule(STEPS, [0, 0.5, 1, 1, 1, 1])
+    found = clocks.window(rule, clocks.tau_mem(STEPS, [0] * 6, [0] * 6))
+    assert (found.state, found.kind, found.span) == ("open", "open at the end", (rule.value, None))
+    assert found.width == pytest.approx(math.log10(320 / rule.value)) and found.width_is_bound
+    assert "open at the end" in found.reason
+    assert found.render() == f"open at the end, ≥ {found.width:.2f} decades (x{320 / rule.value:.1f})"
+
+
+def test_a_window_that_is_not_open_renders_as_its_verdict():
+    assert clocks.Window("closed", "memorized before the rule was learned").render() == "closed"
 
 
 def test_window_when_clocks_crossed_at_the_first_evaluation():
     early_rule = clocks.tau_rule(STEPS, [0.95] * 6)
     early_mem = clocks.tau_mem(STEPS, [0.5] * 6, [0] * 6)
     # both are upper bounds at step 10: which came first is unknown, not "memorized before the rule"
-    span, state, reason = clocks.window(early_rule, early_mem)
-    assert (span, state) == (None, "unresolved") and "both clocks crossed by the first evaluation" in reason
+    found = clocks.window(early_rule, early_mem)
+    assert (found.span, found.state) == (None, "unresolved")
+    assert "both clocks crossed by the first evaluation" in found.reason
     # tau_rule <= 10, tau_mem measured: the window is open, and its width only a lower bound
     mem = clocks.tau_mem(STEPS, [0, 0, 0, 0, 0.5, 0.9], [0] * 6)
-    span, state, reason = clocks.window(early_rule, mem)
-    assert state == "open" and span == [10, mem.value] and "lower bound" in reason
+    found = clocks.window(early_rule, mem)
+    assert (found.state, found.span, found.width_is_bound) == ("open", (10, mem.value), True)
+    assert "lower bound" in found.reason
     rows = [{"step": s, "valid_frac": 0.95, "copy_frac": c, "chance_copy": 0.0}
             for s, c in zip(STEPS, [0, 0, 0, 0, 0.5, 0.9])]
     assert "lower bound" in clocks.describe(clocks.summarize(rows))
@@ -164,11 +177,11 @@ def test_crossings_between_the_same_two_evaluations_are_unresolved():
     rule = clocks.tau_rule(steps, [0.5, 0.7, 0.8, 0.95, 0.97])
     mem = clocks.tau_mem(steps, [0.0, 0.0, 0.0, 0.5, 0.6], [0.0] * 5)
     assert mem.value < rule.value and rule.bracket == mem.bracket == (316, 422)
-    span, state, reason = clocks.window(rule, mem)
-    assert (span, state) == (None, "unresolved") and "overlap" in reason
+    found = clocks.window(rule, mem)
+    assert (found.span, found.state) == (None, "unresolved") and "overlap" in found.reason
     # with a later memorization the order is measured: open
     late = clocks.tau_mem(steps, [0.0, 0.0, 0.0, 0.0, 0.6], [0.0] * 5)
-    assert clocks.window(rule, late)[1] == "open"
+    assert clocks.window(rule, late).state == "open"
 
 
 def test_read_clock_reads_new_and_old_summaries_alike():
@@ -182,6 +195,23 @@ def test_read_clock_reads_new_and_old_summaries_alike():
            "tau_mem": None, "tau_mem_ci": None, "tau_mem_censored": True, "tau_mem_text": "> 320", "final": {"step": 320}}
     rule, mem = clocks.read_clocks(old)
     assert (rule.value, rule.interval, rule.bracket) == (28.3, (25.0, 31.0), None)
-    assert mem.censored and mem.render() == "> 320"
-    assert clocks.window(rule, mem)[1] == "open"
+    assert mem.censoring == "right" and mem.render() == "> 320"
+    assert clocks.window(rule, mem).state == "open"
     assert "tau_rule  28 [25, 31]" in clocks.describe(old)
+
+
+def test_a_clock_refuses_an_unknown_censoring():
+    with pytest.raises(ValueError, match="censoring"):
+        clocks.Clock(10.0, "both", 100)
+
+
+def test_an_old_summary_clock_rendered_as_at_most_reads_as_left_censored():
+    old = {"tau_rule": 10.0, "tau_rule_ci": None, "tau_rule_text": "<= 10", "final": {"step": 320}}
+    assert clocks.read_clock(old, "tau_rule") == clocks.Clock(10.0, "left", 320)
+
+
+def test_observations_of_each_censoring():
+    assert clocks.tau_rule(STEPS, [0.0, 0.5, 0.8, 1.0, 1.0, 1.0]).observation() == (40.0, 80.0)
+    assert clocks.tau_rule(STEPS, [0.95] * 6).observation() == (0.0, 10.0)
+    assert clocks.tau_rule(STEPS, [0.0] * 6).observation() == (320.0, math.inf)
+    assert clocks.Clock(20.0, None, 320).observation() == (20.0, 20.0)  # an older summary kept no bracket

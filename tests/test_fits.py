@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from innovwin.analysis.fits import censored_fit_row, fit_censored_power_law, fit_power_law, observation
+from innovwin.analysis.clocks import Clock
+from innovwin.analysis.fits import censored_fit_row, fit_censored_power_law, fit_power_law
 
 GRID = np.unique(np.round(10 * 10 ** (np.arange(25) / 8)).astype(int))  # 8 evaluations per decade from 10
 
@@ -57,13 +58,9 @@ def test_left_censored_runs_and_unbounded_intervals():
         fit_censored_power_law([1.0, 2.0], [5, 5], [4, 6])
 
 
-def test_records_become_observations_and_a_row():
-    records = [{"n": n, "tau_mem": 2.0 * n, "tau_mem_bracket_lo": 1.5 * n, "tau_mem_bracket_hi": 2.5 * n,
-                "tau_mem_censored": False, "tau_mem_at_first_eval": False} for n in (10, 100, 1000)]
-    records.append({"n": 10000, "tau_mem": None, "tau_mem_bracket_lo": 3000.0, "tau_mem_bracket_hi": None,
-                    "tau_mem_censored": True, "tau_mem_at_first_eval": False})
-    records.append({"n": 10, "tau_mem": 20.0, "tau_mem_censored": False})  # an older summary: no bracket
-    assert [observation(r, "tau_mem") for r in records[-2:]] == [(3000.0, math.inf), (20.0, 20.0)]
-    assert observation({"tau_mem": None, "tau_mem_censored": True}, "tau_mem") is None
-    row = censored_fit_row(records, "tau_mem", "n")
+def test_clocks_become_observations_and_a_row():
+    found = [Clock(2.0 * n, None, 20000, (1.5 * n, 2.5 * n), (1.5 * n, 2.5 * n)) for n in (10, 100, 1000)]
+    found.append(Clock(None, "right", 20000, (3000.0, None)))  # never crossed: [last evaluation, inf)
+    found.append(Clock(20.0, None, 20000))  # an older summary: no bracket
+    row = censored_fit_row([10, 100, 1000, 10000, 10], found)
     assert row["ml_n"] == 5 and row["ml_n_right"] == 1 and row["ml_alpha_lo"] < 1.0 < row["ml_alpha_hi"]

@@ -69,7 +69,7 @@ def test_a_log_gets_one_line_per_change_and_a_terminal_a_block_redrawn(tmp_path)
                                "tau_mem_censored": True, "tau_mem_text": "> 1000", "window_state": "open_at_end",
                                "window": None, "final": {"step": 1000}}, 12.0)
     assert log.stream.getvalue().splitlines()[-1] == ("[sweep] done seed=0 in 12s: τ_rule 120 [100, 150] · "
-                                                      "τ_mem > 1000 · window open at the end")
+                                                      "τ_mem > 1000 · window open at the end, ≥ 0.92 decades (x8.3)")
     terminal = SweepProgress(Terminal(), {"a": 1.0}, capacity=1, names={"a": "seed=0"})
     terminal.submitted("a", str(tmp_path / "a"))
     terminal.show(counts, [])

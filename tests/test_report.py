@@ -2,9 +2,11 @@
 
 tau_mem = 3 N^0.9 (times 10% log-normal noise) and tau_rule = 40 G^2.5 (x 2 for GPT): the fits
 must recover both exponents within their bootstrap intervals, censored runs must stay out of
-them, and every table and figure must be written.
+them, and every table and figure must be written. One behaviour per test, on the records, fits and headline
+lines; the console prose of `innovwin report` and `innovwin runs` is pinned once each (test_*_console_snapshot).
 """
 import csv
+import dataclasses
 import html
 import json
 import math
@@ -15,15 +17,13 @@ from matplotlib.markers import MarkerStyle
 
 from innovwin.analysis import clocks
 from innovwin.analysis.fits import fit_all, fit_groups, fit_power_law
+from innovwin.analysis.records import RunRecord, config_variants, run_records
 from innovwin.config import RunConfig
-from innovwin.report.build import (
-    arch_pairs,
-    build_report,
-    config_variants,
-    plot_arch_pairs,
-    plot_tau_vs_n,
-    run_records,
-)
+from innovwin.report import seeds
+from innovwin.report.build import build_report, findings
+from innovwin.report.page import rendered_run
+from innovwin.report.scaling_figures import arch_pairs, plot_arch_pairs, plot_tau_vs_n
+from innovwin.report.tables import RUN_COLUMNS, run_row
 from innovwin.store.runstore import RunStore
 
 ALPHA_MEM, ALPHA_RULE = 0.9, 2.5
@@ -73,52 +73,113 @@ def make_store(path):
     return store
 
 
-def test_report_recovers_exponents_and_writes_everything(tmp_path):
-    make_store(tmp_path / "store")
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=200)
-    out = tmp_path / "out"
-    with open(out / "fits.csv") as handle:
-        fits = list(csv.DictReader(handle))
-    mem_fits = [f for f in fits if f["clock"] == "tau_mem" and f["against"] == "n_train"]
-    assert len(mem_fits) == 4  # (g=2, g=3) x (dit, gpt)
-    for fit in mem_fits:
-        # the largest N memorize past the last step: censored, counted, and not fitted
-        assert int(fit["n_censored"]) > 0 and int(fit["n_points"]) + int(fit["n_censored"]) == 3 * len(NS)
-        assert float(fit["alpha_lo"]) <= ALPHA_MEM <= float(fit["alpha_hi"]), fit
-        assert float(fit["alpha_hi"]) - float(fit["alpha_lo"]) < 0.3
-        # the censored fit takes every run, censored ones included, and recovers alpha too
-        assert int(fit["ml_n"]) == 3 * len(NS) and int(fit["ml_n_right"]) == int(fit["n_censored"])
-        assert float(fit["ml_alpha_lo"]) <= ALPHA_MEM <= float(fit["ml_alpha_hi"]), fit
-    rule_fits = [f for f in fits if f["clock"] == "tau_rule" and f["against"] == "complexity"]
-    assert len(rule_fits) == 2
-    for fit in rule_fits:
-        assert float(fit["alpha_lo"]) <= ALPHA_RULE <= float(fit["alpha_hi"]), fit
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """The store of make_store, its records and fits, and its report (built once for the tests below)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    make_store(root / "store")
+    index = build_report(root / "store", root / "out", n_boot=200)
+    with RunStore(root / "store") as store:
+        rows = store.rows()
+    records = run_records(rows)
+    return {"rows": rows, "records": records, "fits": fit_all(records, n_boot=200), "out": root / "out",
+            "index": index, "lines": findings(rows, n_boot=200)}
 
-    with open(out / "runs.csv") as handle:
-        runs = list(csv.DictReader(handle))
-    assert len(runs) == 2 * 2 * len(NS) * 3  # done runs only; the queued one is not in the table
-    assert {r["variant"] for r in runs} == {""}  # nothing varies but the axes and the seeds
-    states = {r["window_state"] for r in runs}
-    assert {"open", "closed"} <= states
-    assert any(r["window_state"] == "open" and r["tau_mem_censored"] == "True" for r in runs)  # open at the end
-    for name in ("tau_vs_n", "tau_rule", "window_map", "arch_pairs"):
-        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+def fits_of(synthetic, clock, against):
+    return [f for f in synthetic["fits"] if f["clock"] == clock and f["against"] == against]
+
+
+def test_mem_fits_recover_the_exponent_within_their_interval(synthetic):
+    fits = fits_of(synthetic, "tau_mem", "n_train")
+    assert sorted((f["task"], f["arch"]) for f in fits) == [(f"parity:h=6,w=6,g={g}", arch) for g in (2, 3)
+                                                            for arch in ("dit", "gpt")]
+    assert all(f["alpha_lo"] <= ALPHA_MEM <= f["alpha_hi"] and f["alpha_hi"] - f["alpha_lo"] < 0.3 for f in fits)
+
+
+def test_clocks_past_the_last_step_are_counted_not_fitted(synthetic):
+    # the largest N memorize past the last step: censored, counted, and left out of the least-squares fit
+    fits = fits_of(synthetic, "tau_mem", "n_train")
+    assert all(f["n_censored"] > 0 and f["n_points"] + f["n_censored"] == 3 * len(NS) for f in fits)
+
+
+def test_the_censored_fit_takes_every_run_and_recovers_the_exponent(synthetic):
+    fits = fits_of(synthetic, "tau_mem", "n_train")
+    assert all(f["ml_n"] == 3 * len(NS) and f["ml_n_right"] == f["n_censored"] for f in fits)
+    assert all(f["ml_alpha_lo"] <= ALPHA_MEM <= f["ml_alpha_hi"] for f in fits)
+
+
+def test_rule_fits_against_complexity_recover_the_exponent(synthetic):
+    fits = fits_of(synthetic, "tau_rule", "complexity")
+    assert [f["arch"] for f in fits] == ["dit", "gpt"]
+    assert all(f["alpha_lo"] <= ALPHA_RULE <= f["alpha_hi"] for f in fits)
+
+
+def test_records_are_the_finished_runs_each_read_once(synthetic):
+    records = synthetic["records"]
+    assert len(records) == 2 * 2 * len(NS) * 3  # done runs only: the queued one has no record
+    assert all(isinstance(r, RunRecord) and r.config.key() == r.key for r in records)
+    assert {r.variant for r in records} == {""}  # nothing varies but the axes and the seeds
+    assert {(r.family, r.complexity_label) for r in records} == {("parity:h=6,w=6", "g")}
+
+
+def test_windows_open_close_and_stay_open_at_the_end(synthetic):
+    kinds = {r.window.kind for r in synthetic["records"]}
+    assert {"open", "open at the end", "closed"} <= kinds
+    at_the_end = [r.window for r in synthetic["records"] if r.window.kind == "open at the end"]
+    assert all(w.width is not None and w.width_is_bound for w in at_the_end)
+
+
+def test_runs_csv_has_one_row_per_record_in_its_columns(synthetic):
+    with open(synthetic["out"] / "runs.csv") as handle:
+        reader = csv.DictReader(handle)
+        runs = list(reader)
+    assert tuple(reader.fieldnames) == RUN_COLUMNS
+    assert [r["key"] for r in runs] == [r.key for r in synthetic["records"]]
+    assert (synthetic["out"] / "runs.md").read_text().count("\n") == len(runs) + 2
+
+
+def test_runs_csv_flattens_censoring_into_its_two_columns(synthetic):
+    rows = [run_row(r) for r in synthetic["records"]]
+    at_the_end = [row for row, r in zip(rows, synthetic["records"]) if r.window.kind == "open at the end"]
+    assert at_the_end and all(row["tau_mem_censored"] and not row["tau_mem_at_first_eval"] and row["tau_mem"] is None
+                              for row in at_the_end)
+
+
+def test_the_report_draws_every_figure(synthetic):
+    out = synthetic["out"]
+    for name in ("tau_vs_n", "tau_rule", "window_map", "arch_pairs", "alpha_sensitivity"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and (out / f"{name}.svg").exists(), name
     assert len(list((out / "curves").glob("*.png"))) == 2 * 2 * 2  # the runs with metrics.jsonl
-    assert (out / "runs.md").read_text().count("\n") == len(runs) + 2
-    page = index.read_text()
-    assert (out / "seeds.md").read_text().count("\n") == 2 * 2 * len(NS) + 2  # one row per cell of 3 seeds
+
+
+def test_the_report_copies_the_basin_figures(synthetic):
+    assert [path.name.split("_", 1)[1] for path in (synthetic["out"] / "basins").glob("*.png")] == [
+        "basins_step_00000100.png"]
+
+
+def test_seeds_table_has_one_row_per_cell(synthetic):
+    assert (synthetic["out"] / "seeds.md").read_text().count("\n") == 2 * 2 * len(NS) + 2  # cells of 3 seeds
+
+
+def test_headline_gives_alpha_per_group_then_windows_then_runs(synthetic):
+    lines = synthetic["lines"]
+    assert lines == (synthetic["out"] / "headline.txt").read_text().splitlines()
+    alphas = [line for line in lines if line.startswith("τ_mem ∝ N^")]
+    assert len(alphas) == 4 and all("95% CI" in line for line in alphas)
+    (windows,) = [line for line in lines if line.startswith("windows: ")]
+    counted = [int(part.split()[0]) for part in windows[len("windows: "):].split(";")[0].split(", ")]
+    assert sum(counted) == len(synthetic["records"])
+    assert lines[-1] == f"runs: {len(synthetic['records'])} finished, 0 failed, 1 not run yet"
+
+
+def test_the_page_opens_with_the_headline_and_links_every_table(synthetic):
+    page = synthetic["index"].read_text()
+    alpha = next(line for line in synthetic["lines"] if line.startswith("τ_mem ∝ N^"))
+    assert page.index("id='headline'") < page.index("<img") and html.escape(alpha) in page
+    assert "validity ≥ 0.9 and stays so at the next one" in page and "by ≥ 0.1" in page
     for name in ("tau_vs_n.png", "window_map.png", "curves/", "basins/", "fits.csv", "1 queued", "seeds.csv"):
         assert name in page, name
-    assert len(list((out / "basins").glob("*.png"))) == 1
-    # the answer first: alpha with its interval per group, the windows counted, the definitions in force
-    headline = (out / "headline.txt").read_text().splitlines()
-    alphas = [line for line in headline if line.startswith("τ_mem ∝ N^")]
-    assert len(alphas) == 4 and all("95% CI" in line for line in alphas)
-    windows, = [line for line in headline if line.startswith("windows: ")]
-    counted = [int(part.split()[0]) for part in windows[len("windows: "):].split(";")[0].split(", ")]
-    assert sum(counted) == len(runs) and headline[-1] == f"runs: {len(runs)} finished, 0 failed, 1 not run yet"
-    assert page.index("id='headline'") < page.index("<img") and html.escape(alphas[0]) in page
-    assert "validity ≥ 0.9 and stays so at the next one" in page and "by ≥ 0.1" in page
 
 
 def test_power_law_fit_interval_and_bad_input():
@@ -135,9 +196,27 @@ def test_power_law_fit_interval_and_bad_input():
         fit_power_law([1, 2, 3], [1, 0, 3])
 
 
+def record_of(config, rows, **summary_changes):
+    """The record of a finished run of ``config`` whose evaluations are ``rows``, read as the report reads it."""
+    summary = {**clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold),
+               "final": rows[-1], **summary_changes}
+    (found,) = run_records([{"key": config.key(), "config": config.to_dict(), "status": "done", "summary": summary,
+                             "run_dir": "no-such-directory"}])
+    return found
+
+
+def add_run(store, config, rows, **summary_changes):
+    """A finished run whose summary is clocks.summarize's on ``rows`` (with ``summary_changes``)."""
+    summary = clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold)
+    summary.update(final=rows[-1], config=config.to_dict(), **summary_changes)
+    store.add({config.key(): config.to_dict()})
+    store.claim(config.key())
+    store.finish(config.key(), summary)
+
+
 def test_groups_with_too_few_measured_points_say_so():
-    records = [{"n_train": n, "arch": "dit", "tau_mem": 10.0 * n if n < 100 else None,
-                "tau_mem_censored": n >= 100} for n in (10, 100, 1000)]
+    records = [record_of(RunConfig(n_train=n, steps=STEPS).resolved(),
+                         synthetic_metrics(20.0, 10.0 * n if n < 100 else 1e6, chance=0.0)) for n in (10, 100, 1000)]
     (row,) = fit_groups(records, "tau_mem", "n_train", ("arch",))
     assert row["alpha"] is None and row["n_censored"] == 2 and "distinct" in row["note"]
     # an axis that does not vary is not a fit to make
@@ -162,76 +241,57 @@ def test_report_of_a_store_with_no_finished_run(tmp_path):
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_clocks_crossed_at_the_first_evaluation_are_upper_bounds_not_fitted(tmp_path):
+def test_clocks_crossed_at_the_first_evaluation_are_upper_bounds_not_fitted():
     # tau_mem <= 10 (the first evaluation) at N = 64 and 128: upper bounds, not measurements; fitted as if
     # they were, they would pull alpha towards 0. Only N = 256 ... 1024 are measured.
     rng = np.random.default_rng(0)
-    with RunStore(tmp_path / "store", write=True) as store:
-        for n in NS[:-1]:
-            config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", steps=STEPS).resolved()
-            tau_mem = 0.5 if n < 256 else 3 * n ** ALPHA_MEM * math.exp(rng.normal(0, 0.05))
-            rows = synthetic_metrics(20.0, tau_mem, chance=0.0)
-            summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
-            summary.update(final=rows[-1], config=config.to_dict())
-            store.add({config.key(): config.to_dict()})
-            store.claim(config.key())
-            store.finish(config.key(), summary)
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=100)
-    with open(tmp_path / "out" / "fits.csv") as handle:
-        (fit,) = [f for f in csv.DictReader(handle) if f["clock"] == "tau_mem"]
-    assert (int(fit["n_points"]), int(fit["n_censored"])) == (3, 2)
-    assert float(fit["alpha"]) == pytest.approx(ALPHA_MEM, abs=0.15)
+    records = []
+    for n in NS[:-1]:
+        config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", steps=STEPS).resolved()
+        tau_mem = 0.5 if n < 256 else 3 * n ** ALPHA_MEM * math.exp(rng.normal(0, 0.05))
+        records.append(record_of(config, synthetic_metrics(20.0, tau_mem, chance=0.0)))
+    assert [r.mem.censoring for r in records] == ["left", "left", None, None, None]
+    (fit,) = fit_groups(records, "tau_mem", "n_train", ("arch",), n_boot=100)
+    assert (fit["n_points"], fit["n_censored"]) == (3, 2)
+    assert fit["alpha"] == pytest.approx(ALPHA_MEM, abs=0.15)
     assert "2 crossed at the first evaluation" in fit["note"]
-    with open(tmp_path / "out" / "runs.csv") as handle:
-        runs = {int(r["n_train"]): r for r in csv.DictReader(handle)}
-    assert runs[64]["tau_mem_at_first_eval"] == "True" and runs[256]["tau_mem_at_first_eval"] == "False"
-    assert "&lt;= 10" in index.read_text()
 
 
-def test_complexity_fits_pool_only_tasks_that_differ_in_their_complexity(tmp_path):
-    # majority-of-3 and weight-2-of-4 are both "rule" tasks (complexity 3 and 4) but different rules: no
-    # tau_rule-vs-complexity fit may pool them. Parity at G = 2 and 3 on the same grid is one fit.
+def test_a_clock_crossed_at_the_first_evaluation_reads_as_at_most_that_step():
+    config = RunConfig(task="parity:h=6,w=6,g=2", n_train=64, arch="gpt", steps=STEPS).resolved()
+    record = record_of(config, synthetic_metrics(20.0, 0.5, chance=0.0))
+    assert rendered_run(record)["τ_mem"] == "<= 10 [0, 10]"
+    assert (run_row(record)["tau_mem_at_first_eval"], run_row(record)["tau_mem_censored"]) == (True, False)
+
+
+def complexity_records():
+    # majority-of-3 and weight-2-of-4 are both "rule" tasks (complexity 3 and 4) but different rules
     tasks = ("parity:h=6,w=6,g=2", "parity:h=6,w=6,g=3", "rule:h=6,w=6,g=3,pred=majority",
              "rule:h=6,w=6,g=4,pred=weight,k=2")
-    with RunStore(tmp_path / "store", write=True) as store:
-        for index, task in enumerate(tasks):
-            for seed in (0, 1):
-                config = RunConfig(task=task, n_train=256, arch="gpt", seed=seed, steps=STEPS).resolved()
-                rows = synthetic_metrics(30.0 * (index + 1) * (seed + 1), 1500.0, chance=0.0)
-                summary = clocks.summarize(rows, rule_threshold=0.9, mem_threshold=0.1)
-                summary.update(final=rows[-1], config=config.to_dict())
-                store.add({config.key(): config.to_dict()})
-                store.claim(config.key())
-                store.finish(config.key(), summary)
-    build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    with open(tmp_path / "out" / "fits.csv") as handle:
-        fits = [f for f in csv.DictReader(handle) if f["against"] == "complexity"]
-    assert [f["family"] for f in fits] == ["parity:h=6,w=6"]
-    assert int(fits[0]["n_points"]) == 4
+    return [record_of(RunConfig(task=task, n_train=256, arch="gpt", seed=seed, steps=STEPS).resolved(),
+                      synthetic_metrics(30.0 * (index + 1) * (seed + 1), 1500.0, chance=0.0))
+            for index, task in enumerate(tasks) for seed in (0, 1)]
 
 
-def add_run(store, config, rows, **summary_changes):
-    """A finished run whose summary is clocks.summarize's on ``rows`` (with ``summary_changes``)."""
-    summary = clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold)
-    summary.update(final=rows[-1], config=config.to_dict(), **summary_changes)
-    store.add({config.key(): config.to_dict()})
-    store.claim(config.key())
-    store.finish(config.key(), summary)
+def test_complexity_fits_pool_only_tasks_that_differ_in_their_complexity():
+    # no tau_rule-vs-complexity fit may pool two different rules; parity at G = 2 and 3 on the same grid is one fit
+    fits = [f for f in fit_all(complexity_records(), n_boot=20) if f["against"] == "complexity"]
+    assert [(f["family"], f["n_points"]) for f in fits] == [("parity:h=6,w=6", 4)]
 
 
-def test_windows_of_clocks_crossed_at_the_first_evaluation(tmp_path):
-    # both clocks <= 10: their order is unknown, even in a summary an older version called "closed";
-    # tau_rule <= 10 and tau_mem measured: an open window whose width is only a lower bound
-    with RunStore(tmp_path / "store", write=True) as store:
-        for n, tau_mem in ((64, 0.5), (128, 500.0)):
-            config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", steps=STEPS).resolved()
-            add_run(store, config, synthetic_metrics(0.5, tau_mem, chance=0.0), window_state="closed")
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    with open(tmp_path / "out" / "runs.csv") as handle:
-        runs = {int(r["n_train"]): r for r in csv.DictReader(handle)}
-    assert runs[64]["window_state"] == "unresolved" and "both clocks crossed" in runs[64]["window_reason"]
-    assert runs[128]["window_state"] == "open" and "lower bound" in runs[128]["window_reason"]
-    assert "open (≥ 1.69 decades)" in index.read_text()
+def test_both_clocks_crossed_at_the_first_evaluation_leave_the_window_unresolved():
+    # their order is unknown, even in a summary an older version called "closed"
+    config = RunConfig(task="parity:h=6,w=6,g=2", n_train=64, arch="gpt", steps=STEPS).resolved()
+    record = record_of(config, synthetic_metrics(0.5, 0.5, chance=0.0), window_state="closed")
+    assert record.window.state == "unresolved" and "both clocks crossed" in record.window.reason
+
+
+def test_a_window_opened_at_the_first_evaluation_has_a_lower_bound_for_its_width():
+    config = RunConfig(task="parity:h=6,w=6,g=2", n_train=128, arch="gpt", steps=STEPS).resolved()
+    record = record_of(config, synthetic_metrics(0.5, 500.0, chance=0.0))
+    assert (record.window.state, record.window.width_is_bound) == ("open", True)
+    assert "lower bound" in record.window.reason
+    assert rendered_run(record)["window"] == "open, ≥ 1.69 decades (x49.5)"
 
 
 def drawn_markers(figure):
@@ -240,23 +300,28 @@ def drawn_markers(figure):
             for ax in figure.axes for collection in ax.collections for offset in collection.get_offsets()}
 
 
-def test_figures_draw_clocks_crossed_at_the_first_evaluation_as_upper_bounds(tmp_path):
-    # tau_mem <= 10 at N = 64 (the first evaluation): an upper bound, drawn as a downward triangle, not as
-    # a filled "measured" marker; the clocks at N = 256 are measured
-    with RunStore(tmp_path / "store", write=True) as store:
-        for arch in ("dit", "gpt"):
-            for n in (64, 256):
-                config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch=arch, steps=STEPS).resolved()
-                add_run(store, config, synthetic_metrics(100.0, 0.5 if n == 64 else 1000.0, chance=0.0))
-        records = run_records(store.rows())
+def first_evaluation_records():
+    # tau_mem <= 10 at N = 64 (the first evaluation); the clocks at N = 256 are measured
+    return [record_of(RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch=arch, steps=STEPS).resolved(),
+                      synthetic_metrics(100.0, 0.5 if n == 64 else 1000.0, chance=0.0))
+            for arch in ("dit", "gpt") for n in (64, 256)]
+
+
+def bound_marker():
     bound = MarkerStyle("v")
-    bound = bound.get_path().transformed(bound.get_transform()).vertices.round(6).tobytes()
+    return bound.get_path().transformed(bound.get_transform()).vertices.round(6).tobytes()
+
+
+def test_clocks_crossed_at_the_first_evaluation_are_drawn_as_upper_bounds_against_n():
+    records = first_evaluation_records()
     figure = plot_tau_vs_n(records, fit_all(records, n_boot=0))
-    markers = drawn_markers(figure)
-    assert [xy for xy, marker in markers.items() if marker == bound] == [(64, 10)]
+    assert [xy for xy, marker in drawn_markers(figure).items() if marker == bound_marker()] == [(64, 10)]
     assert any("first evaluation" in text.get_text() for text in figure.axes[0].get_legend().get_texts())
-    markers = drawn_markers(plot_arch_pairs(records, []))
-    assert [xy for xy, marker in markers.items() if marker == bound] == [(10, 10)]
+
+
+def test_clocks_crossed_at_the_first_evaluation_are_drawn_as_upper_bounds_in_arch_pairs():
+    markers = drawn_markers(plot_arch_pairs(first_evaluation_records(), []))
+    assert [xy for xy, marker in markers.items() if marker == bound_marker()] == [(10, 10)]
 
 
 def test_config_variants_name_the_fields_that_vary_besides_axes_and_bookkeeping():
@@ -268,10 +333,12 @@ def test_config_variants_name_the_fields_that_vary_besides_axes_and_bookkeeping(
                                       "batch=64 lr=0.001 mem_threshold=0.1"]
 
 
-def test_runs_that_differ_in_a_swept_field_are_never_pooled(tmp_path):
-    # two learning rates, with tau_mem 3x earlier at the larger one: one fit, colour and DiT/GPT pair per rate;
-    # steps (which grows with N, as in the presets) only sets where a run stops, and is pooled
-    with RunStore(tmp_path / "store", write=True) as store:
+@pytest.fixture(scope="module")
+def two_rates(tmp_path_factory):
+    """Two learning rates, with tau_mem 3x earlier at the larger one; steps (which grows with N, as in the
+    presets) only sets where a run stops, and is pooled. Returns (records, the report's directory)."""
+    root = tmp_path_factory.mktemp("two_rates")
+    with RunStore(root / "store", write=True) as store:
         for arch in ("dit", "gpt"):
             for lr in (0.001, 0.003):
                 for n in (64, 256, 1024):
@@ -283,35 +350,54 @@ def test_runs_that_differ_in_a_swept_field_are_never_pooled(tmp_path):
                     (store.run_dir(config.key()) / "metrics.jsonl").write_text(
                         "".join(json.dumps(r) + "\n" for r in rows))
         records = run_records(store.rows())
-    assert {r["variant"] for r in records} == {"lr=0.001", "lr=0.003"}
-    pairs = arch_pairs(records)
-    assert len(pairs) == 2 * 3 and all(dit["variant"] == gpt["variant"] for dit, gpt in pairs)
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    with open(tmp_path / "out" / "fits.csv") as handle:
-        fits = [f for f in csv.DictReader(handle) if f["clock"] == "tau_mem"]
-    assert sorted((f["arch"], f["variant"], int(f["n_points"])) for f in fits) == [
+    build_report(root / "store", root / "out", n_boot=20)
+    return records, root / "out"
+
+
+def test_runs_that_differ_in_a_swept_field_have_that_variant(two_rates):
+    records, _ = two_rates
+    assert {r.variant for r in records} == {"lr=0.001", "lr=0.003"}
+
+
+def test_arch_pairs_pair_runs_of_one_variant_only(two_rates):
+    pairs = arch_pairs(two_rates[0])
+    assert len(pairs) == 2 * 3 and all(dit.variant == gpt.variant for dit, gpt in pairs)
+
+
+def test_runs_that_differ_in_a_swept_field_are_fitted_apart(two_rates):
+    fits = [f for f in fit_all(two_rates[0], n_boot=20) if f["clock"] == "tau_mem"]
+    assert sorted((f["arch"], f["variant"], f["n_points"]) for f in fits) == [
         ("dit", "lr=0.001", 3), ("dit", "lr=0.003", 3), ("gpt", "lr=0.001", 3), ("gpt", "lr=0.003", 3)]
-    with open(tmp_path / "out" / "alpha_sensitivity.csv") as handle:  # the threshold refit groups alike
+
+
+def test_the_threshold_refits_group_as_the_fits_do(two_rates):
+    _, out = two_rates
+    with open(out / "fits.csv") as handle:
+        fits = [f for f in csv.DictReader(handle) if f["clock"] == "tau_mem"]
+    with open(out / "alpha_sensitivity.csv") as handle:
         refits = [f for f in csv.DictReader(handle) if float(f["threshold"]) == 0.1]
     assert sorted((f["arch"], f["variant"]) for f in refits) == sorted((f["arch"], f["variant"]) for f in fits)
-    assert "<td>lr=0.003</td>" in index.read_text()
 
 
-def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
-    from innovwin.report import seeds
+def test_the_page_shows_a_variant_column_when_a_field_varies(two_rates):
+    assert "<td>lr=0.003</td>" in (two_rates[1] / "index.html").read_text()
 
-    make_store(tmp_path / "store")
-    with RunStore(tmp_path / "store") as store:
-        cells = seeds.seed_rows(run_records(store.rows()))
+
+def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(synthetic):
+    cells = seeds.seed_rows(synthetic["records"])
     assert len(cells) == 2 * 2 * len(NS) and all(cell["seeds"] == 3 for cell in cells)
     cell = cells[0]
     values = [float(v) for v in cell["tau_mem_seeds"].split(", ")]
     assert cell["tau_mem_median"] == f"{np.median(values):.0f}"
     assert cell["tau_mem_range"] == f"{min(values):.0f} - {max(values):.0f}"
-    # seeds that disagree leave the cell unresolved; a clock never crossed reads as beyond the last step
-    records = [{"window_state": state, "seed": seed, "last_step": 100, "tau_rule": 50.0, "tau_rule_censored": False,
-                "tau_rule_at_first_eval": False, "tau_mem": None if seed else 80.0, "tau_mem_censored": bool(seed),
-                "tau_mem_at_first_eval": False, **dict.fromkeys(seeds.CELL, "x")}
+
+
+def test_seeds_that_disagree_leave_the_cell_unresolved():
+    # a clock never crossed reads as beyond the last step
+    base = record_of(RunConfig(n_train=64, steps=100).resolved(), synthetic_metrics(50.0, 80.0, chance=0.0)[:1])
+    records = [dataclasses.replace(base, seed=seed, rule=clocks.Clock(50.0, None, 100),
+                                   mem=clocks.Clock(None, "right", 100) if seed else clocks.Clock(80.0, None, 100),
+                                   window=clocks.Window(state), last_step=100)
                for seed, state in enumerate(("closed", "open", "open"))]
     (row,) = seeds.seed_rows(records)
     assert row["verdict"] == "unresolved" and row["verdicts"] == "closed x1, open x2"
@@ -320,52 +406,109 @@ def test_seeds_table_gives_each_cells_seeds_spread_and_verdict(tmp_path):
     assert seeds.cell_verdict(records[1:]) == "open"
 
 
-def test_report_of_one_run_directory(tmp_path, capsys):
-    """`innovwin report RUN_DIR`: the run's curves, clocks and settings, and the findings in the terminal."""
+def write_run_dir(path):
+    """A finished run directory whose clocks are set at 150 and 900 (no per-sample arrays: the intervals are the
+    brackets of the evaluations around each crossing)."""
+    config = RunConfig(n_train=64, steps=STEPS).resolved()
+    path.mkdir()
+    rows = synthetic_metrics(tau_rule=150.0, tau_mem=900.0, chance=64 / 2 ** 18)
+    (path / "config.json").write_text(json.dumps({**config.to_nested(), "key": config.key()}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = {**clocks.summarize(rows), "final": rows[-1], "config": config.to_dict()}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return config
+
+
+def test_report_console_snapshot(tmp_path, capsys):
+    """`innovwin report RUN_DIR`: the findings in the terminal, then where the page is."""
     from innovwin.cli import main
 
-    config = RunConfig(n_train=64, steps=STEPS).resolved()
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    rows = synthetic_metrics(tau_rule=150.0, tau_mem=900.0, chance=64 / 2 ** 18)
-    (run_dir / "config.json").write_text(json.dumps({**config.to_nested(), "key": config.key()}))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    summary = {**clocks.summarize(rows), "final": rows[-1], "config": config.to_dict()}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
-    # the clocks set at 150 and 900, read back through log-spaced evaluations (no per-sample arrays: the
-    # intervals are the brackets of evaluations around each crossing)
-    assert "findings:\n  τ_rule 153 [141, 176]\n  τ_mem 890 [827, 1031]\n  window open, 0.77 decades (x5.8)\n" in out
-    page = (tmp_path / "out" / "index.html").read_text()
+    write_run_dir(tmp_path / "run")
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path), "TMP") == (
+        "findings:\n"
+        "  τ_rule 153 [141, 176]\n"
+        "  τ_mem 890 [827, 1031]\n"
+        "  window open, 0.77 decades (x5.8)\n"
+        "report: TMP/out/index.html\n")
+
+
+def test_report_of_one_run_directory_shows_its_settings_and_curves(tmp_path):
+    config = write_run_dir(tmp_path / "run")
+    page = build_report(tmp_path / "run", tmp_path / "out", n_boot=0).read_text()
     assert "Run directory" in page and "<h2>Settings</h2>" in page and "optim.lr" in page
     assert (tmp_path / "out" / "curves" / f"{config.key()}.png").exists()
-    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")]) == 2
 
 
-def test_tau_points_carry_error_bars_and_fits_need_an_interval_and_three_xs(tmp_path):
-    from matplotlib.collections import LineCollection
+def test_report_of_a_missing_directory_exits_2(tmp_path):
+    from innovwin.cli import main
+
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_runs_console_snapshot(tmp_path, capsys):
+    """`innovwin runs STORE`: a count line, then per run its name, status, attempts, clocks or error, and
+    directory."""
+    from innovwin.cli import main
 
     with RunStore(tmp_path / "store", write=True) as store:
-        for g, ns in ((2, (64, 256, 1024)), (3, (64, 256))):  # three distinct N for g=2, two for g=3
-            for n in ns:
-                config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, steps=STEPS).resolved()
-                tau_mem = 3 * n ** ALPHA_MEM
-                rows = synthetic_metrics(100.0, tau_mem, chance=0.0)
-                rule, mem = (clocks.summarize(rows)[name] for name in ("tau_rule", "tau_mem"))
-                add_run(store, config, rows, tau_rule={**rule, "interval": [80.0, 120.0]},
-                        tau_mem={**mem, "interval": [0.8 * tau_mem, None]})  # one interval open above
-        records = run_records(store.rows())
-    figure = plot_tau_vs_n(records, fit_all(records, n_boot=100))
-    ax, = figure.axes
-    bars = [segment for c in ax.collections if isinstance(c, LineCollection) for segment in c.get_segments()]
+        for seed in (0, 1, 2):
+            config = RunConfig(n_train=64, steps=STEPS, seed=seed).resolved()
+            if seed == 0:
+                add_run(store, config, synthetic_metrics(150.0, 900.0, chance=0.0))
+            elif seed == 1:
+                store.add({config.key(): config.to_dict()})
+                store.claim(config.key())
+                store.fail(config.key(), "Traceback ...\nRuntimeError: out of memory\n")
+            else:
+                store.add({config.key(): config.to_dict()})
+        keys = {row["config"]["seed"]: row["key"] for row in store.rows()}
+    assert main(["runs", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out.replace(str(tmp_path), "TMP")
+    for seed, key in keys.items():
+        out = out.replace(key, f"KEY{seed}")
+    assert out == (
+        "TMP/store: 3 runs, 1 done, 0 running, 1 queued, 1 failed\n"
+        "seed=0  done    attempts 1  τ_rule 153 [141, 176] · τ_mem 890 [827, 1031] · window open, 0.77 decades (x5.8)\n"
+        "        TMP/store/runs/KEY0\n"
+        "seed=1  failed  attempts 1  error: RuntimeError: out of memory\n"
+        "        TMP/store/runs/KEY1\n"
+        "seed=2  queued  attempts 0  \n"
+        "        TMP/store/runs/KEY2\n")
+
+
+@pytest.fixture(scope="module")
+def tau_vs_n_axes():
+    """tau_vs_n's panel for three distinct N at g=2 and two at g=3, each run's tau_rule interval [80, 120] and its
+    tau_mem interval open above."""
+    records = []
+    for g, ns in ((2, (64, 256, 1024)), (3, (64, 256))):
+        for n in ns:
+            config = RunConfig(task=f"parity:h=6,w=6,g={g}", n_train=n, steps=STEPS).resolved()
+            tau_mem = 3 * n ** ALPHA_MEM
+            rows = synthetic_metrics(100.0, tau_mem, chance=0.0)
+            rule, mem = (clocks.summarize(rows)[name] for name in ("tau_rule", "tau_mem"))
+            records.append(record_of(config, rows, tau_rule={**rule, "interval": [80.0, 120.0]},
+                                     tau_mem={**mem, "interval": [0.8 * tau_mem, None]}))
+    (ax,) = plot_tau_vs_n(records, fit_all(records, n_boot=100)).axes
+    return ax
+
+
+def test_tau_points_carry_their_intervals_as_error_bars(tau_vs_n_axes):
+    from matplotlib.collections import LineCollection
+
+    bars = [segment for c in tau_vs_n_axes.collections if isinstance(c, LineCollection)
+            for segment in c.get_segments()]
     assert len(bars) == 2 * 5  # both clocks of every run
     assert any(np.allclose(segment[:, 1], [80, 120]) for segment in bars)
     assert any(segment[1, 1] == STEPS for segment in bars)  # open above: drawn up to the last step
-    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def test_a_fitted_line_needs_an_interval_and_three_xs(tau_vs_n_axes):
+    labels = [text.get_text() for text in tau_vs_n_axes.get_legend().get_texts()]
     assert any(label.startswith("τ_mem ∝ N^0.9") and "parity:h=6,w=6,g=2" in label for label in labels)
     assert any("parity:h=6,w=6,g=3" in label and "no line (2 distinct measured x" in label for label in labels)
-    drawn = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
+    drawn = [line for line in tau_vs_n_axes.get_lines() if len(line.get_xdata()) == 50]
     assert len(drawn) == 2  # g=2's two clocks; g=3's are not drawn
 
 

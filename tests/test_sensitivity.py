@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from innovwin.analysis import clocks, sensitivity
+from innovwin.analysis.records import run_records
 from innovwin.config import RunConfig
 from innovwin.report.build import build_report
 from innovwin.store.runstore import RunStore
@@ -37,9 +38,15 @@ def expected_tau_mem(n, t):
     return n ** (1 + t) * 10 ** (4 * t)
 
 
-def record(n, seed=0, **extra):
-    return {"key": f"run-{n}-{seed}", "task": "parity:h=6,w=6,g=2", "arch": "gpt", "depth": 2, "width": 64,
-            "variant": "", "n_train": n, "seed": seed, "last_step": int(STEPS[-1]), **extra}
+def record(n, seed=0):
+    """The record of a finished run at N = ``n`` whose curves are curve_rows(n), read as the report reads it."""
+    config = RunConfig(task="parity:h=6,w=6,g=2", arch="gpt", depth=2, width=64, n_train=n, seed=seed,
+                       steps=int(STEPS[-1])).resolved()
+    curves = curve_rows(n)
+    row = {"key": f"run-{n}-{seed}", "config": config.to_dict(), "status": "done", "run_dir": "no-such-directory",
+           "summary": {**clocks.summarize(curves), "final": curves[-1]}}
+    (found,) = run_records([row])
+    return found
 
 
 def test_clocks_move_monotonically_with_their_thresholds():
@@ -56,8 +63,8 @@ def test_clocks_move_monotonically_with_their_thresholds():
 
 def test_a_curve_that_never_reaches_a_threshold_is_censored_there_only():
     found = sensitivity.threshold_clocks(curve_rows(100, valid_top=0.97))
-    assert found[("tau_rule", 0.99)].censored and found[("tau_rule", 0.99)].render() == f"> {STEPS[-1]}"
-    assert not any(found[("tau_rule", t)].censored for t in (0.8, 0.9, 0.95))
+    assert found[("tau_rule", 0.99)].censoring == "right" and found[("tau_rule", 0.99)].render() == f"> {STEPS[-1]}"
+    assert all(found[("tau_rule", t)].measured for t in (0.8, 0.9, 0.95))
     # tau_mem at 0.5 for N = 10^4 is 10^8, past the last step
     assert found_mem_censored(10_000) == [False, False, False, True]
     with pytest.raises(ValueError, match="no evaluation rows"):
@@ -66,7 +73,7 @@ def test_a_curve_that_never_reaches_a_threshold_is_censored_there_only():
 
 def found_mem_censored(n):
     found = sensitivity.threshold_clocks(curve_rows(n))
-    return [found[("tau_mem", t)].censored for t in sensitivity.MEM_THRESHOLDS]
+    return [found[("tau_mem", t)].censoring == "right" for t in sensitivity.MEM_THRESHOLDS]
 
 
 @pytest.mark.parametrize("n, chance, valid_top", [(100, 0.01, 1.0), (5000, None, 0.85), (32, 0.3, 0.5)])
@@ -84,7 +91,7 @@ def test_the_configured_thresholds_column_is_the_summary_clock(n, chance, valid_
 
 def test_alpha_refit_per_threshold_recovers_the_constructed_exponent_without_censored_runs():
     records = [record(n, seed) for n in NS for seed in (0, 1)]
-    rows, _ = sensitivity.sensitivity_rows(records, {r["key"]: curve_rows(r["n_train"]) for r in records})
+    rows, _ = sensitivity.sensitivity_rows(records, {r.key: curve_rows(r.n_train) for r in records})
     fits = sensitivity.alpha_sensitivity(rows, n_boot=50)
     assert [f["threshold"] for f in fits] == list(sensitivity.MEM_THRESHOLDS)
     for fit in fits:
@@ -97,8 +104,12 @@ def test_alpha_refit_per_threshold_recovers_the_constructed_exponent_without_cen
     assert wide[0]["α @ 0.5"].startswith("1.50 [1.50, 1.50] (8 fitted, 4 censored)")
 
 
-def test_report_writes_the_sensitivity_tables(tmp_path):
-    with RunStore(tmp_path / "store", write=True) as store:
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of N = 32 ... 256 and 8192 configured at mem_threshold 0.15; the last run has no metrics.jsonl.
+    Returns {table name: its CSV rows, "out": the report's directory}."""
+    root = tmp_path_factory.mktemp("sensitivity")
+    with RunStore(root / "store", write=True) as store:
         for n in NS[:4] + (8192,):
             config = RunConfig(task="parity:h=6,w=6,g=2", n_train=n, arch="gpt", seed=0, steps=int(STEPS[-1]),
                                mem_threshold=0.15).resolved()
@@ -109,30 +120,45 @@ def test_report_writes_the_sensitivity_tables(tmp_path):
             store.add({key: config.to_dict()})
             store.claim(key)
             store.finish(key, summary)
-            if n != 8192:  # the last run has no metrics.jsonl: it is left out, and the page says so
+            if n != 8192:
                 store.run_dir(key).mkdir(parents=True)
                 (store.run_dir(key) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    index = build_report(tmp_path / "store", tmp_path / "out", n_boot=20)
-    out = tmp_path / "out"
-    with open(out / "sensitivity.csv") as handle:
-        runs = list(csv.DictReader(handle))
-    with open(out / "runs.csv") as handle:
-        clocks_of = {row["key"]: row for row in csv.DictReader(handle)}
-    assert [int(r["n_train"]) for r in runs] == list(NS[:4])
-    for run in runs:  # the configured 0.15 joins the default thresholds, and agrees with runs.csv
-        assert run["tau_mem@0.15"] == f"{float(clocks_of[run['key']]['tau_mem']):.0f}"
+    build_report(root / "store", root / "out", n_boot=20)
+    tables = {}
+    for name in ("sensitivity", "runs", "alpha_sensitivity"):
+        with open(root / "out" / f"{name}.csv") as handle:
+            tables[name] = list(csv.DictReader(handle))
+    return {**tables, "out": root / "out"}
+
+
+def test_runs_without_evaluation_rows_are_left_out_of_the_sensitivity_table(report):
+    assert [int(r["n_train"]) for r in report["sensitivity"]] == list(NS[:4])
+    assert (report["out"] / "sensitivity.md").read_text().count("\n") == len(report["sensitivity"]) + 2
+
+
+def test_the_configured_threshold_joins_the_defaults_and_agrees_with_runs_csv(report):
+    clocks_of = {row["key"]: row for row in report["runs"]}
+    assert [r["tau_mem@0.15"] for r in report["sensitivity"]] == [
+        f"{float(clocks_of[r['key']]['tau_mem']):.0f}" for r in report["sensitivity"]]
+
+
+def test_the_table_holds_each_clock_at_each_threshold(report):
+    for run in report["sensitivity"]:
         assert float(run["tau_mem@0.2"]) == pytest.approx(expected_tau_mem(int(run["n_train"]), 0.2), abs=0.5)
         assert float(run["tau_rule@0.95"]) == pytest.approx(10 ** 2.9, abs=0.5)
-    assert [r["tau_mem@0.5"] for r in runs][-1] == f"{expected_tau_mem(256, 0.5):.0f}"
-    with open(out / "alpha_sensitivity.csv") as handle:
-        fits = list(csv.DictReader(handle))
+    assert report["sensitivity"][-1]["tau_mem@0.5"] == f"{expected_tau_mem(256, 0.5):.0f}"
+
+
+def test_the_report_refits_alpha_at_every_threshold(report):
+    fits = report["alpha_sensitivity"]
     assert [float(f["threshold"]) for f in fits] == [0.05, 0.1, 0.15, 0.2, 0.5]
-    for fit in fits:
-        assert float(fit["alpha"]) == pytest.approx(1 + float(fit["threshold"]), abs=1e-6)
-        assert int(fit["n_points"]) == 4 and fit["task"] == "parity:h=6,w=6,g=2"
-    assert (out / "alpha_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "sensitivity.md").read_text().count("\n") == len(runs) + 2
-    page = index.read_text()
+    assert all(float(f["alpha"]) == pytest.approx(1 + float(f["threshold"]), abs=1e-6) for f in fits)
+    assert all(int(f["n_points"]) == 4 and f["task"] == "parity:h=6,w=6,g=2" for f in fits)
+
+
+def test_the_page_has_the_sensitivity_section_and_figure(report):
+    assert (report["out"] / "alpha_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    page = (report["out"] / "index.html").read_text()
     for text in ("How the clocks move with their thresholds", "sensitivity.csv", "alpha_sensitivity.png",
                  "4 of 5 finished runs", "α @ 0.15"):
         assert text in page, text
@@ -140,7 +166,7 @@ def test_report_writes_the_sensitivity_tables(tmp_path):
 
 def test_alpha_refit_leaves_out_clocks_crossed_at_the_first_evaluation():
     records = [record(n) for n in NS]
-    metrics = {r["key"]: curve_rows(r["n_train"]) for r in records}
+    metrics = {r.key: curve_rows(r.n_train) for r in records}
     for row in metrics["run-32-0"]:  # N = 32 memorizes before the first evaluation: tau_mem <= 10, a bound
         row["copy_frac"] = 1.0
     rows, _ = sensitivity.sensitivity_rows(records, metrics)

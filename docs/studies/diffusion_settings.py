@@ -41,7 +41,7 @@ def cell(config: RunConfig) -> str:
 
 def bracketed(clock: clocks.Clock) -> str:
     """A clock with the two evaluations around its crossing, e.g. ``681 (464-681)``."""
-    if clock.censored or clock.bracket is None:
+    if clock.censoring == "right" or clock.bracket is None:
         return clock.render()
     lo, hi = clock.bracket
     return f"{clock.render()} ({'start' if lo is None else f'{lo:.0f}'}–{hi:.0f})"

@@ -7,15 +7,17 @@
 - The *estimate* is interpolated in log(step) between the evaluation before the crossing and the crossing one.
   Where the crossing lies between those two evaluations is not measured: they are the clock's *bracket*.
   A curve already above the threshold at the first evaluation is *left-censored* (bracket [0, first step]; the
-  first step is an upper bound, ``at_first_eval``). A curve that never crosses is *right-censored* (bracket
-  [last step, open]), rendered "> last step".
+  first step is an upper bound), rendered "<= first step". A curve that never crosses is *right-censored*
+  (bracket [last step, open]), rendered "> last step". :attr:`Clock.censoring` says which, in one field.
 - The *interval* joins the bracket and the sampling error of the generations: a paired bootstrap over the
   generated samples (the same starting noises are used at every evaluation, so sample j of one evaluation and
   sample j of the next are paired; one resample of the sample indices is applied to every evaluation), taking
   the lower tail of the resampled brackets' low ends and the upper tail of their high ends. It is never narrower
   than the bracket.
 - The window's verdict is three-valued: open (tau_rule's interval ends at or before tau_mem's begins), closed
-  (the reverse), or unresolved (the intervals overlap: the order is not measured).
+  (the reverse), or unresolved (the intervals overlap: the order is not measured). A :class:`Window` holds it
+  with its reason and, when open, its span and width in decades (a lower bound when open at the end, or when
+  tau_rule is left-censored): the same width wherever it is shown.
 
 summary.json holds each clock as ``{"estimate", "bracket", "interval", "censored"}`` (see :meth:`Clock.to_json`);
 :func:`read_clock` reads that and the flat form of older summaries alike, and every reader goes through it.
@@ -24,48 +26,71 @@ Everything here is a pure function of arrays; the training driver and the report
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 CI_LEVEL = 0.95
 CLOCKS = ("tau_rule", "tau_mem")
+CENSORING = (None, "left", "right")  # measured, crossed by the first evaluation, never crossed
 
 
 @dataclass(frozen=True)
 class Clock:
-    value: float | None  # interpolated step; None when right-censored; the first step when left-censored
-    censored: bool  # right-censored: the curve never crossed by the last evaluation
-    at_first_eval: bool  # left-censored: already crossed at the first evaluation, value is an upper bound
+    """One clock of one run. ``censoring`` is summary.json's ``censored``: None (measured), "left" (crossed by the
+    first evaluation: ``value`` is that step, an upper bound) or "right" (never crossed: ``value`` is None, the
+    clock is past ``last_step``)."""
+
+    value: float | None
+    censoring: str | None
     last_step: int
     bracket: tuple | None = None  # (last evaluation below, first at/after; None: open); None: not recorded
     interval: tuple | None = None  # the bracket joined with the bootstrap, (lo, hi or None: open); None: none
 
+    def __post_init__(self):
+        if self.censoring not in CENSORING:
+            raise ValueError(f"a clock's censoring is one of {CENSORING}, got {self.censoring!r}")
+
     @property
-    def censoring(self) -> str | None:
-        """"left", "right" or None (summary.json's ``censored``)."""
-        return "right" if self.censored else "left" if self.at_first_eval else None
+    def measured(self) -> bool:
+        """Crossed between two evaluations: a value a fit may take (neither kind of bound)."""
+        return self.censoring is None
+
+    def drawn_at(self) -> float:
+        """Where a figure puts the clock: its value, or the last step for a clock never crossed (a lower bound)."""
+        return float(self.last_step) if self.censoring == "right" else float(self.value)
 
     def bounds(self) -> tuple[float, float]:
         """(lo, hi) of what is known of the clock, hi = inf when open: the interval, else the bracket, else the
         value itself (an older summary's measured clock), with the censoring's own bounds."""
-        if self.censored:
+        if self.censoring == "right":
             return float(self.last_step), math.inf
         known = self.interval or self.bracket
         if known is None:
-            return (0.0 if self.at_first_eval else self.value), self.value
+            return (0.0 if self.censoring == "left" else self.value), self.value
         return float(known[0] or 0.0), math.inf if known[1] is None else float(known[1])
 
+    def observation(self) -> tuple[float, float]:
+        """(lo, hi) steps for a censored fit: the bracket; [0, first step] when crossed by the first evaluation;
+        [last step, inf) when never crossed; (value, value) for an older summary's clock that kept no bracket."""
+        lo, hi = self.bracket or (None, None)
+        if self.censoring == "right":
+            return float(self.last_step if lo is None else lo), math.inf
+        if self.censoring == "left":
+            return 0.0, float(self.value if hi is None else hi)
+        return (float(lo), float(hi)) if lo is not None and hi is not None else (float(self.value),) * 2
+
     def render(self) -> str:
-        if self.censored:
+        """The clock's one text: ``399``, ``<= 10`` (crossed by the first evaluation), ``> 2000`` (never)."""
+        if self.censoring == "right":
             return f"> {self.last_step}"
-        if self.at_first_eval:
+        if self.censoring == "left":
             return f"<= {self.value:.0f}"
         return f"{self.value:.0f}"
 
     def render_interval(self) -> str:
         """The value and its interval, e.g. ``399 [316, 562]``; a censored clock has only its bound."""
-        if self.censored or self.interval is None:
+        if self.censoring == "right" or self.interval is None:
             return self.render()
         lo, hi = ("open" if bound is None else f"{bound:.0f}" for bound in self.interval)  # an older summary's
         return f"{self.render()} [{lo}, {hi}]"  # bootstrap may have found no crossing on either side
@@ -74,6 +99,34 @@ class Clock:
         as_list = lambda pair: None if pair is None else [float(pair[0]), None if pair[1] is None else float(pair[1])]  # noqa: E731
         return {"estimate": None if self.censoring else self.value, "bracket": as_list(self.bracket),
                 "interval": as_list(self.interval), "censored": self.censoring}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The innovation window of one run (:func:`window`): its verdict and, when open, how wide it is.
+
+    ``span`` is ``(tau_rule, tau_mem)``, tau_mem None when memorization was not reached (open at the end).
+    ``width`` is log10(tau_mem / tau_rule) in decades, the last step standing in for a tau_mem not reached;
+    ``width_is_bound`` says it is only a lower bound (open at the end, or tau_rule crossed by the first
+    evaluation). A window that is not open has neither span nor width."""
+
+    state: str  # open | closed | unresolved
+    reason: str | None = None
+    span: tuple | None = None
+    width: float | None = None
+    width_is_bound: bool = False
+
+    @property
+    def kind(self) -> str:
+        """open, open at the end (memorization not reached), closed or unresolved."""
+        return "open at the end" if self.state == "open" and self.span[1] is None else self.state
+
+    def render(self) -> str:
+        """The window's one text: its kind, and its width when open, e.g. ``open, 0.63 decades (x4.3)``,
+        ``open at the end, ≥ 0.92 decades (x8.3)`` (a lower bound), ``closed``."""
+        if self.width is None:
+            return self.kind
+        return f"{self.kind}, {'≥ ' * self.width_is_bound}{self.width:.2f} decades (x{10 ** self.width:.1f})"
 
 
 def crossing_brackets(steps, values, threshold: float, confirm: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,10 +166,9 @@ def crossing_steps(steps, values, threshold: float, confirm: bool) -> np.ndarray
 
 def _clock(steps, values, threshold: float, confirm: bool) -> Clock:
     estimate, low, high = (float(a[0]) for a in crossing_brackets(steps, values, threshold, confirm))
-    censored = bool(np.isnan(estimate))
     bracket = (low, None if math.isinf(high) else high)
-    return Clock(value=None if censored else estimate, censored=censored,
-                 at_first_eval=not censored and estimate == float(steps[0]), last_step=int(steps[-1]),
+    censoring = "right" if np.isnan(estimate) else "left" if estimate == float(steps[0]) else None
+    return Clock(value=None if censoring == "right" else estimate, censoring=censoring, last_step=int(steps[-1]),
                  bracket=bracket, interval=bracket)
 
 
@@ -134,15 +186,15 @@ def tau_mem(steps, copy_frac, chance_copy, threshold: float = 0.1) -> Clock:
 def with_bootstrap(clock: Clock, boot: list | None) -> Clock:
     """``clock`` with its interval widened to the bootstrap's ``[lo, hi]`` (hi None: open); never below the
     bracket. A right-censored clock keeps [last step, open]."""
-    if boot is None or clock.censored or clock.bracket is None:
+    if boot is None or clock.censoring == "right" or clock.bracket is None:
         return clock
     lo = min(clock.bracket[0], boot[0]) if boot[0] is not None else clock.bracket[0]
     hi = None if boot[1] is None or clock.bracket[1] is None else max(clock.bracket[1], boot[1])
-    return Clock(clock.value, clock.censored, clock.at_first_eval, clock.last_step, clock.bracket, (lo, hi))
+    return replace(clock, interval=(lo, hi))
 
 
-def window(rule: Clock, mem: Clock) -> tuple[list | None, str, str | None]:
-    """The innovation window ``[tau_rule, tau_mem]``, its verdict and the verdict's reason.
+def window(rule: Clock, mem: Clock) -> Window:
+    """The innovation window ``[tau_rule, tau_mem]``: its verdict, the verdict's reason and its width.
 
     The verdict compares what is known of the two clocks (:meth:`Clock.bounds`): "open" when tau_rule's
     interval ends at or before tau_mem's begins, "closed" when tau_mem's ends at or before tau_rule's begins,
@@ -154,24 +206,25 @@ def window(rule: Clock, mem: Clock) -> tuple[list | None, str, str | None]:
     mem_lo, mem_hi = mem.bounds()
     if rule_hi <= mem_lo:
         bound = []
-        if rule.at_first_eval:
+        if rule.censoring == "left":
             bound.append(f"tau_rule {rule.render()} crossed at the first evaluation")
-        if mem.censored:
+        if mem.censoring == "right":
             bound.append(f"memorization not reached by step {mem.last_step}: the window is open at the end")
         reason = f"{'; '.join(bound)} (its width is a lower bound)" if bound else None
-        return [rule.value, mem.value], "open", reason
+        width = math.log10(mem.drawn_at() / rule.value)
+        return Window("open", reason, (rule.value, mem.value), width, bool(bound))
     if mem_hi <= rule_lo:
-        if rule.censored:
-            return None, "closed", (f"tau_rule never reached (sample validity never held at its threshold); "
+        if rule.censoring == "right":
+            return Window("closed", f"tau_rule never reached (sample validity never held at its threshold); "
                                     f"memorization began at step {mem.render_interval()}")
-        return None, "closed", (f"memorized before the rule was learned (tau_mem {mem.render_interval()} "
+        return Window("closed", f"memorized before the rule was learned (tau_mem {mem.render_interval()} "
                                 f"<= tau_rule {rule.render_interval()})")
-    if rule.censored and mem.censored:
-        return None, "unresolved", f"neither clock reached by step {rule.last_step}"
-    if rule.at_first_eval and mem.at_first_eval:
-        return None, "unresolved", (f"both clocks crossed by the first evaluation (step {rule.value:.0f}): "
+    if rule.censoring == mem.censoring == "right":
+        return Window("unresolved", f"neither clock reached by step {rule.last_step}")
+    if rule.censoring == mem.censoring == "left":
+        return Window("unresolved", f"both clocks crossed by the first evaluation (step {rule.value:.0f}): "
                                     "which came first is unknown")
-    return None, "unresolved", (f"the clocks' intervals overlap (tau_rule {rule.render_interval()}, tau_mem "
+    return Window("unresolved", f"the clocks' intervals overlap (tau_rule {rule.render_interval()}, tau_mem "
                                 f"{mem.render_interval()}): which came first is not measured")
 
 
@@ -215,9 +268,9 @@ def summarize(rows: list[dict], valid=None, copy=None, *, rule_threshold=0.9, me
         rule_ci, mem_ci = bootstrap_intervals(steps, valid, copy, chance, rule_threshold=rule_threshold,
                                               mem_threshold=mem_threshold, n_resamples=n_resamples, seed=seed)
         rule, mem = with_bootstrap(rule, rule_ci), with_bootstrap(mem, mem_ci)
-    span, state, reason = window(rule, mem)
-    return {"tau_rule": rule.to_json(), "tau_mem": mem.to_json(), "window": span, "window_state": state,
-            "window_reason": reason}
+    found = window(rule, mem)
+    return {"tau_rule": rule.to_json(), "tau_mem": mem.to_json(), "window": found.span and list(found.span),
+            "window_state": found.state, "window_reason": found.reason}
 
 
 def read_clock(summary: dict, name: str, last_step: int | None = None) -> Clock:
@@ -231,14 +284,14 @@ def read_clock(summary: dict, name: str, last_step: int | None = None) -> Clock:
         pair = lambda value: None if value is None else (value[0], value[1])  # noqa: E731
         kind, bracket = stored.get("censored"), pair(stored.get("bracket"))
         if kind == "right":
-            return Clock(None, True, False, int(bracket[0]) if bracket else last_step, bracket, pair(stored["interval"]))
+            return Clock(None, "right", int(bracket[0]) if bracket else last_step, bracket, pair(stored["interval"]))
         value = bracket[1] if kind == "left" else stored["estimate"]
-        return Clock(value, False, kind == "left", last_step, bracket, pair(stored.get("interval")))
-    censored = bool(summary.get(f"{name}_censored")) or stored is None
+        return Clock(value, kind, last_step, bracket, pair(stored.get("interval")))
+    if summary.get(f"{name}_censored") or stored is None:
+        return Clock(None, "right", last_step)
     ci = summary.get(f"{name}_ci")
-    return Clock(None if censored else stored, censored,
-                 not censored and (summary.get(f"{name}_text") or "").startswith("<="), last_step,
-                 None, None if censored or not ci else (ci[0], ci[1]))
+    left = (summary.get(f"{name}_text") or "").startswith("<=")
+    return Clock(stored, "left" if left else None, last_step, None, None if not ci else (ci[0], ci[1]))
 
 
 def read_clocks(summary: dict, last_step: int | None = None) -> tuple[Clock, Clock]:
@@ -246,25 +299,16 @@ def read_clocks(summary: dict, last_step: int | None = None) -> tuple[Clock, Clo
     return tuple(read_clock(summary, name, last_step) for name in CLOCKS)
 
 
-def record_fields(name: str, clock: Clock) -> dict:
-    """A clock's flat fields in a table row (runs.csv, the fits' records): value, interval, bracket, censoring."""
-    interval = clock.interval or (None, None)
-    bracket = clock.bracket or (None, None)
-    return {name: clock.value, f"{name}_lo": interval[0], f"{name}_hi": interval[1],
-            f"{name}_bracket_lo": bracket[0], f"{name}_bracket_hi": bracket[1],
-            f"{name}_censored": clock.censored, f"{name}_at_first_eval": clock.at_first_eval}
-
-
 def describe(summary: dict) -> str:
     """A few human lines for the end of a run."""
     rule, mem = read_clocks(summary)
     lines = [f"tau_rule  {rule.render_interval()}", f"tau_mem   {mem.render_interval()}"]
-    span, state, reason = window(rule, mem)
-    if state == "open" and not mem.censored:
-        lo, hi = span
+    found = window(rule, mem)
+    if found.kind == "open":
+        lo, hi = found.span
         lines.append(f"window    open [{lo:.0f}, {hi:.0f}]: {hi - lo:.0f} steps ({hi / lo:.1f}x)")
     else:
-        lines.append(f"window    {state}")
-    if reason:
-        lines.append(f"          {reason}")
+        lines.append(f"window    {found.state}")
+    if found.reason:
+        lines.append(f"          {found.reason}")
     return "\n".join(lines)

@@ -8,20 +8,21 @@
 
 x is the training-set size N for tau_mem (the paper's claim: alpha close to 1), and the rule
 complexity or the depth for tau_rule (alpha is then the clock's elasticity: how many times
-later the rule is learned per doubling of complexity, as 2^alpha). Censored clocks (the curve
-never crossed, so tau is only a lower bound) are left out of the fit and counted, never
-silently fitted as if they were measured. The same holds for a clock already crossed at the first
-evaluation (``clock + "_at_first_eval"``): its value is only an upper bound.
+later the rule is learned per doubling of complexity, as 2^alpha). The least-squares fit takes measured clocks
+only (:attr:`Clock.measured`): a clock that never crossed (a lower bound) or crossed by the first evaluation (an
+upper bound) is left out and counted, never silently fitted as if it were measured.
 """
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
 import numpy as np
 import torch
+
+from innovwin.analysis.clocks import Clock
+from innovwin.analysis.records import RunRecord, group_by
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,8 @@ def _profile_end(drop, alpha: float, direction: float, cut: float, *, reach: flo
     return float(alpha + direction * (inner + outer) / 2)
 
 
-# Which clock is fitted against what, and which run fields must be equal within one fit. ``variant`` holds
-# the other config fields that vary in the store (innovwin.report.config_variants): "" when none does.
+# Which clock is fitted against what, and which record fields must be equal within one fit. ``variant`` holds
+# the other config fields that vary in the store (innovwin.analysis.records.config_variants): "" when none does.
 FIT_PLAN = (
     ("tau_mem", "n_train", ("task", "arch", "depth", "width", "variant")),
     ("tau_rule", "n_train", ("task", "arch", "depth", "width", "variant")),
@@ -222,37 +223,31 @@ FIT_PLAN = (
 )
 
 
-def fit_groups(records: list[dict], clock: str, against: str, by: tuple[str, ...], *,
+def fit_groups(records: list[RunRecord], clock: str, against: str, by: tuple[str, ...], *,
                n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """One fit of ``clock`` against ``against`` per group of records equal in ``by``.
+    """One fit of ``clock`` (tau_rule or tau_mem) against ``against`` per group of records equal in ``by``.
 
-    Records carry ``clock``, ``clock + "_censored"`` and the fields named (and optionally
-    ``clock + "_at_first_eval"``). Groups where ``against`` never varies are not fits to make and
-    are skipped; groups where it varies but fewer than two distinct values survive the censoring
-    get a row saying so. ``n_censored`` counts both kinds of bound left out.
+    Groups where ``against`` never varies are not fits to make and are skipped; groups where it varies but fewer
+    than two distinct values survive the censoring get a row saying so. ``n_censored`` counts both kinds of bound
+    left out.
     """
-    groups = defaultdict(list)
-    for record in records:
-        groups[tuple(record[name] for name in by)].append(record)
     rows = []
-    for group_values, members in sorted(groups.items(), key=lambda item: str(item[0])):
-        if len({member[against] for member in members}) < 2:
+    for group_values, members in sorted(group_by(records, by).items(), key=lambda item: str(item[0])):
+        if len({getattr(member, against) for member in members}) < 2:
             continue
-        early = [m for m in members if m.get(f"{clock}_at_first_eval") and not m[f"{clock}_censored"]]
-        measured = [m for m in members if not m[f"{clock}_censored"] and m[clock] is not None
-                    and not m.get(f"{clock}_at_first_eval")]
+        found = [member.clock(clock) for member in members]
+        measured = [(getattr(m, against), c.value) for m, c in zip(members, found) if c.measured]
+        early = sum(c.censoring == "left" for c in found)
         row = {"clock": clock, "against": against, **dict(zip(by, group_values)),
                "n_censored": len(members) - len(measured)}
-        early_note = (f"{len(early)} crossed at the first evaluation (upper bounds), not fitted"
-                      if early else "")
+        early_note = f"{early} crossed at the first evaluation (upper bounds), not fitted" if early else ""
         try:
-            fit = fit_power_law([m[against] for m in measured], [m[clock] for m in measured],
-                                n_boot=n_boot, seed=seed)
+            fit = fit_power_law(*zip(*measured) if measured else ([], []), n_boot=n_boot, seed=seed)
             row.update(asdict(fit), note=early_note)
         except ValueError as error:
             row.update(a=None, alpha=None, alpha_lo=None, alpha_hi=None, n_points=len(measured),
                        x_min=None, x_max=None, note="; ".join(filter(None, (str(error), early_note))))
-        row.update(censored_fit_row(members, clock, against))
+        row.update(censored_fit_row([getattr(m, against) for m in members], found))
         rows.append(row)
     return rows
 
@@ -261,33 +256,20 @@ ML_COLUMNS = ("ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_a", "ml_sigma", "ml_
               "ml_note")
 
 
-def observation(record: dict, clock: str) -> tuple[float, float] | None:
-    """What a record says of its clock as (lo, hi) steps for the censored fit: its bracket; [0, first step] when
-    crossed by the first evaluation; [last step, inf) when never crossed; (value, value) for a record of an older
-    summary that kept no bracket. None when nothing is known (a censored record without its last step)."""
-    value, lo, hi = record.get(clock), record.get(f"{clock}_bracket_lo"), record.get(f"{clock}_bracket_hi")
-    if record.get(f"{clock}_censored") or value is None:
-        last = lo if lo is not None else record.get("last_step")
-        return None if last is None else (float(last), math.inf)
-    if record.get(f"{clock}_at_first_eval"):
-        return 0.0, float(hi if hi is not None else value)
-    return (float(lo), float(hi)) if lo is not None and hi is not None else (float(value), float(value))
-
-
-def censored_fit_row(members: list[dict], clock: str, against: str) -> dict:
-    """The ML_COLUMNS of one group: every member's observation fitted by fit_censored_power_law."""
-    known = [(m[against], found) for m in members if (found := observation(m, clock)) is not None]
+def censored_fit_row(xs, found: list[Clock]) -> dict:
+    """The ML_COLUMNS of one group: each clock's :meth:`~innovwin.analysis.clocks.Clock.observation` at its x,
+    fitted by fit_censored_power_law."""
     row = dict.fromkeys(ML_COLUMNS)
-    row.update(ml_n=len(known), ml_note="")
+    row.update(ml_n=len(found), ml_note="")
+    bounds = [clock.observation() for clock in found]
     try:
-        fit = fit_censored_power_law([x for x, _ in known], [lo for _, (lo, _) in known],
-                                     [hi for _, (_, hi) in known])
+        fit = fit_censored_power_law(xs, [lo for lo, _ in bounds], [hi for _, hi in bounds])
     except ValueError as error:
         return {**row, "ml_note": str(error)}
     return {**row, **{f"ml_{name}": value for name, value in asdict(fit).items()}}
 
 
-def fit_all(records: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def fit_all(records: list[RunRecord], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Every fit of FIT_PLAN that the records support."""
     return [row for clock, against, by in FIT_PLAN
             for row in fit_groups(records, clock, against, by, n_boot=n_boot, seed=seed)]

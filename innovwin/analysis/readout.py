@@ -3,18 +3,10 @@
 finished run and `innovwin runs` lists."""
 from __future__ import annotations
 
-import math
-
 from innovwin.analysis import clocks
 
 
 def one_line(summary: dict) -> str:
-    """e.g. ``τ_rule 119 [101, 145] · τ_mem 514 [470, 575] · window open, 0.63 decades``."""
+    """e.g. ``τ_rule 119 [101, 145] · τ_mem 514 [470, 575] · window open, 0.63 decades (x4.3)``."""
     rule, mem = clocks.read_clocks(summary)
-    span, state, _ = clocks.window(rule, mem)
-    window = state
-    if state == "open" and mem.censored:
-        window = "open at the end"
-    elif state == "open" and span and span[0]:
-        window += f", {math.log10(span[1] / span[0]):.2f} decades"
-    return f"τ_rule {rule.render_interval()} · τ_mem {mem.render_interval()} · window {window}"
+    return f"τ_rule {rule.render_interval()} · τ_mem {mem.render_interval()} · window {clocks.window(rule, mem).render()}"

@@ -19,10 +19,9 @@ configured thresholds are in runs.csv, and the refitted alphas keep fits.py's bo
 """
 from __future__ import annotations
 
-import numpy as np
-
 from innovwin.analysis import clocks
 from innovwin.analysis.fits import FIT_PLAN, fit_groups
+from innovwin.analysis.records import RunRecord, group_by
 
 RULE_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
 MEM_THRESHOLDS = (0.05, 0.1, 0.2, 0.5)
@@ -54,31 +53,31 @@ def threshold_clocks(rows: list[dict], rule_thresholds=RULE_THRESHOLDS,
     return result
 
 
-def thresholds_for(records: list[dict]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def thresholds_for(records: list[RunRecord]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The default thresholds plus every threshold a run was configured with (its summary's clocks)."""
-    rule = sorted(set(RULE_THRESHOLDS) | {r["rule_threshold"] for r in records})
-    mem = sorted(set(MEM_THRESHOLDS) | {r["mem_threshold"] for r in records})
+    rule = sorted(set(RULE_THRESHOLDS) | {r.config.rule_threshold for r in records})
+    mem = sorted(set(MEM_THRESHOLDS) | {r.config.mem_threshold for r in records})
     return tuple(rule), tuple(mem)
 
 
-def sensitivity_rows(records: list[dict], metrics: dict[str, list[dict]], rule_thresholds=RULE_THRESHOLDS,
+def sensitivity_rows(records: list[RunRecord], metrics: dict[str, list[dict]], rule_thresholds=RULE_THRESHOLDS,
                      mem_thresholds=MEM_THRESHOLDS) -> tuple[list[dict], list[str]]:
     """One row per run with evaluation rows (``metrics[key]``): the run's axes and each clock at each
     threshold, rendered as ``Clock.render`` does ("> last step" when censored). Returns (rows, columns).
 
-    Each row also carries ``clocks``, the ``Clock`` objects, for the refits.
+    Each row also carries its ``record`` and ``clocks``, the ``Clock`` objects, for the refits.
     """
     columns = [*RUN_FIELDS, *(column("tau_rule", t) for t in rule_thresholds),
                *(column("tau_rule_group", t) for t in rule_thresholds),
                *(column("tau_mem", t) for t in mem_thresholds)]
     rows = []
     for record in records:
-        if not metrics.get(record["key"]):
+        if not metrics.get(record.key):
             continue
-        found = threshold_clocks(metrics[record["key"]], rule_thresholds, mem_thresholds)
-        row = {name: record[name] for name in RUN_FIELDS}
+        found = threshold_clocks(metrics[record.key], rule_thresholds, mem_thresholds)
+        row = {name: getattr(record, name) for name in RUN_FIELDS}
         row.update({column(clock, t): value.render() for (clock, t), value in found.items()})
-        row["clocks"] = found
+        row.update(record=record, clocks=found)
         rows.append(row)
     return rows, columns
 
@@ -89,7 +88,7 @@ def refit(rows: list[dict], clock: str, against: str, by: tuple[str, ...], thres
     ``sensitivity_rows``; rows sorted by group, then threshold."""
     fits = []
     for threshold in thresholds:
-        points = [{**row, **clocks.record_fields(clock, row["clocks"][(clock, threshold)])} for row in rows]
+        points = [row["record"].with_clock(clock, row["clocks"][(clock, threshold)]) for row in rows]
         fits += [{**fit, "threshold": threshold}
                  for fit in fit_groups(points, clock, against, by, n_boot=n_boot, seed=seed)]
     return sorted(fits, key=lambda fit: (str(tuple(fit[name] for name in by)), fit["threshold"]))
@@ -104,53 +103,16 @@ def alpha_sensitivity(rows: list[dict], mem_thresholds=MEM_THRESHOLDS, *, n_boot
 def alpha_by_group(fits: list[dict]) -> tuple[list[dict], list[str]]:
     """The refits side by side, one row per group and one column per threshold ("0.93 [0.85, 1.01]",
     with how many runs were fitted and how many were censored). Returns (rows, columns)."""
-    groups: dict[tuple, dict] = {}
+    rows = []
+    for group, members in group_by(fits, MEM_GROUP).items():
+        row = dict(zip(MEM_GROUP, group))
+        for fit in members:
+            counts = f"({fit['n_points']} fitted, {fit['n_censored']} censored)"
+            if fit["alpha"] is None:
+                row[f"α @ {fit['threshold']:g}"] = f"none {counts}"
+            else:
+                interval = "" if fit["alpha_lo"] is None else f" [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]"
+                row[f"α @ {fit['threshold']:g}"] = f"{fit['alpha']:.2f}{interval} {counts}"
+        rows.append(row)
     thresholds = sorted({fit["threshold"] for fit in fits})
-    for fit in fits:
-        row = groups.setdefault(tuple(fit[name] for name in MEM_GROUP), {name: fit[name] for name in MEM_GROUP})
-        counts = f"({fit['n_points']} fitted, {fit['n_censored']} censored)"
-        if fit["alpha"] is None:
-            row[f"α @ {fit['threshold']:g}"] = f"none {counts}"
-        else:
-            interval = "" if fit["alpha_lo"] is None else f" [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]"
-            row[f"α @ {fit['threshold']:g}"] = f"{fit['alpha']:.2f}{interval} {counts}"
-    return list(groups.values()), [*MEM_GROUP, *(f"α @ {t:g}" for t in thresholds)]
-
-
-def plot_alpha_sensitivity(fits: list[dict]):
-    """alpha of tau_mem = a * N^alpha against the mem threshold, one line per group, with its interval
-    and a dotted line at alpha = 1. None when no threshold gave a fit."""
-    from matplotlib.figure import Figure
-
-    fitted = [fit for fit in fits if fit["alpha"] is not None]
-    if not fitted:
-        return None
-    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
-    ax = figure.subplots()
-    groups = sorted({tuple(f[name] for name in MEM_GROUP) for f in fitted}, key=str)
-    for index, group in enumerate(groups):
-        line = [f for f in fitted if tuple(f[name] for name in MEM_GROUP) == group]
-        xs = np.array([f["threshold"] for f in line]) * 1.03 ** (index - (len(groups) - 1) / 2)  # no overlap
-        ys = np.array([f["alpha"] for f in line])
-        lo = np.array([f["alpha"] if f["alpha_lo"] is None else f["alpha_lo"] for f in line])
-        hi = np.array([f["alpha"] if f["alpha_hi"] is None else f["alpha_hi"] for f in line])
-        color = f"C{index % 10}"
-        # a percentile interval need not contain the point estimate; matplotlib refuses negative error bars
-        ax.errorbar(xs, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], marker="o", capsize=3, color=color,
-                    label=", ".join(f"{name} {value}" for name, value in zip(MEM_GROUP, group) if value != ""))
-        partial = np.array([f["n_censored"] > 0 for f in line])
-        ax.scatter(xs[partial], ys[partial], s=60, facecolors="white", edgecolors=color, zorder=3)
-    if any(f["n_censored"] for f in fitted):
-        ax.scatter([], [], s=60, facecolors="white", edgecolors="0.3",
-                   label="some runs censored at this threshold (not fitted)")
-    ax.axhline(1.0, color="0.5", lw=0.8, ls=":", label="α = 1 (τ_mem ∝ N)")
-    thresholds = sorted({f["threshold"] for f in fits})
-    ax.set_xscale("log")
-    ax.set_xticks(thresholds, [f"{t:g}" for t in thresholds])
-    ax.minorticks_off()
-    ax.set_xlabel("τ_mem threshold (copy rate above chance)")
-    ax.set_ylabel("α in τ_mem = a·N^α (95% bootstrap interval)")
-    ax.set_title("Does τ_mem's exponent depend on the threshold?", fontsize=10)
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3, which="both")
-    return figure
+    return rows, [*MEM_GROUP, *(f"α @ {t:g}" for t in thresholds)]

@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     with RunStore(path, write=True) as store:
         unresolved = [row for row in store.rows() if row["status"] == "done" and row["summary"]
-                      and clocks.window(*clocks.read_clocks(row["summary"]))[1] == "unresolved"]
+                      and clocks.window(*clocks.read_clocks(row["summary"])).state == "unresolved"]
         for row in unresolved:
             summary = refine(store.run_dir(row["key"]), "both", args.evals)
             store.finish(row["key"], summary)  # the store's copy is the run's summary.json
-            verdict = clocks.window(*clocks.read_clocks(summary))[1]
+            verdict = clocks.window(*clocks.read_clocks(summary)).state
             print(f"{row['key']}  {verdict}  tau_rule {clocks.read_clock(summary, 'tau_rule').render_interval()}"
                   f"  tau_mem {clocks.read_clock(summary, 'tau_mem').render_interval()}")
     print(f"refined {len(unresolved)} unresolved run(s) in {path}")

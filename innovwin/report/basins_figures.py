@@ -61,7 +61,7 @@ def _mark_clocks(ax, summary: dict | None) -> None:
     if summary is None:
         return
     for clock, (name, color) in zip(read_clocks(summary), CLOCK_COLORS.items()):
-        if clock.censored:
+        if clock.censoring == "right":
             ax.plot([], [], color=color, linestyle="--", linewidth=1, label=f"{name}: not reached")
             continue
         ax.axvline(clock.value, color=color, linestyle="--", linewidth=1, label=f"{name} = {clock.value:.0f}")

@@ -1,7 +1,7 @@
 """The answer first: when the rule is learned, when copying starts, how sure, and whether a window opens.
 
 The same lines end ``innovwin sweep`` and ``innovwin report`` in the terminal and open the report's page. They are
-read from the report's records (one per finished run, :func:`innovwin.report.build.run_records`) and fits
+read from the report's records (one per finished run, :func:`innovwin.analysis.records.run_records`) and fits
 (:func:`innovwin.analysis.fits.fit_all`).
 
 A window is *unresolved* when the order of its clocks is not decided (:func:`innovwin.analysis.clocks.window`):
@@ -9,16 +9,9 @@ their intervals overlap, neither clock crossed, or both crossed by the first eva
 """
 from __future__ import annotations
 
-from innovwin.analysis import clocks
+from innovwin.analysis.records import RunRecord
 
 WINDOW_KINDS = ("open", "open at the end", "closed", "unresolved")
-
-
-def window_kind(record: dict) -> str:
-    """open, open at the end (memorization not reached), closed or unresolved (clocks.window's verdict)."""
-    if record["window_state"] == "open" and record["tau_mem_censored"]:
-        return "open at the end"
-    return record["window_state"]
 
 
 def fit_text(fit: dict, x: str) -> str:
@@ -39,7 +32,7 @@ def group_text(fit: dict) -> str:
     return ", ".join(str(part) for part in parts if part)
 
 
-def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending: int = 0) -> list[str]:
+def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pending: int = 0) -> list[str]:
     """A few lines: α with its interval per group, τ_rule's range and trend, the windows, what did not finish."""
     if not records:
         return [f"no finished run yet ({pending} to run, {failed} failed)"]
@@ -50,7 +43,7 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
              for fit in fits if fit["clock"] == "tau_mem" and fit["against"] == "n_train"]
     if not lines:
         lines.append("τ_mem against N: not fitted (N does not vary within any group of runs)")
-    rules = [r["tau_rule"] for r in records if not r["tau_rule_censored"]]
+    rules = [r.rule.value for r in records if r.rule.censoring != "right"]
     never = len(records) - len(rules)
     if rules:
         lines.append(f"τ_rule {span(rules, '.0f')} steps in {len(rules)} of {len(records)} runs"
@@ -59,8 +52,8 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
         lines.append(f"τ_rule never crossed in any of {len(records)} runs")
     lines += [f"{fit_text(fit, {'n_train': 'N'}.get(fit['against'], fit['against']))}  "
               f"[{group_text(fit)}]" for fit in fits if fit["clock"] == "tau_rule"]
-    kinds = [window_kind(r) for r in records]
-    widths = [r["window_width_decades"] for r, kind in zip(records, kinds) if kind == "open"]
+    kinds = [r.window.kind for r in records]
+    widths = [r.window.width for r in records if r.window.kind == "open"]
     window = ", ".join(f"{kinds.count(kind)} {kind}" for kind in WINDOW_KINDS)
     if widths:
         window += (f"; open widths {span(widths, '.2f')} decades (τ_mem/τ_rule "
@@ -70,21 +63,12 @@ def headline(records: list[dict], fits: list[dict], *, failed: int = 0, pending:
     return lines
 
 
-def one_run(record: dict) -> list[str]:
-    """A single run's headline: its clocks with their intervals and its window."""
-    kind = window_kind(record)
-    width = record["window_width_decades"]
-    window = f"window {kind}" + (f", {width:.2f} decades (x{10 ** width:.1f})" if width is not None else "")
-    reason = record["window_reason"]
-    return [f"τ_rule {clock_text(record, 'tau_rule')}", f"τ_mem {clock_text(record, 'tau_mem')}",
-            window + (f": {reason}" if reason and kind != "open" else "")]
-
-
-def clock_text(record: dict, clock: str) -> str:
-    """A record's clock with its 95% interval: ``119 [101, 145]``, ``<= 10``, ``> 2000``, ``533 [492, open]``."""
-    interval = None if record[f"{clock}_lo"] is None else (record[f"{clock}_lo"], record[f"{clock}_hi"])
-    return clocks.Clock(record[clock], record[f"{clock}_censored"], record[f"{clock}_at_first_eval"],
-                        record["last_step"], None, interval).render_interval()
+def one_run(record: RunRecord) -> list[str]:
+    """A single run's headline: its clocks with their intervals, its window and why, unless plainly open."""
+    window = record.window
+    reason = f": {window.reason}" if window.reason and window.kind != "open" else ""
+    return [f"τ_rule {record.rule.render_interval()}", f"τ_mem {record.mem.render_interval()}",
+            f"window {window.render()}{reason}"]
 
 
 def span(values: list[float], spec: str) -> str:
@@ -93,10 +77,10 @@ def span(values: list[float], spec: str) -> str:
     return low if low == high else f"{low} to {high}"
 
 
-def thresholds(records: list[dict]) -> str:
+def thresholds(records: list[RunRecord]) -> str:
     """The definitions in force, with the thresholds the runs used."""
-    rule = ", ".join(f"{t:g}" for t in sorted({r["rule_threshold"] for r in records})) or "0.9"
-    mem = ", ".join(f"{t:g}" for t in sorted({r["mem_threshold"] for r in records})) or "0.1"
+    rule = ", ".join(f"{t:g}" for t in sorted({r.config.rule_threshold for r in records})) or "0.9"
+    mem = ", ".join(f"{t:g}" for t in sorted({r.config.mem_threshold for r in records})) or "0.1"
     return (f"τ_rule: the first evaluation where sample-level validity ≥ {rule} and stays so at the next one; "
             f"τ_mem: the first evaluation where the exact-copy rate exceeds chance (N/|V|) by ≥ {mem}. Both are "
             "interpolated in log(step) between the evaluations around the crossing; intervals are 95% paired "

@@ -51,7 +51,7 @@ def plan(run_dir, config: RunConfig, names, k: int) -> dict[str, list[int]]:
     steps = {}
     for name in names:
         clock = clocks.read_clock(found, name, rows[-1]["step"])
-        steps[name] = [] if clock.censored else inner_steps(*clock.bracket, k)
+        steps[name] = [] if clock.censoring == "right" else inner_steps(*clock.bracket, k)
     return steps
 
 
