@@ -13,34 +13,11 @@ from pathlib import Path
 
 from innovwin.analysis import clocks
 from innovwin.analysis.clocks import Clock, Window
-from innovwin.config import SEED_FIELDS, RunConfig, differences
+from innovwin.config import POOLED, SEED_FIELDS, RunConfig, differences
 from innovwin.store import rundir
 from innovwin.store.rundir import SUMMARY, read_json, read_metrics
 from innovwin.store.runstore import DB_NAME, RunStore
 
-# Config fields that never make a run's variant: runs that differ only in these share one fit, colour,
-# window-map cell and architecture pair. Why each is safe to pool:
-POOLED_FIELDS = frozenset({
-    # the axes: grouping keys already, or the x of a fit
-    "task", "arch", "depth", "width", "n_train",
-    # replicates of one experiment
-    "seed", *SEED_FIELDS,
-    # the rate is constant after warmup (innovwin.train), so a longer run follows the same trajectory: steps
-    # only sets where it stops, and a clock past that end is censored, never misread
-    "steps",
-    # where and how finely the same curves are measured: evaluating never changes training (and a clock
-    # crossed by the first evaluation is an upper bound, not fitted)
-    "evals_per_decade", "first_eval", "eval_samples",
-    # the held-out loss set's size: no clock reads a loss (it can redraw the training set, as a data seed would)
-    "loss_samples",
-    # the near-copy and ratio-copy metrics: tau_mem counts exact copies only
-    "near_copy_radius", "ratio_copy",
-    # bookkeeping: the clocks' interval resamples, weight snapshots
-    "bootstrap", "snapshots",
-    # where and in which precision the same computation runs (dtype auto follows the device, so these fields
-    # do not even record the precision used): numerical differences, not another experiment
-    "device", "dtype", "compile",
-})
 RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
 CLOCK_ATTRIBUTES = {"tau_rule": "rule", "tau_mem": "mem"}  # a clock's name in tables and fits -> its attribute
 
@@ -98,9 +75,10 @@ def group_by(items, fields) -> dict[tuple, list]:
 
 
 def config_variants(configs: list[dict]) -> list[str]:
-    """Each config's values of the fields (POOLED_FIELDS aside) that differ among ``configs``, e.g.
+    """Each config's values of the fields (:data:`innovwin.config.POOLED` aside: the axes, seeds and where or how
+    finely the same experiment is measured, as each field declares) that differ among ``configs``, e.g.
     ``lr=0.003 batch=128``; "" for every config when no such field differs."""
-    return differences(configs, POOLED_FIELDS)
+    return differences(configs, POOLED)
 
 
 # --- reading ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from innovwin.report.run_figures import plot_curves, plot_window_map
 from innovwin.report.scaling_figures import plot_arch_pairs, plot_tau_rule, plot_tau_vs_n
 from innovwin.report.tables import FIT_COLUMNS, RUN_COLUMNS, run_row, write_table
 from innovwin.report.thresholds import write_sensitivity
+from innovwin.store import rundir
 
 FIGURES = {"tau_vs_n": plot_tau_vs_n, "tau_rule": plot_tau_rule, "window_map": plot_window_map,
            "arch_pairs": plot_arch_pairs}
@@ -82,10 +83,10 @@ def build_report(source, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
 
 
 def collect_basins(records: list[RunRecord], out: Path) -> list[Path]:
-    """Copy the basin figures (``basins_*.png``) the basin analysis left in run directories."""
+    """Copy the basin figures the basin analysis left in run directories (rundir.basin_figures)."""
     copied = []
     for record in records:
-        for source in sorted(Path(record.run_dir).glob("**/basins_*.png")):
+        for source in rundir.basin_figures(record.run_dir):
             out.mkdir(parents=True, exist_ok=True)
             target = out / f"{record.key}_{source.name}"
             shutil.copyfile(source, target)

@@ -84,7 +84,7 @@ def _draw_fit(ax, fit: dict | None, members: list[RunRecord], x: str, clock: str
 
 def arch_pairs(records: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
     """(run of the first architecture, run of the second) with the same task, N, size, seed and variant: every
-    such pair, so runs that differ only in POOLED_FIELDS (e.g. steps) each get a point instead of overwriting one
+    such pair, so runs that differ only in pooled fields (config.POOLED, e.g. steps) each get a point instead of overwriting one
     another. Empty with fewer than two architectures."""
     archs = present_archs(records)
     if len(archs) < 2:
