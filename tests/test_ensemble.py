@@ -18,8 +18,10 @@ from innovwin.store import provenance, rundir, runlog
 from innovwin.store.runstore import RunStore
 from innovwin.sweeps.driver import run_sweep
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.driver import Trainer, eval_steps, train
-from innovwin.train.ensemble import Ensemble, check_members, train_ensemble
+from innovwin.train.driver import eval_steps, train
+from innovwin.train.ensemble import check_members, train_ensemble
+from innovwin.train.members import Trainer
+from innovwin.train.stacked import Ensemble
 
 TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24, first_eval=4,
             evals_per_decade=4, eval_samples=32, sampler_steps=4, loss_samples=32, bootstrap=50, device="cpu")
@@ -60,7 +62,7 @@ def test_one_ensemble_step_matches_k_single_steps(arch, per_pass):
         for trainer in trainers:
             trainer.train_step()
         for k, trainer in enumerate(trainers):
-            assert float(ensemble.loss_sum[k]) == pytest.approx(float(trainer.loss_sum), rel=1e-5)
+            assert float(ensemble.losses.since_eval[k]) == pytest.approx(float(trainer.losses.since_eval[0]), rel=1e-5)
             for which in ("model", "ema"):  # the member's whole parameter vector (a key bias's gradient is pure
                 # rounding noise, which Adam's normalization blows up to lr-sized steps in either run)
                 got = getattr(ensemble, "stack" if which == "model" else "ema").members[k].state_dict()
