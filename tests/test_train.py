@@ -373,17 +373,8 @@ def test_sigkill_and_the_same_command_again_give_the_uninterrupted_metrics(capsy
     assert without_wall_clock(rundir.read_metrics(killed)) == without_wall_clock(rundir.read_metrics(reference))
 
 
-CONSOLE = """\
-start RUN_DIR: gpt on parity:h=4,w=4,g=2, N = 16, 8 steps, on cpu
-tau_rule  > 8
-tau_mem   > 8
-window    unresolved
-          neither clock reached by step 8
-run       RUN_DIR  (S s, R steps/s, E% in evaluation)
-files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), loss.jsonl, log.txt, \
-provenance.json, snapshots/ (weights), evals/ (per-sample arrays)
-next      innovwin report RUN_DIR --out REPORT_DIR
-resume RUN_DIR from step 8 of 8 (its saved training state)
+# what a run prints when it ends (the clocks, where the run is, its files, what to do next)
+ENDING = """\
 tau_rule  > 8
 tau_mem   > 8
 window    unresolved
@@ -393,6 +384,8 @@ files     metrics.jsonl (one row per evaluation), summary.json (clocks, window),
 provenance.json, snapshots/ (weights), evals/ (per-sample arrays)
 next      innovwin report RUN_DIR --out REPORT_DIR
 """
+CONSOLE = ("start RUN_DIR: gpt on parity:h=4,w=4,g=2, N = 16, 8 steps, on cpu\n" + ENDING
+           + "resume RUN_DIR from step 8 of 8 (its saved training state)\n" + ENDING)
 
 
 def test_the_console_output_of_a_run_and_its_rerun(capsys, tmp_path):
