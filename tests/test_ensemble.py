@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from innovwin import cli
-from innovwin.analysis.clocks import read_clock
+from innovwin.analysis.clocks import describe, read_clock
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
@@ -125,18 +125,45 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory):
+    """Three GPT members trained as one ensemble: (their directories, their summaries)."""
     out = tmp_path_factory.mktemp("ensemble")
     out_dirs = [out / f"m{k}" for k in range(3)]
-    summaries = train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+    return out_dirs, train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return member_files(uninterrupted_run[0])
+
+
+def test_each_member_summary_says_its_place_in_the_ensemble(uninterrupted_run):
+    _, summaries = uninterrupted_run
     assert [s["ensemble"] for s in summaries] == [{"size": 3, "index": k} for k in range(3)]
-    for out_dir in out_dirs:  # each member keeps a single run's provenance, log, loss log and live progress
-        assert provenance.read(out_dir)["sessions"][-1]["ended"] is not None
-        assert "member" in (out_dir / "log.txt").read_text()
-        assert runlog.read_progress(out_dir)["state"] == "done"
-        losses = runlog.read_loss(out_dir)
-        assert [row["step"] for row in losses] == [10, 20] and all(0 < row["loss"] < 10 for row in losses)
-    return member_files(out_dirs)
+
+
+def test_each_member_closes_its_provenance_session_and_progress(uninterrupted_run):
+    out_dirs, _ = uninterrupted_run
+    assert [(provenance.read(d)["sessions"][-1]["to_step"], runlog.read_progress(d)["state"]) for d in out_dirs] \
+        == [(24, "done")] * 3
+
+
+def test_each_member_keeps_its_own_loss_log(uninterrupted_run):
+    out_dirs, _ = uninterrupted_run
+    losses = [runlog.read_loss(d) for d in out_dirs]
+    assert [[row["step"] for row in rows] for rows in losses] == [[10, 20]] * 3
+    assert all(0 < row["loss"] < 10 for rows in losses for row in rows) and losses[0] != losses[1]
+
+
+def test_each_member_logs_as_a_single_run_does(uninterrupted_run):
+    """The start (naming the member), each evaluation, the clocks."""
+    out_dirs, summaries = uninterrupted_run
+    steps = eval_steps(RunConfig(**TINY))
+    for k, (out_dir, summary) in enumerate(zip(out_dirs, summaries)):
+        lines = [line.split("  ", 1)[1] for line in (out_dir / runlog.LOG).read_text().splitlines()]
+        assert lines[0].startswith(f"start {out_dir} (member {k} of an ensemble of 3): ")
+        assert [line.split(":")[0] for line in lines[1:1 + len(steps)]] == [f"step {step}" for step in steps]
+        assert lines[1 + len(steps):] == describe(summary).splitlines()
 
 
 @pytest.mark.parametrize("where", ["writing", "moving"])

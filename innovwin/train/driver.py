@@ -33,6 +33,7 @@ from innovwin.train.lifecycle import RunLife
 from innovwin.train.members import Trainer
 from innovwin.train.stacked import Ensemble
 
+
 def eval_steps(config: RunConfig) -> list[int]:
     """Log-spaced evaluation steps: ``evals_per_decade`` per decade from ``first_eval``, rounded, and the last step."""
     decades = max(np.log10(config.steps / config.first_eval), 0.0)
@@ -83,7 +84,6 @@ class StopRequests:
     def __exit__(self, *exc):
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
-
 
 
 def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool = False) -> dict:
