@@ -3,8 +3,8 @@
     python benches/record.py benches/bench_ensemble.py --name bench_ensemble-cpu-2core-shared
 
 Each benchmark round runs the same work twice, interleaved so both see the same machine load: K members stepped
-(or evaluated) as one stacked ensemble (:class:`innovwin.train.ensemble.Ensemble`), and the same K runs as single
-runs one after the other (:class:`innovwin.train.driver.Trainer`, the path of one run per process, without the
+(or evaluated) as one stacked ensemble (:class:`innovwin.train.stacked.Ensemble`), and the same K runs as single
+runs one after the other (:class:`innovwin.train.members.Trainer`, the path of one run per process, without the
 process start). Training also times the stacked ensemble in one pass over all K members (``one_pass_s``, the
 GPU's default), against the CPU's default of one member per pass. ``extra_info`` has the best round of each, their
 ratios ``speedup`` and ``one_pass_speedup`` (sequential / ensemble; the issue's floor on CPU is 0.9) and the memory
@@ -24,8 +24,9 @@ from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.driver import Trainer
-from innovwin.train.ensemble import Ensemble, check_members
+from innovwin.train.ensemble import check_members
+from innovwin.train.members import Trainer
+from innovwin.train.stacked import Ensemble
 
 SIZES = (1, 4, 8, 16)
 TRAIN_STEPS = 2
@@ -135,13 +136,13 @@ def test_train_steps(benchmark, arch, size):
     def stacked(ensemble=ensemble):
         for _ in range(TRAIN_STEPS):
             ensemble.train_step()
-        ensemble.take_train_loss()
+        ensemble.losses.take_train_loss()
 
     def sequential():
         for trainer in trainers:
             for _ in range(TRAIN_STEPS):
                 trainer.train_step()
-            trainer.take_train_loss()
+            trainer.losses.take_train_loss()
 
     benchmark.extra_info.update(members=size, steps=TRAIN_STEPS, **memory_per_member(ensemble, trainers[0]),
                                 one_pass_memory_ratio=memory_per_member(one_pass, trainers[0])["memory_ratio"])

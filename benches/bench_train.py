@@ -23,7 +23,8 @@ import torch
 from innovwin.config import RunConfig
 from innovwin.evaluation.evaluator import Evaluator
 from innovwin.tasks import dataset as data
-from innovwin.train.driver import Trainer, check_run, eval_steps
+from innovwin.train.driver import check_run, eval_steps
+from innovwin.train.members import Trainer
 
 STEPS_PER_ROUND = 20
 GPU_RUN = dict(task="parity:h=6,w=6,g=3", arch="dit", depth=6, width=256, heads=8, batch=512, n_train=1024,
@@ -56,7 +57,7 @@ def _sync(device):
 def _steps(trainer, device):
     for _ in range(STEPS_PER_ROUND):
         trainer.train_step()
-    trainer.take_train_loss()
+    trainer.losses.take_train_loss()
     _sync(device)
 
 

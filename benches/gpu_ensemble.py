@@ -10,7 +10,7 @@ At the default run's sizes (6x6 parity, depth 2, width 64, batch 64, bf16 autoca
 - ``single_eager``: one run's Trainer, not compiled: one run per process as the estimate in issue 19 counts it;
 - ``single_compiled``: the same with ``make_train_step``'s CUDA default (torch.compile, Triton attention);
 - ``single_cudagraph``: compiled with mode "reduce-overhead" (forward and backward replayed as CUDA graphs);
-- ``ensemble_K``: K members stacked (:class:`innovwin.train.ensemble.Ensemble`), eager, for K in ``--sizes``;
+- ``ensemble_K``: K members stacked (:class:`innovwin.train.stacked.Ensemble`), eager, for K in ``--sizes``;
 - ``ensemble_K_compiled``: the same compiled, for K in ``--compiled-sizes`` (each compile takes minutes).
 Each records member steps per second, ``speedup`` = member steps/s over single_eager's steps/s (and over
 single_compiled's), peak memory per member, and the evaluation's seconds per member (one batched evaluation of K
@@ -33,8 +33,9 @@ from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.driver import Trainer
-from innovwin.train.ensemble import Ensemble, check_members
+from innovwin.train.ensemble import check_members
+from innovwin.train.members import Trainer
+from innovwin.train.stacked import Ensemble
 from innovwin.train.step import make_train_step
 
 TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, eval_samples=16,
@@ -101,7 +102,7 @@ def measure(arch: str, size: int | None, device: torch.device, args, compile: bo
         "member_steps_per_s": k * args.steps / seconds,
         "eval_s_per_member": eval_s / k,
         "peak_bytes_per_member": torch.cuda.max_memory_allocated(device) / k if device.type == "cuda" else None,
-        "final_loss": trainer.take_train_loss(),
+        "final_loss": trainer.losses.take_train_loss(),
     }
 
 

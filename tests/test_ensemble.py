@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from innovwin import cli
-from innovwin.analysis.clocks import read_clock
+from innovwin.analysis.clocks import describe, read_clock
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.evaluation.batched import evaluate_members
@@ -18,8 +18,10 @@ from innovwin.store import provenance, rundir, runlog
 from innovwin.store.runstore import RunStore
 from innovwin.sweeps.driver import run_sweep
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.driver import Trainer, eval_steps, train
-from innovwin.train.ensemble import Ensemble, check_members, train_ensemble
+from innovwin.train.driver import eval_steps, train
+from innovwin.train.ensemble import check_members, train_ensemble
+from innovwin.train.members import Trainer
+from innovwin.train.stacked import Ensemble
 
 TINY = dict(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=24, first_eval=4,
             evals_per_decade=4, eval_samples=32, sampler_steps=4, loss_samples=32, bootstrap=50, device="cpu")
@@ -60,7 +62,7 @@ def test_one_ensemble_step_matches_k_single_steps(arch, per_pass):
         for trainer in trainers:
             trainer.train_step()
         for k, trainer in enumerate(trainers):
-            assert float(ensemble.loss_sum[k]) == pytest.approx(float(trainer.loss_sum), rel=1e-5)
+            assert float(ensemble.losses.since_eval[k]) == pytest.approx(float(trainer.losses.since_eval[0]), rel=1e-5)
             for which in ("model", "ema"):  # the member's whole parameter vector (a key bias's gradient is pure
                 # rounding noise, which Adam's normalization blows up to lr-sized steps in either run)
                 got = getattr(ensemble, "stack" if which == "model" else "ema").members[k].state_dict()
@@ -123,18 +125,45 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory):
+    """Three GPT members trained as one ensemble: (their directories, their summaries)."""
     out = tmp_path_factory.mktemp("ensemble")
     out_dirs = [out / f"m{k}" for k in range(3)]
-    summaries = train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+    return out_dirs, train_ensemble(members("gpt", ema=0.9), out_dirs, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return member_files(uninterrupted_run[0])
+
+
+def test_each_member_summary_says_its_place_in_the_ensemble(uninterrupted_run):
+    _, summaries = uninterrupted_run
     assert [s["ensemble"] for s in summaries] == [{"size": 3, "index": k} for k in range(3)]
-    for out_dir in out_dirs:  # each member keeps a single run's provenance, log, loss log and live progress
-        assert provenance.read(out_dir)["sessions"][-1]["ended"] is not None
-        assert "member" in (out_dir / "log.txt").read_text()
-        assert runlog.read_progress(out_dir)["state"] == "done"
-        losses = runlog.read_loss(out_dir)
-        assert [row["step"] for row in losses] == [10, 20] and all(0 < row["loss"] < 10 for row in losses)
-    return member_files(out_dirs)
+
+
+def test_each_member_closes_its_provenance_session_and_progress(uninterrupted_run):
+    out_dirs, _ = uninterrupted_run
+    assert [(provenance.read(d)["sessions"][-1]["to_step"], runlog.read_progress(d)["state"]) for d in out_dirs] \
+        == [(24, "done")] * 3
+
+
+def test_each_member_keeps_its_own_loss_log(uninterrupted_run):
+    out_dirs, _ = uninterrupted_run
+    losses = [runlog.read_loss(d) for d in out_dirs]
+    assert [[row["step"] for row in rows] for rows in losses] == [[10, 20]] * 3
+    assert all(0 < row["loss"] < 10 for rows in losses for row in rows) and losses[0] != losses[1]
+
+
+def test_each_member_logs_as_a_single_run_does(uninterrupted_run):
+    """The start (naming the member), each evaluation, the clocks."""
+    out_dirs, summaries = uninterrupted_run
+    steps = eval_steps(RunConfig(**TINY))
+    for k, (out_dir, summary) in enumerate(zip(out_dirs, summaries)):
+        lines = [line.split("  ", 1)[1] for line in (out_dir / runlog.LOG).read_text().splitlines()]
+        assert lines[0].startswith(f"start {out_dir} (member {k} of an ensemble of 3): ")
+        assert [line.split(":")[0] for line in lines[1:1 + len(steps)]] == [f"step {step}" for step in steps]
+        assert lines[1 + len(steps):] == describe(summary).splitlines()
 
 
 @pytest.mark.parametrize("where", ["writing", "moving"])

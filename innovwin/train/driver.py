@@ -1,34 +1,37 @@
-"""The training driver: one run end to end, evaluations on a log-spaced schedule, exact resume, the clocks.
+"""The training driver: one run (or one stacked ensemble's K runs) end to end, evaluations on a log-spaced
+schedule, exact resume, the clocks.
 
 ``train(config, out_dir)`` trains ``config.steps`` AdamW steps (linear warmup, then a constant rate: a decaying rate
 would slow memorization down and bend tau_mem), evaluates at log-spaced steps, and after each evaluation appends a
 row to metrics.jsonl and saves the full training state. Running it again on the same directory resumes from that
 state: every random draw comes from generators whose states are saved, so on a CPU a killed-and-resumed run
 writes the same metrics.jsonl as an uninterrupted one (except ``eval_seconds``, a wall-clock time).
-See :mod:`innovwin.store.rundir` for the files.
+
+A single run and an ensemble (:mod:`innovwin.train.ensemble`) are one :class:`Session`: the same loop, directory
+life (:class:`~innovwin.train.lifecycle.RunLife`), state and loss accounting; only what steps them differs (one
+ordinary backbone and AdamW, the arithmetic the golden rows pin, or K stacked). See :mod:`innovwin.store.rundir`
+for the files.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from innovwin import objectives, tasks
-from innovwin.analysis import clocks, memorization
+from innovwin import tasks
 from innovwin.config import RunConfig
 from innovwin.evaluation import Evaluator
 from innovwin.runtime import resolve_device
-from innovwin.store import provenance, rundir
-from innovwin.store.runlog import LOSS_EVERY, RunLog, truncate_loss
+from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.step import make_train_step
+from innovwin.train.lifecycle import RunLife
+from innovwin.train.members import Trainer
+from innovwin.train.stacked import Ensemble
 
 
 def eval_steps(config: RunConfig) -> list[int]:
@@ -60,111 +63,6 @@ def check_run(config: RunConfig):
     return config, task
 
 
-def init_backbone(config: RunConfig, task):
-    """The run's backbone at its initial weights (drawn from ``init_seed``, leaving the global RNG as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.init_seed)
-        return objectives.get(config.arch).build_backbone(task, depth=config.depth, width=config.width,
-                                                          heads=config.heads, mlp_ratio=config.mlp_ratio)
-
-
-def learning_rate(config: RunConfig, step: int) -> float:
-    """The rate of the step after ``step``: linear warmup over ``warmup`` steps, then constant."""
-    return config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
-
-
-class Trainer:
-    """The model, its optimizer, EMA and the training generator: everything state.pt holds."""
-
-    def __init__(self, config: RunConfig, task, dataset, device: torch.device):
-        self.config, self.device = config, device
-        arch = objectives.get(config.arch)
-        self.objective = arch.build_objective(task, config)
-        self.model = init_backbone(config, task).to(device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema is not None else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
-                                           weight_decay=config.weight_decay, fused=device.type == "cuda")
-        self.generator = torch.Generator(device).manual_seed(config.train_seed)
-        self.train_set = self.objective.encode(torch.from_numpy(dataset.train).to(device))
-        loss_fn = lambda net, *inputs: self.objective.loss(net, *inputs).mean()  # noqa: E731
-        amp = {"auto": None, "float32": False, "bfloat16": True}[config.dtype]
-        self.step_fn = make_train_step(self.model, self.optimizer, loss_fn, compile=config.compile, amp=amp,
-                                       clip=config.grad_clip or None)
-        self.step = 0
-        self.metrics = ""  # metrics.jsonl's text up to this step, saved with the state to restore a damaged file
-        self.loss_sum = torch.zeros((), device=device)  # since the last evaluation (metrics.jsonl's train_loss)
-        self.loss_count = 0
-        self.log_sum = torch.zeros((), device=device)  # since the last loss.jsonl row
-
-    def train_step(self) -> None:
-        config = self.config
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(config, self.step)
-        idx = torch.randint(len(self.train_set), (config.batch,), generator=self.generator, device=self.device)
-        batch = self.train_set[idx]
-        inputs = self.objective.training_inputs(batch, self.generator)
-        self.model.train()
-        loss = self.step_fn(*inputs)
-        self.loss_sum += loss
-        self.log_sum += loss
-        self.loss_count += 1
-        if self.ema is not None:
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema)
-        self.step += 1
-
-    def take_train_loss(self) -> float | None:
-        """Mean training loss since the last call."""
-        value = float(self.loss_sum) / self.loss_count if self.loss_count else None
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        return value
-
-    def take_log_loss(self) -> float | None:
-        """Mean training loss of the last LOSS_EVERY steps, at steps that are multiples of it."""
-        if self.step % LOSS_EVERY:
-            return None
-        value = float(self.log_sum) / LOSS_EVERY
-        self.log_sum.zero_()
-        return value
-
-    @property
-    def eval_model(self):
-        return (self.ema if self.ema is not None else self.model).eval()
-
-    def state(self, key: str, timing: dict) -> dict:
-        return {
-            "key": key,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "loss_sum": self.loss_sum.detach().cpu(),
-            "loss_count": self.loss_count,
-            "log_sum": self.log_sum.detach().cpu(),
-            "timing": dict(timing),
-            "metrics": self.metrics,
-        }
-
-    def load(self, state: dict) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            self.loss_sum = state["loss_sum"].to(self.device)
-            self.loss_count = int(state["loss_count"])
-            if "log_sum" in state:  # a state saved before loss.jsonl starts its first row afresh
-                self.log_sum = state["log_sum"].to(self.device)
-            self.step = int(state["step"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as error:
-            raise ValueError(f"training state does not fit this run ({type(error).__name__}: {error}); "
-                             "pass --force to start over") from None
-
-
 class StopRequests:
     """Turns SIGINT/SIGTERM into a request the loop honours between steps (a state saved mid-step would not
     resume exactly). A second signal interrupts at once."""
@@ -194,130 +92,107 @@ def train(config: RunConfig, out_dir=None, *, quiet: bool = False, force: bool =
     Holds the run directory's lock throughout: a second train (or basins) on it is refused, not interleaved."""
     started = time.perf_counter()
     config, task = check_run(config)
-    device = resolve_device(config.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    with rundir.locked(out_dir, "innovwin train"):
-        return _train_locked(config, task, device, out_dir, quiet, force, started)
-
-
-def _train_locked(config, task, device, out_dir: Path, quiet: bool, force: bool, started: float) -> dict:
-    state = rundir.prepare(out_dir, config, force)  # reads only: bad input is refused before anything is written
-    dataset = run_dataset(config, task)
-    trainer = Trainer(config, task, dataset, device)
-    if state is not None:
-        trainer.load(state)
-    timing = dict(state["timing"]) if state else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
-    earlier_wall = timing["wall_s"]
-
-    if force:
-        rundir.reset(out_dir)
-    schedule = set(eval_steps(config))
-    trainer.metrics, note = rundir.start(out_dir, config, state, sorted(s for s in schedule if s <= trainer.step))
-    if note:
-        print(f"innovwin train: {note}", file=sys.stderr)
-    truncate_loss(out_dir, trainer.step)
-    provenance.start_session(out_dir, device, trainer.step)
-    log = RunLog(out_dir, config.steps, trainer.step, echo=None if quiet else tqdm.write,
-                 last_row=(rundir.read_metrics(out_dir) or [None])[-1])
-    log.line(f"resume {out_dir} from step {trainer.step} of {config.steps} (its saved training state)" if state
-             else f"start {out_dir}: {config.arch} on {task.spec}, N = {config.n_train}, {config.steps} steps, "
-                  f"on {device}", echo=True)
-    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
-
-    def save_state():
-        timing["wall_s"] = earlier_wall + time.perf_counter() - started
-        rundir.save_torch(out_dir / rundir.STATE, trainer.state(config.key(), timing))
-
-    def after_step(step: int, evaluating: bool) -> None:
-        if (loss := trainer.take_log_loss()) is not None:
-            log.loss(step, loss)
-        if not evaluating:
-            log.progress(step)
-
-    def evaluate(train_loss, bar) -> float:
-        row = record_evaluation(out_dir, config, task, trainer, evaluator, train_loss)
-        log.progress(trainer.step, row)
-        if not quiet:
-            bar.set_postfix(loss=f"{train_loss:.3f}", valid=f"{row['valid_frac']:.2f}", copy=f"{row['copy_frac']:.2f}")
-        log.line(f"step {trainer.step}: train loss {train_loss:.4f}, valid {row['valid_frac']:.3f}, "
-                 f"copy {row['copy_frac']:.3f} (chance {row['chance_copy'] or 0:.2g}), "
-                 f"eval {row['eval_seconds']:.1f} s")
-        return row["eval_seconds"]
-
-    bar = tqdm(total=config.steps, initial=trainer.step, disable=quiet, unit="step", dynamic_ncols=True,
-               desc=f"{config.arch} {task.spec} N={config.n_train}")
-    run_loop(trainer, config.steps, schedule, timing, bar, evaluate, save_state, after_step)
-    summary = finish_run(out_dir, config, timing, earlier_wall + time.perf_counter() - started)
-    provenance.end_session(out_dir, trainer.step)
-    log.progress(trainer.step, state="done")
-    for text in clocks.describe(summary).splitlines():
-        log.line(text)
+    summary, = train_runs([(config, task)], [out_dir], quiet=quiet, force=force, started=started)
     return summary
 
 
-def run_loop(trainer, steps: int, schedule: set, timing: dict, bar, evaluate, save_state, after_step=None) -> None:
-    """Train to ``steps``, evaluating at the schedule's steps (``evaluate(train_loss, bar) -> seconds``) and saving
-    the state after each evaluation; a stop request saves and raises KeyboardInterrupt. ``after_step(step,
-    evaluating)``, if given, runs after every step (a single run's loss log and progress file). A single run and a
-    stacked ensemble (whose train loss is one per member) share this loop."""
-    tick = time.perf_counter()
-    with StopRequests() as stop, bar:
-        while trainer.step < steps:
-            if stop.signal is not None:
-                save_state()
-                raise KeyboardInterrupt
-            trainer.train_step()
-            bar.update(1)
-            if after_step is not None:
-                after_step(trainer.step, trainer.step in schedule)
-            if trainer.step not in schedule:
-                continue
-            train_loss = trainer.take_train_loss()  # waits for the device: the training time below is honest
-            timing["train_s"] += time.perf_counter() - tick
-            timing["eval_s"] += evaluate(train_loss, bar)
-            save_state()
-            tick = time.perf_counter()
+def train_runs(checked: list[tuple[RunConfig, object]], out_dirs: list[Path], *, quiet: bool, force: bool,
+               started: float) -> list[dict] | None:
+    """Train (or resume) the checked runs (:func:`check_run`; several: one ensemble's, ``check_members``) in
+    ``out_dirs`` in lock-step, holding every directory's lock; their summaries in order, or None (nothing written)
+    when their saved states are at different steps."""
+    command = "innovwin train" if len(checked) == 1 else "innovwin ensemble"
+    with contextlib.ExitStack() as locks:
+        for out_dir in out_dirs:
+            locks.enter_context(rundir.locked(out_dir, command))
+        runs = [RunLife(out_dir, config, task) for (config, task), out_dir in zip(checked, out_dirs)]
+        states = [run.prepare(force) for run in runs]  # reads only: bad input is refused before anything is written
+        if not force and rundir.settle_states(out_dirs):  # a save of the states that a kill interrupted
+            states = [run.saved_state() for run in runs]
+        if len({state["step"] if state else 0 for state in states}) > 1:
+            return None
+        session = Session(runs, states, quiet=quiet, force=force, started=started)
+        session.train()
+        return session.finish()
 
 
-def finish_run(out_dir, config: RunConfig, timing: dict, wall_s: float, **extra) -> dict:
-    """Write summary.json (the clocks, the timing, and ``extra``) and return it."""
-    summary = summarize_run(out_dir, config)
-    loop_s = timing["train_s"] + timing["eval_s"]
-    summary["timing"] = {
-        "steps_per_s": config.steps / timing["train_s"] if timing["train_s"] else None,
-        "eval_share": timing["eval_s"] / loop_s if loop_s else None,
-        "wall_s": wall_s,
-    }
-    summary.update(extra)
-    rundir.write_json(out_dir / rundir.SUMMARY, summary)
-    return summary
+class Session:
+    """K runs (K = 1: a single run) trained in this process from their saved states: their directories
+    (:class:`RunLife`), the :class:`~innovwin.train.members.Members` that step them (a single run's ordinary
+    :class:`Trainer`, or a stacked :class:`Ensemble`), their evaluators and the timing; the one training loop."""
 
+    def __init__(self, runs: list[RunLife], states: list[dict | None], *, quiet: bool, force: bool, started: float):
+        configs = [run.config for run in runs]
+        device = resolve_device(configs[0].device)
+        datasets = [run_dataset(run.config, run.task) for run in runs]
+        self.members = (Trainer(configs[0], runs[0].task, datasets[0], device) if len(runs) == 1 else
+                        Ensemble(configs, [run.task for run in runs], datasets, device))
+        for k, state in enumerate(states):
+            if state is not None:
+                self.members.load(k, state)
+        self.timing = dict(states[0]["timing"]) if states[0] else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+        self.earlier_wall, self.started = self.timing["wall_s"], started
+        self.schedule = set(eval_steps(configs[0]))  # members share steps, first_eval and evals_per_decade
+        evaluated = sorted(step for step in self.schedule if step <= self.members.step)
+        for k, (run, state) in enumerate(zip(runs, states)):
+            member = f" (member {k} of an ensemble of {len(runs)})" if len(runs) > 1 else ""
+            run.open(state, evaluated, force=force, device=device, echo=None if quiet else tqdm.write, member=member)
+        self.evaluators = [Evaluator(run.task, dataset, run.config, objective, device)
+                           for run, dataset, objective in zip(runs, datasets, self.members.objectives)]
+        self.runs, self.quiet = runs, quiet
 
-def record_evaluation(out_dir, config, task, trainer, evaluator, train_loss) -> dict:
-    """Evaluate the model at the trainer's step and write the row, the per-sample arrays and the snapshot."""
-    model = trainer.eval_model
-    row, samples = evaluator(model, trainer.step)
-    row["train_loss"] = train_loss
-    trainer.metrics += rundir.append_metrics(out_dir, row)
-    save_evaluation(out_dir, config, task, model, row["step"], samples)
-    return row
+    def train(self) -> None:
+        """Train to the last step, evaluating on the schedule and saving the states after each evaluation; a stop
+        request (SIGINT, SIGTERM) saves them and raises KeyboardInterrupt."""
+        members, first = self.members, self.runs[0]
+        steps = first.config.steps
+        title = (f"{first.config.arch} {first.task.spec} N={first.config.n_train}" if len(self.runs) == 1
+                 else f"ensemble of {len(self.runs)} {first.config.arch}")
+        bar = tqdm(total=steps, initial=members.step, disable=self.quiet, unit="step", dynamic_ncols=True, desc=title)
+        tick = time.perf_counter()
+        with StopRequests() as stop, bar:
+            while members.step < steps:
+                if stop.signal is not None:
+                    self.save()
+                    raise KeyboardInterrupt
+                members.train_step()
+                bar.update(1)
+                evaluating = members.step in self.schedule
+                losses = members.losses.take_log_loss(members.step) or [None] * len(self.runs)
+                for run, loss in zip(self.runs, losses):
+                    run.stepped(members.step, loss, evaluating)
+                if not evaluating:
+                    continue
+                train_losses = members.losses.take_train_loss()  # waits for the device: the train time is honest
+                self.timing["train_s"] += time.perf_counter() - tick
+                rows = self.evaluate(train_losses)
+                self.timing["eval_s"] += sum(row["eval_seconds"] for row in rows)
+                bar.set_postfix({name: f"{sum(row[field] for row in rows) / len(rows):{spec}}" for name, field, spec
+                                 in (("loss", "train_loss", ".3f"), ("valid", "valid_frac", ".2f"),
+                                     ("copy", "copy_frac", ".2f"))})
+                self.save()
+                tick = time.perf_counter()
 
+    def evaluate(self, train_losses: list[float]) -> list[dict]:
+        """Evaluate every member at this step and record each row (with its train loss) in its directory."""
+        rows = []
+        for run, loss, (row, samples, model) in zip(self.runs, train_losses, self.members.evaluate(self.evaluators)):
+            row["train_loss"] = loss
+            run.record(row, samples, model)
+            rows.append(row)
+        return rows
 
-def save_evaluation(out_dir, config, task, model, step: int, samples: dict) -> None:
-    """Write one evaluation's per-sample arrays and, if kept, the model's weights (its row is the caller's)."""
-    rundir.save_eval_samples(out_dir, step, samples)
-    if config.snapshots:
-        rundir.save_snapshot(out_dir, step, task.spec, config.arch, model)
+    def save(self) -> None:
+        """Every member's state.pt, saved together (a killed save is finished or undone on resume)."""
+        self.timing["wall_s"] = self.earlier_wall + time.perf_counter() - self.started
+        rundir.save_states({run.out_dir: run.state(self.members.state(k), self.timing)
+                            for k, run in enumerate(self.runs)})
 
-
-def summarize_run(out_dir, config: RunConfig) -> dict:
-    """summary.json's content (less the timing) from the run directory's rows and per-sample arrays."""
-    rows = rundir.read_metrics(out_dir)
-    samples = rundir.load_eval_samples(out_dir, [row["step"] for row in rows])
-    summary = clocks.summarize(rows, samples.get("valid"), samples.get("copy"),
-                               rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,
-                               n_resamples=config.bootstrap, seed=config.sampling_seed)
-    if "heldout_hit" in samples:  # copies in excess of held-out hits at the last evaluation
-        summary["memorization"] = {"step": rows[-1]["step"], **memorization.excess(
-            samples["copy"][-1], samples["heldout_hit"][-1], n_resamples=config.bootstrap, seed=config.sampling_seed)}
-    return {**summary, "final": rows[-1], "config": config.to_dict(), "out_dir": str(out_dir)}
+    def finish(self) -> list[dict]:
+        """Each run's summary (an ensemble member's records ``ensemble: {size, index}``)."""
+        wall_s = self.earlier_wall + time.perf_counter() - self.started
+        size = len(self.runs)
+        return [run.finish(self.members.step, self.timing, wall_s,
+                           **({"ensemble": {"size": size, "index": k}} if size > 1 else {}))
+                for k, run in enumerate(self.runs)]

@@ -24,7 +24,9 @@ from innovwin.evaluation import Evaluator
 from innovwin.runtime import resolve_device
 from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
-from innovwin.train.driver import Trainer, check_run, eval_steps, save_evaluation, summarize_run
+from innovwin.train.driver import check_run, eval_steps
+from innovwin.train.lifecycle import RunLife
+from innovwin.train.members import Trainer
 
 CLOCK_CHOICES = {"rule": ("tau_rule",), "mem": ("tau_mem",), "both": clocks.CLOCKS}
 
@@ -70,47 +72,43 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
         planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals)
         done = {row["step"] for row in rundir.read_metrics(run_dir)}
         todo = sorted({step for steps in planned.values() for step in steps} - done)
+        run = RunLife(run_dir, config, task)
         if todo:
-            _replay(run_dir, config, task, todo, progress)
+            _replay(run, todo, progress)
         old = rundir.read_json(run_dir / rundir.SUMMARY) if (run_dir / rundir.SUMMARY).exists() else {}
-        summary = {**summarize_run(run_dir, config), "timing": old.get("timing"),
+        summary = {**run.summarize(), "timing": old.get("timing"),
                    "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
 
 
-def _replay(run_dir: Path, config: RunConfig, task, todo: list[int], progress) -> None:
+def _replay(run: RunLife, todo: list[int], progress) -> None:
     """Train from step 0 through the scheduled evaluation after ``todo``'s last step, evaluating at each step of
     ``todo``; write the evaluations once the replay reproduced the scheduled ones around them."""
-    device = resolve_device(config.device)
-    dataset = run_dataset(config, task)
-    trainer = Trainer(config, task, dataset, device)
-    evaluator = Evaluator(task, dataset, config, trainer.objective, device)
-    scheduled = eval_steps(config)
+    device = resolve_device(run.config.device)
+    dataset = run_dataset(run.config, run.task)
+    trainer = Trainer(run.config, run.task, dataset, device)
+    evaluator = Evaluator(run.task, dataset, run.config, trainer.objective, device)
+    scheduled = eval_steps(run.config)
     checks = {max((s for s in scheduled if s < todo[0]), default=None), min(s for s in scheduled if s > todo[-1])}
     wanted, held = set(todo), []
     while trainer.step < max(checks - {None}):
         trainer.train_step()
         if trainer.step in checks:
-            _check_replay(run_dir, trainer, evaluator)
+            _check_replay(run.out_dir, trainer, evaluator)
         if trainer.step in wanted:
-            row, samples = evaluator(trainer.eval_model, trainer.step)
-            row.update(train_loss=trainer.take_train_loss(), refined=True)
-            held.append((row, samples, copy.deepcopy(trainer.eval_model)))
+            (row, samples, model), = trainer.evaluate([evaluator])
+            row.update(train_loss=trainer.losses.take_train_loss()[0], refined=True)
+            held.append((row, samples, copy.deepcopy(model)))
             if progress is not None:
                 progress(row)
-    for row, samples, model in held:
-        save_evaluation(run_dir, config, task, model, row["step"], samples)
-    text = rundir.insert_metrics(run_dir, [row for row, _, _ in held])
-    state = rundir.load_state(run_dir, config.key())
-    if state is not None:  # state.pt keeps the rows a resumed train restores metrics.jsonl from: the refined too
-        rundir.save_torch(run_dir / rundir.STATE, {**state, "metrics": text})
+    run.insert(held)
 
 
 def _check_replay(run_dir: Path, trainer: Trainer, evaluator: Evaluator) -> None:
     """The replay must generate the samples the run stored at this step: then it is the same run."""
-    trainer.take_train_loss()  # the next refined row's loss counts from here, as a scheduled row's would
-    _, samples = evaluator(trainer.eval_model, trainer.step)
+    trainer.losses.take_train_loss()  # the next refined row's loss counts from here, as a scheduled row's would
+    (_, samples, _), = trainer.evaluate([evaluator])
     stored = rundir.load_eval_samples(run_dir, [trainer.step])["keys"][0]
     if not np.array_equal(samples["keys"], stored):
         differ = int((samples["keys"] != stored).reshape(len(stored), -1).any(axis=1).sum())
