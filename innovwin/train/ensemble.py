@@ -18,21 +18,14 @@ import time
 from pathlib import Path
 
 from innovwin import objectives, tasks
-from innovwin.config import RunConfig
+from innovwin.config import SHARED, RunConfig
 from innovwin.train.driver import check_run, train, train_runs
 
-# What the members of one ensemble share besides the task's shape (cells and alphabet) and whether they keep an
-# EMA: the architecture and its size, the batch, the step and evaluation schedule, the sampler, Adam's betas, and
-# where and how they compute. Every other field is a member's own.
-SHARED = ("arch", "depth", "width", "heads", "mlp_ratio", "batch", "steps", "evals_per_decade", "first_eval",
-          "eval_samples", "sampler_steps", "temperature", "beta1", "beta2", "device", "dtype", "compile",
-          # the diffusion encoding, preconditioning and sampler (one objective scores and samples every member;
-          # p_mean and p_std, the training noise draws, stay each member's own)
-          "data_scale", "sigma_data", "sigma_min", "sigma_max", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise")
-
-
 def signature(config: RunConfig) -> dict:
-    """What must be equal across an ensemble's members (the grouping key of ``innovwin sweep --ensemble``)."""
+    """What must be equal across an ensemble's members (the grouping key of ``innovwin sweep --ensemble``): the
+    fields each declares shared (:data:`innovwin.config.SHARED`: the architecture and its size, the batch, the step
+    and evaluation schedule, the sampler, Adam's betas, where and how they compute), the task's shape (cells and
+    alphabet) and whether they keep an EMA. Every other field is a member's own."""
     task = tasks.make(config.task)
     return {**{name: getattr(config, name) for name in SHARED}, "task shape": (task.n_cells, task.k),
             "ema (on/off)": config.ema is not None}
