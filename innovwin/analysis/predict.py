@@ -12,9 +12,8 @@ adds the uncertainty of the fitted line at x (the inverse of the observed Fisher
 the maximum, carried to log a + alpha log x) to the runs' scatter around the law (sigma, seeds included), and
 scales the sum by n/(n - 2) with Student's t at n - 2 degrees of freedom: for runs measured exactly this is the
 textbook interval of a new observation in normal regression, exp(mu ± t s sqrt(1 + h)). Brackets and censored runs
-enter through the likelihood's curvature. sigma is floored at the evaluation grid's resolution (a run known only
-to a bracket of log-width w is uniform within it: w/sqrt(12), the median over the runs' brackets), since scatter
-below what the grid resolves is not measured: a law that threads every bracket would otherwise predict with no
+enter through the likelihood's curvature. sigma is the fit's, floored at the evaluation grid's resolution
+(:func:`innovwin.analysis.fits.resolution`): a law that threads every bracket would otherwise predict with no
 spread at all.
 """
 from __future__ import annotations
@@ -67,11 +66,11 @@ class Prediction:
     def render(self) -> str:
         """``τ_mem ≈ 3447 steps (95% prediction interval 2580 to 4605), from τ_mem ∝ N^0.90 [0.86, 0.94]
         (18 runs, 5 censored) [task …, arch dit, …]``."""
-        fit = self.fit
-        source = "" if fit is None else (
-            f", from {law_text(self.clock, AXIS_NAMES[self.against], fit.alpha, fit.alpha_lo, fit.alpha_hi, runs_note(fit))}")
-        return (f"{CLOCK_SYMBOLS[self.clock]} ≈ {self.estimate:.0f} steps "
-                f"({self.level:.0%} prediction interval {self.lo:.0f} to {self.hi:.0f}){source}  [{group_text(self.group)}]")
+        fit, axis = self.fit, AXIS_NAMES[self.against]
+        source = "" if fit is None else \
+            f", from {law_text(self.clock, axis, fit.alpha, fit.alpha_lo, fit.alpha_hi, runs_note(fit))}"
+        return (f"{CLOCK_SYMBOLS[self.clock]} ≈ {self.estimate:.0f} steps ({self.level:.0%} prediction interval "
+                f"{self.lo:.0f} to {self.hi:.0f}){source}  [{group_text(self.group)}]")
 
 
 def runs_note(fit: CensoredFit) -> str:
@@ -88,7 +87,7 @@ def prediction_interval(best: CensoredMaximum, x: float, level: float = CI_LEVEL
     n = len(best.log_x)
     if n < MIN_RUNS:
         raise ValueError(f"a prediction interval needs at least {MIN_RUNS} runs in the group, it has {n}")
-    sigma = max(best.sigma, resolution(best))
+    sigma = best.sigma
     mean = best.log_a + best.alpha * best.log_x
     step = 1e-2 * sigma
     terms = [censored_log_terms(mean + shift, sigma, best.log_lo, best.log_hi) for shift in (-step, 0.0, step)]
@@ -105,14 +104,6 @@ def prediction_interval(best: CensoredMaximum, x: float, level: float = CI_LEVEL
     half = student_t_quantile(level, n - 2) * spread
     centre = best.log_a + best.alpha * math.log(x)
     return math.exp(centre), math.exp(centre - half), math.exp(centre + half)
-
-
-def resolution(best: CensoredMaximum) -> float:
-    """The scatter the evaluation grid resolves: the median bracket's log-width over sqrt(12) (0 when no run has a
-    bracket of two evaluations)."""
-    widths = (best.log_hi - best.log_lo)[np.isfinite(best.log_lo) & np.isfinite(best.log_hi)]
-    widths = widths[widths > 0]
-    return float(np.median(widths)) / math.sqrt(12) if widths.size else 0.0
 
 
 def predict_from(members: list[RunRecord], clock: str, against: str, x: float, group: dict, *,
@@ -221,8 +212,8 @@ def render(result: dict) -> list[str]:
     """The lines `innovwin predict` prints."""
     lines = [p.render() for p in result["predictions"]] + list(result["skipped"].values())
     budget = result["budget"]
-    lines.append(f"suggested budget: steps = {budget['steps']} ({CLOCK_SYMBOLS[budget['clock']]}'s upper end {budget['upper_end']:.0f}"
-                 f" x safety {budget['safety']:g})")
+    lines.append(f"suggested budget: steps = {budget['steps']} ({CLOCK_SYMBOLS[budget['clock']]}'s upper end "
+                 f"{budget['upper_end']:.0f} x safety {budget['safety']:g})")
     return lines
 
 
