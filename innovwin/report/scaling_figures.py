@@ -75,14 +75,17 @@ def _draw_fit(ax, fit: dict | None, members: list[RunRecord], x: str, clock: str
     name, style = CLOCK_STYLE[clock][2], CLOCK_STYLE[clock][1]
     symbol = "N" if x == "n_train" else members[0].complexity_label if x == "complexity" else x
     xs = sorted({getattr(r, x) for r in members})
-    if fit and fit["ml_alpha"] is not None and None not in (fit["ml_alpha_lo"], fit["ml_alpha_hi"]) \
-            and len(xs) >= MIN_FIT_XS:
+    if fit is None or fit["ml_alpha"] is None:
+        why = (fit or {}).get("ml_note") or "no fit"
+    elif None in (fit["ml_alpha_lo"], fit["ml_alpha_hi"]):
+        why = f"α {fit['ml_alpha']:.2f} has no 95% interval from {fit['ml_n']} runs"
+    elif len(xs) < MIN_FIT_XS:
+        why = f"{len(xs)} distinct x; a drawn line needs {MIN_FIT_XS}"
+    else:
         grid = np.geomspace(xs[0], xs[-1], 50)
         law = law_text(clock, symbol, fit["ml_alpha"], fit["ml_alpha_lo"], fit["ml_alpha_hi"])
         ax.plot(grid, fit["ml_a"] * grid ** fit["ml_alpha"], style, color=color, lw=1.2, label=f"{law}  {group}")
         return True
-    why = fit["ml_note"] if fit and fit["ml_alpha"] is None and fit["ml_note"] else (
-        f"{len(xs)} distinct x; a drawn line needs {MIN_FIT_XS} and an interval on α")
     ax.plot([], [], CLOCK_STYLE[clock][0], color=color, label=f"{name}  {group}: no line ({why})")
     return False
 
