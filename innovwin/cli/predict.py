@@ -7,16 +7,15 @@ import json
 
 from innovwin.cli import subcommand
 
-DESCRIPTION = ("Predict tau_rule and tau_mem of a run not yet made from the censored maximum-likelihood fits of a "
-               "store's runs (every run and seed of the group the new run belongs to): the estimate, a 95%% prediction "
-               "interval (the law's uncertainty at the new x plus the runs' scatter around it), the fit it comes "
-               "from, and a budget (the later clock's upper end times --safety). --check predicts every run from the "
-               "others of its group instead and prints how many land inside their interval.")
-
-
 def add_parser(subparsers) -> None:
-    parser = subcommand(subparsers, "predict", run_predict_command, "predict a new run's clocks and budget from a "
-                        "store's fits; --check: leave-one-out", DESCRIPTION)
+    parser = subcommand(
+        subparsers, "predict", run_predict_command,
+        "predict a new run's clocks and budget from a store's fits; --check: leave-one-out",
+        "Predict tau_rule and tau_mem of a run not yet made from the censored maximum-likelihood fits of a store's "
+        "runs (every run and seed of the group the new run belongs to): the estimate, a 95%% prediction interval "
+        "(the law's uncertainty at the new x plus the runs' scatter around it), the fit it comes from, and a budget "
+        "(the later clock's upper end times --safety). --check predicts every run from the others of its group "
+        "instead and prints how many land inside their interval.")
     parser.add_argument("store", metavar="STORE", help="store directory written by `innovwin sweep`")
     parser.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[],
                         help="what the new run sets, e.g. --set n_train=4096 or --set task=parity:h=6,w=6,g=4 "
