@@ -529,7 +529,7 @@ def test_tau_points_carry_their_intervals_as_error_bars(tau_vs_n_axes):
 def test_a_fitted_line_needs_an_interval_and_three_xs(tau_vs_n_axes):
     labels = [text.get_text() for text in tau_vs_n_axes.get_legend().get_texts()]
     assert any(label.startswith("τ_mem ∝ N^") and "parity:h=6,w=6,g=2" in label for label in labels)
-    assert any("parity:h=6,w=6,g=3" in label and "no line (α" in label and "no 95% interval from 2 runs" in label
+    assert any("parity:h=6,w=6,g=3" in label and "no line (α" in label and "no closed 95% interval from 2 runs" in label
                for label in labels)
     drawn = [line for line in tau_vs_n_axes.get_lines() if len(line.get_xdata()) == 50]
     assert len(drawn) == 2  # g=2's two clocks; g=3's are not drawn

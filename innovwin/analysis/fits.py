@@ -166,9 +166,12 @@ class CensoredMaximum:
 
     def negative(self, log_a: float, alpha: float, log_sigma: float) -> float:
         """-log L at these parameters (sigma floored at sigma_floor); inf where the likelihood vanishes."""
-        value = censored_log_likelihood(log_a, alpha, max(math.exp(log_sigma), self.sigma_floor), self.log_x,
-                                        self.log_lo, self.log_hi)
-        return -value if np.isfinite(value) else np.inf
+        return _negative(log_a, alpha, log_sigma, self.log_x, self.log_lo, self.log_hi, self.sigma_floor)
+
+
+def _negative(log_a, alpha, log_sigma, log_x, log_lo, log_hi, floor: float) -> float:
+    value = censored_log_likelihood(log_a, alpha, max(math.exp(log_sigma), floor), log_x, log_lo, log_hi)
+    return -value if np.isfinite(value) else np.inf
 
 
 def resolution(log_lo: np.ndarray, log_hi: np.ndarray) -> float:
@@ -199,8 +202,7 @@ def maximize_censored(x, lo, hi) -> CensoredMaximum:
     alpha0, log_a0 = _slope_intercept(log_x, middle)
     spread = max(float(np.std(middle - log_a0 - alpha0 * log_x)), 0.1)
     floor = resolution(log_lo, log_hi)
-    start = CensoredMaximum(log_a0, alpha0, spread, math.inf, log_x, log_lo, log_hi, floor)
-    (log_a, alpha, log_sigma), neg_max = _nelder_mead(lambda p: start.negative(*p),
+    (log_a, alpha, log_sigma), neg_max = _nelder_mead(lambda p: _negative(*p, log_x, log_lo, log_hi, floor),
                                                       [log_a0, alpha0, math.log(max(spread, floor))], [0.5, 0.2, 0.5])
     return CensoredMaximum(float(log_a), float(alpha), max(math.exp(log_sigma), floor), neg_max, log_x, log_lo,
                            log_hi, floor)
@@ -284,6 +286,13 @@ FIT_PLAN = (
 )
 
 
+def varying_groups(records: list[RunRecord], against: str, by: tuple) -> list[tuple[dict, list[RunRecord]]]:
+    """The groups of records equal in ``by`` among which ``against`` takes at least two values (the others are not
+    fits to make), each as (its values of ``by``, its records), in first-seen order."""
+    return [(dict(zip(by, values)), members) for values, members in group_by(records, by).items()
+            if len({getattr(member, against) for member in members}) >= 2]
+
+
 def fit_groups(records: list[RunRecord], clock: str, against: str, by: tuple[str, ...], *,
                n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """One fit of ``clock`` (tau_rule or tau_mem) against ``against`` per group of records equal in ``by``.
@@ -293,13 +302,11 @@ def fit_groups(records: list[RunRecord], clock: str, against: str, by: tuple[str
     left out.
     """
     rows = []
-    for group_values, members in sorted(group_by(records, by).items(), key=lambda item: str(item[0])):
-        if len({getattr(member, against) for member in members}) < 2:
-            continue
+    for group, members in sorted(varying_groups(records, against, by), key=lambda item: str(tuple(item[0].values()))):
         found = [member.clock(clock) for member in members]
         measured = [(getattr(m, against), c.value) for m, c in zip(members, found) if c.measured]
         early = sum(c.censoring == "left" for c in found)
-        row = {"clock": clock, "against": against, **dict(zip(by, group_values)),
+        row = {"clock": clock, "against": against, **group,
                "n_censored": len(members) - len(measured)}
         early_note = f"{early} crossed at the first evaluation (upper bounds), not fitted" if early else ""
         try:

@@ -35,6 +35,7 @@ from innovwin.analysis.fits import (
     law_text,
     maximize_censored,
     student_t_quantile,
+    varying_groups,
 )
 from innovwin.analysis.records import RunRecord, group_by
 from innovwin.config import POOLED, canonical_name, parse_value
@@ -87,6 +88,8 @@ def prediction_interval(best: CensoredMaximum, x: float, level: float = CI_LEVEL
     n = len(best.log_x)
     if n < MIN_RUNS:
         raise ValueError(f"a prediction interval needs at least {MIN_RUNS} runs in the group, it has {n}")
+    if not x > 0:
+        raise ValueError(f"a power law predicts at x > 0, got {x}")
     sigma = best.sigma
     mean = best.log_a + best.alpha * best.log_x
     step = 1e-2 * sigma
@@ -109,20 +112,12 @@ def prediction_interval(best: CensoredMaximum, x: float, level: float = CI_LEVEL
 def predict_from(members: list[RunRecord], clock: str, against: str, x: float, group: dict, *,
                  level: float = CI_LEVEL, with_fit: bool = True) -> Prediction:
     """The prediction at ``x`` from the censored fit of ``members``' clock against ``against``."""
-    if len(members) < MIN_RUNS:
-        raise ValueError(f"a prediction interval needs at least {MIN_RUNS} runs in the group, it has {len(members)}")
     xs = [getattr(m, against) for m in members]
     bounds = [m.clock(clock).observation() for m in members]
     lo, hi = [b[0] for b in bounds], [b[1] for b in bounds]
     estimate, low, high = prediction_interval(maximize_censored(xs, lo, hi), x, level)
     fit = fit_censored_power_law(xs, lo, hi, ci=level) if with_fit else None
     return Prediction(clock, against, float(x), estimate, low, high, level, group, fit)
-
-
-def fit_groups_varying(records: list[RunRecord], against: str, by: tuple) -> list[tuple[dict, list[RunRecord]]]:
-    """The groups that fits.fit_groups fits: records equal in ``by`` among which ``against`` takes >= 2 values."""
-    return [(dict(zip(by, values)), members) for values, members in group_by(records, by).items()
-            if len({getattr(m, against) for m in members}) >= 2]
 
 
 # --- the new run ----------------------------------------------------------------------------------------------------
@@ -164,7 +159,7 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
     for planned, against, by in FIT_PLAN:
         if planned != clock:
             continue
-        groups = [(g, m) for g, m in fit_groups_varying(records, against, by) if matches(g, m, new)]
+        groups = [(g, m) for g, m in varying_groups(records, against, by) if matches(g, m, new)]
         axis = AXIS_NAMES[against]
         if not groups:
             continue
@@ -180,9 +175,9 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
                 reasons.append(f"against {axis}: {error}")
     if not reasons:
         reasons.append("no group of runs that varies N, complexity or depth matches the new run's task and settings"
-                       if any(fit_groups_varying(records, a, b) for _, a, b in FIT_PLAN)
+                       if any(varying_groups(records, a, b) for _, a, b in FIT_PLAN)
                        else "no group of runs has more than one value of N, complexity or depth to fit")
-    raise ValueError(f"no prediction of {clock}: {'; '.join(reasons)}")
+    raise ValueError(f"no prediction of {CLOCK_SYMBOLS[clock]}: {'; '.join(reasons)}")
 
 
 def predict(records: list[RunRecord], settings: dict[str, str], *, level: float = CI_LEVEL,
@@ -229,7 +224,7 @@ def leave_one_out(records: list[RunRecord], *, level: float = CI_LEVEL) -> list[
     small without the run says why instead."""
     rows = []
     for clock, against, by in FIT_PLAN:
-        for group, members in fit_groups_varying(records, against, by):
+        for group, members in varying_groups(records, against, by):
             for index, record in enumerate(members):
                 others = members[:index] + members[index + 1:]
                 row = {"key": record.key, "name": record.name, "clock": clock, "against": against,

@@ -1,5 +1,6 @@
-"""index.html: the headline first, then the figures with their captions, the fits, the runs, the seeds, the
-threshold sensitivity, each run's curves and the basin figures; every table also a CSV beside it."""
+"""index.html: the headline first, then the figures with their captions, the fits, how well they predict a run
+left out, the runs, the seeds, the threshold sensitivity, each run's curves and the basin figures; every table
+also a CSV beside it."""
 from __future__ import annotations
 
 import html

@@ -78,7 +78,7 @@ def _draw_fit(ax, fit: dict | None, members: list[RunRecord], x: str, clock: str
     if fit is None or fit["ml_alpha"] is None:
         why = (fit or {}).get("ml_note") or "no fit"
     elif None in (fit["ml_alpha_lo"], fit["ml_alpha_hi"]):
-        why = f"α {fit['ml_alpha']:.2f} has no 95% interval from {fit['ml_n']} runs"
+        why = f"α {fit['ml_alpha']:.2f} has no closed 95% interval from {fit['ml_n']} runs"
     elif len(xs) < MIN_FIT_XS:
         why = f"{len(xs)} distinct x; a drawn line needs {MIN_FIT_XS}"
     else:
