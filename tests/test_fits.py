@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from innovwin.analysis.clocks import Clock
-from innovwin.analysis.fits import censored_fit_row, fit_censored_power_law, fit_power_law, resolution
+from innovwin.analysis.fits import censored_fit_row, fit_censored_power_law, fit_power_law
 
 GRID = np.unique(np.round(10 * 10 ** (np.arange(25) / 8)).astype(int))  # 8 evaluations per decade from 10
 
@@ -65,11 +65,3 @@ def test_clocks_become_observations_and_a_row():
     row = censored_fit_row([10, 100, 1000, 10000, 10], found)
     assert row["ml_n"] == 5 and row["ml_n_right"] == 1 and row["ml_alpha_lo"] < 1.0 < row["ml_alpha_hi"]
 
-
-def test_brackets_wider_than_the_scatter_floor_sigma_at_the_grids_resolution():
-    # a law without scatter, seen only through the grid: every line that threads the brackets would fit at sigma 0
-    x = np.repeat([16.0, 32, 64, 128, 256, 512], 3)
-    lo, hi = bracketed(2.0 * x**0.8, last_step=10000)
-    fit = fit_censored_power_law(x, lo, hi)
-    assert fit.sigma == pytest.approx(resolution(np.log(lo), np.log(hi))) and fit.sigma > 0.03
-    assert abs(fit.alpha - 0.8) < 0.03 and fit.alpha_lo < 0.8 < fit.alpha_hi

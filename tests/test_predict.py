@@ -2,6 +2,7 @@
 evaluation grid: tau_mem = 4 N^0.9 and tau_rule = 50, each times log-normal scatter (sigma 0.2), three seeds per N.
 The prediction interval must cover a new run's clock at about its stated rate, the budget must follow from it, and
 what cannot be predicted must be refused in one line."""
+import dataclasses
 import json
 import math
 
@@ -143,6 +144,19 @@ def test_a_group_too_small_for_an_interval_says_so(records):
     few = [r for r in records if r.seed == 0][:3]
     with pytest.raises(ValueError, match="at least 4 runs"):
         predict.predict(few, {"n_train": "1024"})
+
+
+def test_a_new_run_that_matches_several_groups_is_asked_for_the_fields_that_differ(records):
+    both = records + [dataclasses.replace(r, arch="dit") for r in records]
+    with pytest.raises(ValueError, match="2 groups of runs match; set arch"):
+        predict.predict(both, {"n_train": "1024"})
+
+
+def test_check_json_holds_the_summary_and_every_prediction(store, capsys):
+    assert main(["predict", str(store), "--check", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [item["clock"] for item in found["summary"]] == ["tau_mem", "tau_rule"]
+    assert len(found["runs"]) == 2 * len(NS) * 3
 
 
 def test_check_predicts_every_run_from_the_others_of_its_group(records):

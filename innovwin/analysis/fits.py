@@ -4,9 +4,7 @@
 - Maximum likelihood with censoring (:func:`fit_censored_power_law`): log tau = log a + alpha log x + sigma eps,
   eps standard normal, where each run is known only to an interval of steps: its bracket (the two evaluations
   around the crossing), [0, first step] when crossed by the first evaluation, [last step, inf) when never
-  crossed. Every run of every seed enters; the interval on alpha is the profile-likelihood one. sigma is floored
-  at the grid's resolution (:func:`resolution`): where the brackets are wider than the scatter, lines that thread
-  every bracket would all have likelihood 1 as sigma -> 0, and the maximum would be an arbitrary one of them.
+  crossed. Every run of every seed enters; the interval on alpha is the profile-likelihood one.
 
 x is the training-set size N for tau_mem (the paper's claim: alpha close to 1), and the rule
 complexity or the depth for tau_rule (alpha is then the clock's elasticity: how many times
@@ -80,14 +78,13 @@ class CensoredFit:
     alpha: float
     alpha_lo: float | None  # profile-likelihood interval; None where the profile stays above the cut (unbounded)
     alpha_hi: float | None
-    sigma: float  # the spread of log tau around the line (seeds, and everything else the line misses), at least
-    # the grid's resolution (fits.resolution): scatter the brackets cannot resolve is not measured
+    sigma: float  # the spread of log tau around the line (seeds, and everything else the line misses)
     n: int  # runs fitted: all of them
     n_right: int  # never crossed: [last step, inf)
     n_left: int  # crossed by the first evaluation: [0, first step]
 
 
-SIGMA_MIN = 1e-3  # exact values that one line threads leave sigma at 0; the floor keeps it finite
+SIGMA_MIN = 1e-3  # intervals that one line threads leave sigma at 0 (likelihood 1); the floor keeps it finite
 
 
 def _log_ndtr(z: np.ndarray) -> np.ndarray:
@@ -162,24 +159,22 @@ class CensoredMaximum:
     log_x: np.ndarray
     log_lo: np.ndarray  # -inf: crossed by the first evaluation
     log_hi: np.ndarray  # inf: never crossed
-    sigma_floor: float  # :func:`resolution`, at least SIGMA_MIN
 
     def negative(self, log_a: float, alpha: float, log_sigma: float) -> float:
-        """-log L at these parameters (sigma floored at sigma_floor); inf where the likelihood vanishes."""
-        return _negative(log_a, alpha, log_sigma, self.log_x, self.log_lo, self.log_hi, self.sigma_floor)
+        """-log L at these parameters (sigma floored at SIGMA_MIN); inf where the likelihood vanishes."""
+        return _negative(log_a, alpha, log_sigma, self.log_x, self.log_lo, self.log_hi)
+
+    def resolution(self) -> float:
+        """The scatter the evaluation grid resolves: a clock known only to a bracket of log-width w is uniform within
+        it (sd w/sqrt(12)); the median over the runs' two-sided brackets, SIGMA_MIN where none has one."""
+        widths = (self.log_hi - self.log_lo)[np.isfinite(self.log_lo) & np.isfinite(self.log_hi)]
+        widths = widths[widths > 0]
+        return max(float(np.median(widths)) / math.sqrt(12) if widths.size else 0.0, SIGMA_MIN)
 
 
-def _negative(log_a, alpha, log_sigma, log_x, log_lo, log_hi, floor: float) -> float:
-    value = censored_log_likelihood(log_a, alpha, max(math.exp(log_sigma), floor), log_x, log_lo, log_hi)
+def _negative(log_a, alpha, log_sigma, log_x, log_lo, log_hi) -> float:
+    value = censored_log_likelihood(log_a, alpha, max(math.exp(log_sigma), SIGMA_MIN), log_x, log_lo, log_hi)
     return -value if np.isfinite(value) else np.inf
-
-
-def resolution(log_lo: np.ndarray, log_hi: np.ndarray) -> float:
-    """The scatter an evaluation grid resolves: a clock known only to a bracket of log-width w is uniform within it
-    (sd w/sqrt(12)); the median over the runs' two-sided brackets, SIGMA_MIN where none has one (exact values)."""
-    widths = (log_hi - log_lo)[np.isfinite(log_lo) & np.isfinite(log_hi)]
-    widths = widths[widths > 0]
-    return max(float(np.median(widths)) / math.sqrt(12) if widths.size else 0.0, SIGMA_MIN)
 
 
 def maximize_censored(x, lo, hi) -> CensoredMaximum:
@@ -201,11 +196,10 @@ def maximize_censored(x, lo, hi) -> CensoredMaximum:
     middle = np.where(np.isfinite(log_lo) & bounded, (log_lo + log_hi) / 2, np.where(bounded, log_hi, log_lo))
     alpha0, log_a0 = _slope_intercept(log_x, middle)
     spread = max(float(np.std(middle - log_a0 - alpha0 * log_x)), 0.1)
-    floor = resolution(log_lo, log_hi)
-    (log_a, alpha, log_sigma), neg_max = _nelder_mead(lambda p: _negative(*p, log_x, log_lo, log_hi, floor),
-                                                      [log_a0, alpha0, math.log(max(spread, floor))], [0.5, 0.2, 0.5])
-    return CensoredMaximum(float(log_a), float(alpha), max(math.exp(log_sigma), floor), neg_max, log_x, log_lo,
-                           log_hi, floor)
+    (log_a, alpha, log_sigma), neg_max = _nelder_mead(lambda p: _negative(*p, log_x, log_lo, log_hi),
+                                                      [log_a0, alpha0, math.log(spread)], [0.5, 0.2, 0.5])
+    return CensoredMaximum(float(log_a), float(alpha), max(math.exp(log_sigma), SIGMA_MIN), neg_max, log_x, log_lo,
+                           log_hi)
 
 
 def fit_censored_power_law(x, lo, hi, *, ci: float = 0.95) -> CensoredFit:

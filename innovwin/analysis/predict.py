@@ -13,8 +13,9 @@ the maximum, carried to log a + alpha log x) to the runs' scatter around the law
 scales the sum by n/(n - 2) with Student's t at n - 2 degrees of freedom: for runs measured exactly this is the
 textbook interval of a new observation in normal regression, exp(mu ± t s sqrt(1 + h)). Brackets and censored runs
 enter through the likelihood's curvature. sigma is the fit's, floored at the evaluation grid's resolution
-(:func:`innovwin.analysis.fits.resolution`): a law that threads every bracket would otherwise predict with no
-spread at all.
+(:meth:`innovwin.analysis.fits.CensoredMaximum.resolution`): a law that threads every bracket has sigma -> 0 and
+would otherwise predict with no spread at all (and its line would not be pinned: no curvature inside the
+brackets).
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def prediction_interval(best: CensoredMaximum, x: float, level: float = CI_LEVEL
         raise ValueError(f"a prediction interval needs at least {MIN_RUNS} runs in the group, it has {n}")
     if not x > 0:
         raise ValueError(f"a power law predicts at x > 0, got {x}")
-    sigma = best.sigma
+    sigma = max(best.sigma, best.resolution())
     mean = best.log_a + best.alpha * best.log_x
     step = 1e-2 * sigma
     terms = [censored_log_terms(mean + shift, sigma, best.log_lo, best.log_hi) for shift in (-step, 0.0, step)]
@@ -174,8 +175,9 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
             except ValueError as error:
                 reasons.append(f"against {axis}: {error}")
     if not reasons:
-        reasons.append("no group of runs that varies N, complexity or depth matches the new run's task and settings"
-                       if any(varying_groups(records, a, b) for _, a, b in FIT_PLAN)
+        tasks = ", ".join(sorted({r.task for r in records})[:3])
+        reasons.append(f"no group of runs that varies N, complexity or depth matches the new run's task and settings "
+                       f"(the store's tasks: {tasks})" if any(varying_groups(records, a, b) for _, a, b in FIT_PLAN)
                        else "no group of runs has more than one value of N, complexity or depth to fit")
     raise ValueError(f"no prediction of {CLOCK_SYMBOLS[clock]}: {'; '.join(reasons)}")
 
