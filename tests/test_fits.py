@@ -64,3 +64,4 @@ def test_clocks_become_observations_and_a_row():
     found.append(Clock(20.0, None, 20000))  # an older summary: no bracket
     row = censored_fit_row([10, 100, 1000, 10000, 10], found)
     assert row["ml_n"] == 5 and row["ml_n_right"] == 1 and row["ml_alpha_lo"] < 1.0 < row["ml_alpha_hi"]
+

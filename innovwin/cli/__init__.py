@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "innovwin.cli.basins",
     "innovwin.cli.sweep",
     "innovwin.cli.runs",
+    "innovwin.cli.predict",
 ]
 
 

@@ -6,12 +6,14 @@ figures, and an index.html that shows them together.
     OUT/runs.csv, runs.md       one row per finished run: variant (config_variants), clocks, intervals,
                                 censoring, window, and summary_check: where the store's copy of the run's summary
                                 disagrees with the run directory's summary.json (which the report then uses)
-    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits): least squares with a bootstrap
-                                interval, and maximum likelihood with censoring (ml_*, profile-likelihood interval)
+    OUT/fits.csv, fits.md       tau = a * x^alpha per group (see innovwin.analysis.fits): maximum likelihood with
+                                censoring (ml_*, profile-likelihood interval; what the findings and figures use), and
+                                least squares on the measured clocks with a bootstrap interval
+    OUT/predict_check.csv, .md  each run's clocks predicted from the others of its group (innovwin.analysis.predict)
     OUT/seeds.csv, seeds.md     per grid cell, every seed's clocks, median and range, verdict (innovwin.report.seeds)
     OUT/sensitivity.csv, .md    each run's clocks at several thresholds (innovwin.report.thresholds)
     OUT/alpha_sensitivity.csv, .md, .png   tau_mem = a * N^alpha refitted at each tau_mem threshold
-    OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the fitted lines, DiT | GPT
+    OUT/tau_vs_n.png            tau_rule and tau_mem against N (log-log) with the censored fits' lines, DiT | GPT
     OUT/tau_rule.png            tau_rule against rule complexity, one line per depth, DiT | GPT
     OUT/window_map.png          the window's width over (task x N), closed windows marked, DiT | GPT
     OUT/arch_pairs.png          each clock of a GPT run against the same run as a DiT (when both exist)
@@ -32,6 +34,7 @@ from innovwin.report import seeds
 from innovwin.report.drawing import save
 from innovwin.report.headline import headline
 from innovwin.report.page import render_index
+from innovwin.report.predict_check import write_check
 from innovwin.report.run_figures import plot_curves, plot_window_map
 from innovwin.report.scaling_figures import plot_arch_pairs, plot_tau_rule, plot_tau_vs_n
 from innovwin.report.tables import FIT_COLUMNS, RUN_COLUMNS, run_row, write_table
@@ -78,7 +81,8 @@ def build_report(source, out_dir, *, n_boot: int = 1000, seed: int = 0) -> Path:
     write_table(out / "seeds", replicates, seeds.COLUMNS)
     section = seeds.section(replicates) + write_sensitivity(out, records, metrics, n_boot=n_boot, seed=seed)
     index = out / "index.html"
-    index.write_text(render_index(source, rows, records, fits, figures, curves, basins, section, lines))
+    check = write_check(out, records)
+    index.write_text(render_index(source, rows, records, fits, figures, curves, basins, section, lines, check))
     return index
 
 

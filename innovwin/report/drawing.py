@@ -3,7 +3,7 @@ architecture, log axes at the swept values, and writing a figure as SVG + 2x PNG
 
 Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas: no pyplot global state. A clock that never
 crossed ("> last step") is drawn hollow at the last step; one crossed by the first evaluation ("<= first step", an
-upper bound) as a downward triangle there; neither enters a fit.
+upper bound) as a downward triangle there; the censored fits take both as the bounds they are.
 """
 from __future__ import annotations
 
@@ -73,8 +73,9 @@ def log_panel(ax, x_values, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def scatter_clock(ax, members: list[RunRecord], x_name: str, clock: str, color) -> None:
-    """Measured clocks filled with their 95% interval as an error bar (one open above is drawn up to the last
-    step), censored ones hollow at the last step, upper bounds as BOUND_MARKER."""
+    """Measured clocks filled with their 95% interval as an error bar (the bracket joined with the paired bootstrap;
+    one open above is drawn up to the last step), censored ones hollow at the last step, upper bounds as
+    BOUND_MARKER."""
     for censoring in (None, "right", "left"):
         points = [(getattr(r, x_name), r.clock(clock).drawn_at()) for r in members
                   if r.clock(clock).censoring == censoring]
@@ -98,8 +99,8 @@ def clock_legend(ax, records: list[RunRecord], shown=CLOCKS) -> None:
         _, _, name = CLOCK_STYLE[clock]
         ax.scatter([], [], marker=marker(clock, None), color="0.3", label=f"{name} measured")
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.3", label="censored: drawn at the last step "
-                                                                              "(> value, not fitted)")
+                                                                              "(> value; fitted as a lower bound)")
     if any(r.clock(clock).censoring == "left" for r in records for clock in shown):
         ax.scatter([], [], marker=BOUND_MARKER, color="0.3", label="crossed by the first evaluation: drawn there "
-                                                                   "(≤ value, not fitted)")
+                                                                   "(≤ value; fitted as an upper bound)")
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: it hides no point

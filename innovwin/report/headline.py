@@ -9,21 +9,23 @@ their intervals overlap, neither clock crossed, or both crossed by the first eva
 """
 from __future__ import annotations
 
+from innovwin.analysis.fits import CLOCK_SYMBOLS, law_text
 from innovwin.analysis.records import RunRecord
 
 WINDOW_KINDS = ("open", "open at the end", "closed", "unresolved")
 
 
 def fit_text(fit: dict, x: str) -> str:
-    """``τ_mem ∝ N^0.88 (95% CI 0.59 to 1.03, 4 runs, 1 censored)``, or why there is no interval or fit."""
-    clock = "τ_rule" if fit["clock"] == "tau_rule" else "τ_mem"
-    counted = f"{fit['n_points']} run{'s' * (fit['n_points'] != 1)}" + (f", {fit['n_censored']} censored"
-                                                                      if fit["n_censored"] else "")
-    if fit["alpha"] is None:
-        return f"{clock} against {x}: no fit ({fit['note'] or 'too few measured clocks'}; {counted})"
-    interval = (f"95% CI {fit['alpha_lo']:.2f} to {fit['alpha_hi']:.2f}" if fit["alpha_lo"] is not None
-                else "no interval: fewer than 3 runs")
-    return f"{clock} ∝ {x}^{fit['alpha']:.2f} ({interval}; {counted})"
+    """The censored maximum-likelihood law of a fit row (every run, censored ones included), e.g.
+    ``τ_mem ∝ N^0.91 [0.62, 1.36] (5 runs, 1 censored)``; ``τ_rule against N: no measurable trend (α -0.11
+    [-0.21, 0.04]; 5 runs)`` where its 95% interval covers 0; or why there is no fit. Least squares stays in
+    fits.csv."""
+    censored = (fit["ml_n_right"] or 0) + (fit["ml_n_left"] or 0)
+    counted = f"{fit['ml_n']} run{'s' * (fit['ml_n'] != 1)}" + (f", {censored} censored" if censored else "")
+    if fit["ml_alpha"] is None:
+        clock = CLOCK_SYMBOLS[fit["clock"]]
+        return f"{clock} against {x}: no fit ({fit['ml_note'] or 'too few runs'}; {counted})"
+    return law_text(fit["clock"], x, fit["ml_alpha"], fit["ml_alpha_lo"], fit["ml_alpha_hi"], counted)
 
 
 def group_text(fit: dict) -> str:
@@ -33,7 +35,8 @@ def group_text(fit: dict) -> str:
 
 
 def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pending: int = 0) -> list[str]:
-    """A few lines: α with its interval per group, τ_rule's range and trend, the windows, what did not finish."""
+    """A few lines: α of the censored fit with its interval per group, τ_rule's range and trend, the windows,
+    what did not finish."""
     if not records:
         return [f"no finished run yet ({pending} to run, {failed} failed)"]
     if len(records) == 1:
@@ -83,5 +86,8 @@ def thresholds(records: list[RunRecord]) -> str:
     mem = ", ".join(f"{t:g}" for t in sorted({r.config.mem_threshold for r in records})) or "0.1"
     return (f"τ_rule: the first evaluation where sample-level validity ≥ {rule} and stays so at the next one; "
             f"τ_mem: the first evaluation where the exact-copy rate exceeds chance (N/|V|) by ≥ {mem}. Both are "
-            "interpolated in log(step) between the evaluations around the crossing; intervals are 95% paired "
-            "bootstraps over the generated samples; a clock that never crosses is censored (> last step).")
+            "interpolated in log(step) between the evaluations around the crossing; a clock's 95% interval joins "
+            "that bracket with a paired bootstrap over the generated samples; a clock that never crosses is "
+            "censored (> last step). Fitted laws τ ∝ x^α are censored maximum-likelihood fits over every run and "
+            "seed (censored runs included, each as the interval it is known to), with 95% profile-likelihood "
+            "intervals on α.")

@@ -1,5 +1,6 @@
-"""index.html: the headline first, then the figures with their captions, the fits, the runs, the seeds, the
-threshold sensitivity, each run's curves and the basin figures; every table also a CSV beside it."""
+"""index.html: the headline first, then the figures with their captions, the fits, how well they predict a run
+left out, the runs, the seeds, the threshold sensitivity, each run's curves and the basin figures; every table
+also a CSV beside it."""
 from __future__ import annotations
 
 import html
@@ -13,28 +14,35 @@ from innovwin.report.tables import html_table
 from innovwin.store.runstore import DB_NAME
 
 FIGURE_CAPTIONS = {
-    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Bars: 95% bootstrap intervals (one "
-                "open above is drawn up to the last step). Lines: least-squares power laws, drawn only where α has "
-                "an interval and at least 3 distinct N are measured (the legend says when not); hollow markers: "
-                "clocks that never crossed (drawn at the last step, left out of the fits); downward triangles: "
-                "clocks crossed by the first evaluation (upper bounds, drawn at that step, left out of the fits).",
+    "tau_vs_n": "τ_rule and τ_mem against the training-set size N (log-log). Bars: each clock's 95% interval, the "
+                "bracket of evaluations around its crossing joined with a paired bootstrap over the generated "
+                "samples (one open above is drawn up to the last step). Lines: censored maximum-likelihood power "
+                "laws over every run and seed, censored runs included, drawn where α has an interval and the group "
+                "spans at least 3 distinct N (the legend gives α with its 95% interval, says 'no measurable trend' "
+                "where that interval covers 0, and says when no line is drawn); hollow markers: clocks that never "
+                "crossed (drawn at the last step, fitted as lower bounds); downward triangles: clocks crossed by the "
+                "first evaluation (drawn at that step, fitted as upper bounds).",
     "tau_rule": "τ_rule against rule complexity, one row per task family (each family's own knob), one colour per "
-                "model size (pooled over N and seeds). Bars: 95% intervals. Hollow: censored; downward triangles: "
-                "crossed by the first evaluation (upper bounds); neither is fitted.",
+                "model size (pooled over N and seeds). Bars: 95% intervals (the bracket joined with the paired "
+                "bootstrap over the generated samples). Lines: censored maximum-likelihood power laws, every run "
+                "included. Hollow: censored (fitted as lower bounds); downward triangles: crossed by the first "
+                "evaluation (fitted as upper bounds).",
     "window_map": "Innovation window width, log10(τ_mem/τ_rule), over task × N. × marks closed windows "
                   "(memorized first or rule never learned); ≥ marks widths that are lower bounds (windows still "
                   "open at the last step, or τ_rule crossed by the first evaluation); ? marks unresolved cells: the "
                   "two clocks' intervals overlap (or neither clock crossed, or both by the first evaluation), or "
                   "the seeds' verdicts disagree.",
     "arch_pairs": "Each clock of a run of one architecture (e.g. GPT) against the run of the other (e.g. DiT) with "
-                  "the same task, N, size, seed and variant. Hollow: a clock censored; downward triangles: a clock "
-                  "crossed by the first evaluation (upper bound).",
+                  "the same task, N, size, seed and variant, each at its estimate (no bars). Hollow: a clock censored; "
+                  "downward triangles: a clock crossed by the first evaluation (upper bound).",
 }
 
 
 def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[dict], figures: dict[str, Path],
-                 curves: dict[str, Path], basins: list[Path], sensitivity_html: str = "", lines=()) -> str:
-    """The page of a store or of one run directory (``rows``: the store's rows, every status)."""
+                 curves: dict[str, Path], basins: list[Path], sensitivity_html: str = "", lines=(),
+                 check_html: str = "") -> str:
+    """The page of a store or of one run directory (``rows``: the store's rows, every status); ``check_html`` the
+    leave-one-out section (innovwin.report.predict_check), after the fits."""
     counts = Counter(row["status"] for row in rows)
     status = ", ".join(f"{counts.get(name, 0)} {name}" for name in ("done", "running", "queued", "failed"))
     single = not (Path(source) / DB_NAME).exists()
@@ -42,7 +50,8 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
              + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
              + f"</ul><p class='definitions'>{html.escape(thresholds(records))}</p></section>"
              f"<p>{'Run directory' if single else 'Store'} <code>{html.escape(str(source))}</code>: {status}. "
-             "Tables: <a href='runs.csv'>runs.csv</a>, <a href='fits.csv'>fits.csv</a> (also as .md).</p>"]
+             "Tables: <a href='runs.csv'>runs.csv</a>, <a href='fits.csv'>fits.csv</a>, "
+             "<a href='predict_check.csv'>predict_check.csv</a> (also as .md).</p>"]
     if single and rows:
         config = rows[0]["config"]
         parts.append("<h2>Settings</h2>" + html_table([{"field": DOTTED.get(name, name), "value": config[name],
@@ -50,14 +59,17 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
                                                        ("field", "value", "meaning")))
     for name, path in figures.items():
         parts.append(f"<figure>{img(path)}<figcaption>{html.escape(FIGURE_CAPTIONS[name])}</figcaption></figure>")
-    parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup></h2><p>Two fits side by side: least squares on the "
-                 "measured clocks (alpha, 95% bootstrap interval; censored runs left out) and maximum likelihood "
-                 "on every run's bracket, censored runs included (ml_alpha, 95% profile-likelihood interval; "
-                 "ml_sigma is the spread of log τ about the line).</p>")
-    parts.append(html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha",
-                                   "alpha_lo", "alpha_hi", "n_points", "n_censored", "ml_alpha", "ml_alpha_lo",
-                                   "ml_alpha_hi", "ml_sigma", "ml_n", "note", "ml_note"))
+    parts.append("<h2>Scaling fits: τ = a·x<sup>α</sup></h2><p>The fit the findings and figures use is the censored "
+                 "maximum-likelihood one: every run's bracket, censored runs included (ml_alpha, 95% "
+                 "profile-likelihood interval; ml_sigma is the spread of log τ about the line, seeds included, at "
+                 "least what the evaluation grid resolves). Least squares on the measured clocks only (alpha, 95% "
+                 "bootstrap interval over runs; censored runs left out) stays in fits.csv for comparison.</p>")
+    parts.append(html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "variant",
+                                   "ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_sigma", "ml_n", "ml_n_right",
+                                   "ml_n_left", "ml_note", "alpha", "alpha_lo", "alpha_hi", "n_points", "n_censored",
+                                   "note"))
                  if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
+    parts.append(check_html)
     parts.append("<h2>Runs</h2>")
     if not records:
         parts.append("<p>There is no finished run in this store yet: rerun the sweep, then the report.</p>")

@@ -1,11 +1,13 @@
 """The figures of the clocks across runs: both clocks against N and tau_rule against complexity with the fitted
-power laws (tau_vs_n.png, tau_rule.png), and each clock of one architecture against the other (arch_pairs.png)."""
+power laws (the censored maximum-likelihood fits of innovwin.analysis.fits: every run, censored ones included;
+tau_vs_n.png, tau_rule.png), and each clock of one architecture against the other (arch_pairs.png)."""
 from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from innovwin.analysis.clocks import CLOCKS
+from innovwin.analysis.fits import law_text
 from innovwin.analysis.records import RunRecord, group_by
 from innovwin.report.drawing import (
     CLOCK_STYLE,
@@ -67,18 +69,24 @@ def _find_fit(fits, clock, against, **group):
 
 
 def _draw_fit(ax, fit: dict | None, members: list[RunRecord], x: str, clock: str, color: str, group: str) -> bool:
-    """Draw a fitted power law over its x range, with its exponent's interval in the legend, when it has an
-    interval and rests on at least MIN_FIT_XS distinct measured x; otherwise a legend entry says why not."""
+    """Draw the censored maximum-likelihood law (every run, censored ones included) over the group's x range, its
+    exponent's interval in the legend ("no measurable trend" where that interval covers 0), when α has an interval
+    and the group spans at least MIN_FIT_XS distinct x; otherwise a legend entry says why not."""
     name, style = CLOCK_STYLE[clock][2], CLOCK_STYLE[clock][1]
     symbol = "N" if x == "n_train" else members[0].complexity_label if x == "complexity" else x
-    xs = {getattr(r, x) for r in members if r.clock(clock).measured}
-    if fit and fit["alpha"] is not None and fit["alpha_lo"] is not None and len(xs) >= MIN_FIT_XS:
-        grid = np.geomspace(fit["x_min"], fit["x_max"], 50)
-        ax.plot(grid, fit["a"] * grid ** fit["alpha"], style, color=color, lw=1.2,
-                label=f"{name} ∝ {symbol}^{fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]  {group}")
+    xs = sorted({getattr(r, x) for r in members})
+    if fit is None or fit["ml_alpha"] is None:
+        why = (fit or {}).get("ml_note") or "no fit"
+    elif None in (fit["ml_alpha_lo"], fit["ml_alpha_hi"]):
+        why = f"α {fit['ml_alpha']:.2f} has no closed 95% interval from {fit['ml_n']} runs"
+    elif len(xs) < MIN_FIT_XS:
+        why = f"{len(xs)} distinct x; a drawn line needs {MIN_FIT_XS}"
+    else:
+        grid = np.geomspace(xs[0], xs[-1], 50)
+        law = law_text(clock, symbol, fit["ml_alpha"], fit["ml_alpha_lo"], fit["ml_alpha_hi"])
+        ax.plot(grid, fit["ml_a"] * grid ** fit["ml_alpha"], style, color=color, lw=1.2, label=f"{law}  {group}")
         return True
-    ax.plot([], [], CLOCK_STYLE[clock][0], color=color,
-            label=f"{name}  {group}: no line ({len(xs)} distinct measured x; a drawn line needs {MIN_FIT_XS})")
+    ax.plot([], [], CLOCK_STYLE[clock][0], color=color, label=f"{name}  {group}: no line ({why})")
     return False
 
 
