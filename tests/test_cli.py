@@ -13,7 +13,8 @@ def test_every_config_field_has_help():
     assert all(text.strip() for text in config.HELP.values())
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sweep", "--help"], ["basins", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sweep", "--help"], ["basins", "--help"],
+                                  ["predict", "--help"]])
 def test_help_parses_without_importing_torch(argv):
     code = ("import sys\nfrom innovwin.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "sys.stderr.write('torch' if 'torch' in sys.modules else 'no torch')" % argv)
