@@ -123,10 +123,8 @@ class Task:
         n = as_int(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        try:
-            seed = as_seed(seed)
-        except ValueError as error:
-            raise ValueError(f"seed: {error}") from None
+        if isinstance(seed, (int, np.integer)) and seed < 0:  # (a SeedSequence is taken as it is)
+            raise ValueError(f"seed must be >= 0, got {seed}")
         if n == 0:
             return np.zeros((0, self.n_cells), dtype=np.uint8)
         rng = np.random.default_rng(seed)
