@@ -295,7 +295,7 @@ def test_files_in_place_of_directories_are_one_line(capsys, tmp_path, base_run):
         (["train", "--quiet", *FLAGS, "--out", a_file / "run"], f"{a_file / 'run'}: Not a directory"),
         (["train", "--quiet", *FLAGS, "--out", no_snapshots], f"{no_snapshots / 'snapshots'}: File exists"),
         (["train", "--quiet", *FLAGS, "--out", summary_folder], f"{summary_folder / 'summary.json'}: Is a directory"),
-        (["sweep", "--preset", "quick", "--store", a_file], f"{a_file}: File exists"),
+        (["sweep", "--preset", "quick", "--store", a_file], f"{a_file} exists and is not a directory"),
         (["report", a_file, "--out", tmp_path / "report"], "is not a run store"),
         (["report", store, "--out", a_file], f"{a_file}: File exists"),
         (["basins", a_file, *BASINS], "is not a run directory"),
@@ -378,7 +378,7 @@ def test_the_report_reads_each_runs_summary_and_flags_a_store_that_disagrees(cap
 
 @pytest.mark.parametrize("column, value, message", [
     ("summary", "[1]", "summary of run"),
-    ("summary", '{"final": 3}', "summary's final is not a dict"),
+    ("summary", '{"final": 3}', "final is 3, not a metrics row"),
     ("config", '{"task": "parity:h=4,w=4,g=2"}', "config lacks arch"),
     ("config", "not json", "config of run"),
 ])
