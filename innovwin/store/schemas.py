@@ -57,9 +57,9 @@ CLOCK = (_clock, "a clock {estimate, bracket, interval, censored}")
 METRICS_ROW = {"step": (_int, "an integer"), "valid_frac": (_fraction, "a fraction in [0, 1]"),
                "copy_frac": (_fraction, "a fraction in [0, 1]"),
                "chance_copy": (_optional(_fraction), "a fraction in [0, 1] or null")}
-SUMMARY = {"tau_rule": CLOCK, "tau_mem": CLOCK,
-           "final": (lambda value: _object(value) and _int(value.get("step")), "a metrics row with its step")}
-SUMMARY_OPTIONAL = {"tau_rule_ci": (_optional(_pair), "[lo, hi] or null"),
+SUMMARY = {"tau_rule": CLOCK, "tau_mem": CLOCK}
+SUMMARY_OPTIONAL = {"final": (lambda value: _object(value) and _int(value.get("step")), "a metrics row with its step"),
+                    "tau_rule_ci": (_optional(_pair), "[lo, hi] or null"),
                     "tau_mem_ci": (_optional(_pair), "[lo, hi] or null"),
                     "refined": (lambda value: _object(value) and all(_list_of(_int)(one) for one in value.values()),
                                 "an object of step lists"),
