@@ -745,7 +745,8 @@ def test_a_sweep_refuses_a_store_whose_runs_folder_is_a_file(capsys, tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "runs").write_text("mine")
     code, err, _ = run_cli(capsys, "sweep", small_spec(tmp_path), "--store", tmp_path / "store")
-    assert code == 2 and "runs exists and is not a directory" in err and not (tmp_path / "store" / "runs.sqlite").exists(), err
+    assert code == 2 and "runs exists and is not a directory" in err, err
+    assert not (tmp_path / "store" / "runs.sqlite").exists()
 
 
 def test_an_ensemble_member_with_a_corrupt_state_fails_alone(tmp_path, base_run):

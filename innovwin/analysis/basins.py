@@ -356,4 +356,5 @@ def read_basins(run_dir) -> list[dict]:
         rows = [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line]
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError(f"{path} is garbled; {fix}") from None
-    return [schemas.check(row, f"{path} line {number}", schemas.BASINS_ROW, schemas.BASINS_OPTIONAL, fix=fix) for number, row in rows]
+    return [schemas.check(row, f"{path} line {number}", schemas.BASINS_ROW, schemas.BASINS_OPTIONAL, fix=fix)
+            for number, row in rows]

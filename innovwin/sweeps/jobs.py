@@ -3,8 +3,9 @@
 A single run is a job of one; ``innovwin sweep --ensemble K`` makes jobs of up to K runs of one shape, trained as one
 stacked ensemble. Jobs and outcomes are plain frozen values, so they cross a spawned worker's pipe and Ray unchanged.
 
-A job function (``job_fn(job) -> {key: summary, or the error of a run that failed alone}``) trains a job's runs and must be importable by name (module-level),
-so that spawned workers and Ray tasks can load it; :func:`train_job` is the sweep's.
+A job function (``job_fn(job) -> {key: summary, or the error of a run that failed alone}``) trains a job's runs
+and must be importable by name (module-level), so that spawned workers and Ray tasks can load it; :func:`train_job`
+is the sweep's.
 """
 from __future__ import annotations
 
