@@ -3,17 +3,14 @@
 ``validate`` exits 0 when every sample is valid and 1 when any is not (so scripts can branch on it)."""
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
 from innovwin import bits
 from innovwin.tasks import TASKS, make
+from innovwin.tasks.pace import sampling_progress
 
 MAX_SAMPLES = 10**6  # `sample --n`: more would take minutes and gigabytes (9x9 Sudoku), never a useful printout
-SLOW_S = 10.0  # `sample` of a sampler estimated slower than this says so, and its progress, on stderr
-MAX_SAMPLE_S = 3600.0  # and one estimated slower than this is refused
+MAX_SAMPLE_S = 3600.0  # `sample` refuses a draw estimated slower than this (a slow one reports progress)
 
 # The task table of `innovwin tasks`: each family's example plus the sweep points we use most.
 TABLE_SPECS = [
@@ -65,6 +62,7 @@ def run_sample(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     task = make(args.spec)
+    check_sampling_time(task, args.n)
     cells = task.sample(args.n, seed=args.seed, progress=sampling_progress(task, args.n))
     if args.out:
         out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # where np.save writes it
@@ -78,28 +76,13 @@ def run_sample(args) -> int:
     return 0
 
 
-def sampling_progress(task, n: int):
-    """None for a fast sampler; for a slow one (more than :data:`SLOW_S`), its estimate on stderr and a progress
-    callback; one slower than :data:`MAX_SAMPLE_S` is refused, with how many fit."""
+def check_sampling_time(task, n: int) -> None:
+    """Refuse a draw estimated slower than :data:`MAX_SAMPLE_S` (an exact sampler's chains), saying how many fit."""
     estimate = task.sample_seconds(n)
-    if estimate is None or estimate <= SLOW_S:
-        return None
-    if estimate > MAX_SAMPLE_S:
+    if estimate is not None and estimate > MAX_SAMPLE_S:
         fit = max(n * MAX_SAMPLE_S // estimate, 1)
         raise ValueError(f"sampling {n} of {task.spec} would take about {estimate / 3600:.1f} h (an exact sampler's "
                          f"chains); ask for fewer with --n (about {fit:.0f} fit in {MAX_SAMPLE_S / 3600:.0f} h)")
-    started = shown = time.monotonic()
-    print(f"sampling {n} of {task.spec}: about {estimate / 60:.1f} min", file=sys.stderr, flush=True)
-
-    def progress(done: int, total: int) -> None:
-        nonlocal shown
-        now = time.monotonic()
-        if now - shown >= SLOW_S or done == total:  # a line at most every SLOW_S seconds
-            shown = now
-            left = (now - started) * (total - done) / done
-            print(f"  {done} of {total} sampled, about {left / 60:.1f} min left", file=sys.stderr, flush=True)
-
-    return progress
 
 
 def load_samples(task, path: str) -> np.ndarray:
