@@ -697,18 +697,31 @@ def test_a_plain_train_rerun_keeps_the_summarys_refined_steps(capsys, run_copy):
     assert rundir.read_json(run_copy / rundir.SUMMARY)["refined"] == {"tau_rule": [5, 6]}
 
 
-def test_a_refined_row_that_state_pt_missed_survives_the_next_train(capsys, run_copy):
-    """A refine killed after writing metrics.jsonl and before state.pt: its row is only in the file."""
-    rows = rundir.read_metrics(run_copy)
+def refined_row_only_in_the_file(run_dir: Path) -> dict:
+    """What a refine killed after writing metrics.jsonl and before state.pt leaves: a refined row (and its per-sample
+    arrays) that only the file holds. Returns the row."""
+    rows = rundir.read_metrics(run_dir)
     step = rows[1]["step"] + 1
     assert step < rows[2]["step"]
     refined = {**rows[1], "step": step, "refined": True}
-    shutil.copy(rundir.step_path(run_copy, rundir.EVALS, rows[1]["step"], "npz"),
-                rundir.step_path(run_copy, rundir.EVALS, step, "npz"))
-    rundir.write_atomic(run_copy / rundir.METRICS, "".join(rundir.metrics_line(row) for row in
-                                                            sorted(rows + [refined], key=lambda r: r["step"])).encode())
+    shutil.copy(rundir.step_path(run_dir, rundir.EVALS, rows[1]["step"], "npz"),
+                rundir.step_path(run_dir, rundir.EVALS, step, "npz"))
+    rundir.write_atomic(run_dir / rundir.METRICS, "".join(rundir.metrics_line(row) for row in
+                                                           sorted(rows + [refined], key=lambda r: r["step"])).encode())
+    return refined
+
+
+def test_a_refined_row_that_state_pt_missed_survives_the_next_train(capsys, run_copy):
+    refined = refined_row_only_in_the_file(run_copy)
     assert run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)[0] == 0
     assert refined in rundir.read_metrics(run_copy)
+
+
+def test_a_refine_rerun_puts_the_rows_state_pt_missed_into_it(capsys, run_copy):
+    refined_row_only_in_the_file(run_copy)
+    assert run_cli(capsys, "refine", run_copy, "--evals", "2")[0] == 0
+    state = __import__("torch").load(run_copy / rundir.STATE, weights_only=True)
+    assert state["metrics"] == (run_copy / rundir.METRICS).read_text()
 
 
 def test_basins_with_other_settings_keeps_the_rows_measured_before(capsys, run_copy):
