@@ -656,6 +656,12 @@ def test_refine_on_a_directory_that_is_not_a_run_leaves_no_lock(capsys, tmp_path
     assert code == 2 and "is not a run directory" in err and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_basins_on_a_directory_that_is_not_a_run_leaves_no_lock(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err, _ = run_cli(capsys, "basins", tmp_path, *BASINS)
+    assert code == 2 and "is not a run directory" in err and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def small_spec(tmp_path: Path, base: str = "", grid: str = "n_train = [8, 16]") -> Path:
     spec = tmp_path / "spec.toml"
     spec.write_text(f'[base]\ntask = "parity:h=4,w=4,g=2"\nsteps = 24\ndevice = "cpu"\n{base}\n[grid]\n{grid}\n')

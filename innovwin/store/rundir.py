@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -276,8 +275,8 @@ CARRIED = ("refined",)  # what a rerun's summary keeps of the one it replaces: r
 
 
 def read_summary(run_dir) -> dict | None:
-    """summary.json (None before the run finished), refused (named) unless it holds both clocks whole and its final
-    row: a summary that lost a clock would read as one that never crossed."""
+    """summary.json (None before the run finished), refused (named) unless it holds both clocks whole
+    (:data:`~innovwin.store.schemas.SUMMARY`): a summary that lost a clock would read as one that never crossed."""
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
@@ -299,7 +298,8 @@ def _with_refined_rows(run_dir: Path, state: dict, current: str) -> str:
     """The state's copy of the rows, with the refined rows of ``current`` (metrics.jsonl) that it lacks put back in
     step order: a refine killed between writing metrics.jsonl and state.pt leaves them only in the file (their
     per-sample arrays written before either), and a rerun of train must not drop a measured row."""
-    known = {row["step"] for row in parse_metrics(state["metrics"], Path(run_dir) / STATE)}
+    saved = parse_metrics(state["metrics"], Path(run_dir) / STATE)
+    known = {row["step"] for row in saved}
     extra = []
     for line in current.splitlines():
         try:
@@ -312,8 +312,7 @@ def _with_refined_rows(run_dir: Path, state: dict, current: str) -> str:
             extra.append(row)
     if not extra:
         return state["metrics"]
-    rows = parse_metrics(state["metrics"], Path(run_dir) / STATE) + extra
-    return "".join(metrics_line(row) for row in sorted(rows, key=lambda one: one["step"]))
+    return "".join(metrics_line(row) for row in sorted(saved + extra, key=lambda one: one["step"]))
 
 
 # --- per-evaluation samples ----------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-CLOCKS = ("tau_rule", "tau_mem")
 CENSORING = (None, "left", "right")
 
 
