@@ -20,8 +20,9 @@ Every file except metrics.jsonl is written to a temporary name and moved into pl
 any instant leaves either the old file or the new one (a temporary a killed run left is removed by the next
 one, under the lock). state.pt keeps a copy of metrics.jsonl's rows up to its step, so on resume the file is
 rewritten from it: rows past the saved step are dropped (they will be written again, identically), and a torn,
-garbled or deleted row is restored rather than lost. Readers refuse a torn row (see :func:`read_metrics`).
-See docs/reliability.md.
+garbled or deleted row is restored rather than lost (a refined row only the file holds is kept). Readers refuse a
+torn row, and a file of another shape (each file's schema is in :mod:`innovwin.store.schemas`; metrics.jsonl's
+I/O in :mod:`innovwin.store.metrics`). See docs/reliability.md.
 """
 from __future__ import annotations
 
