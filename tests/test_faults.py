@@ -295,7 +295,7 @@ def test_files_in_place_of_directories_are_one_line(capsys, tmp_path, base_run):
         (["train", "--quiet", *FLAGS, "--out", a_file / "run"], f"{a_file / 'run'}: Not a directory"),
         (["train", "--quiet", *FLAGS, "--out", no_snapshots], f"{no_snapshots / 'snapshots'}: File exists"),
         (["train", "--quiet", *FLAGS, "--out", summary_folder], f"{summary_folder / 'summary.json'}: Is a directory"),
-        (["sweep", "--preset", "quick", "--store", a_file], f"{a_file}: File exists"),
+        (["sweep", "--preset", "quick", "--store", a_file], f"{a_file} exists and is not a directory"),
         (["report", a_file, "--out", tmp_path / "report"], "is not a run store"),
         (["report", store, "--out", a_file], f"{a_file}: File exists"),
         (["basins", a_file, *BASINS], "is not a run directory"),
@@ -378,7 +378,7 @@ def test_the_report_reads_each_runs_summary_and_flags_a_store_that_disagrees(cap
 
 @pytest.mark.parametrize("column, value, message", [
     ("summary", "[1]", "summary of run"),
-    ("summary", '{"final": 3}', "summary's final is not a dict"),
+    ("summary", '{"final": 3}', "final is 3, not a metrics row"),
     ("config", '{"task": "parity:h=4,w=4,g=2"}', "config lacks arch"),
     ("config", "not json", "config of run"),
 ])
@@ -569,3 +569,258 @@ def test_a_cell_query_against_a_key_index_needs_its_cell_count():
         NearestIndex(bits.pack(train_cells), n_cells=36).query(np.zeros((2, 40), np.uint8))
     distances, _ = NearestIndex(bits.pack(train_cells), n_cells=36).query(train_cells, k=1)
     assert (distances == 0).all()
+
+
+# --- 7. round 2: readers refuse what they cannot trust --------------------------------------------------
+def rewrite_json(path: Path, change) -> None:
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+def rewrite_metrics_row(run_dir: Path, index: int, change) -> None:
+    lines = (run_dir / rundir.METRICS).read_text().splitlines()
+    row = json.loads(lines[index])
+    change(row)
+    lines[index] = json.dumps(row)
+    (run_dir / rundir.METRICS).write_text("\n".join(lines) + "\n")
+
+
+def test_a_summary_clock_without_its_interval_is_refused_by_name(capsys, tmp_path, base_run):
+    store, key = make_store(base_run, tmp_path / "store")
+    rewrite_json(store / "runs" / key / rundir.SUMMARY, lambda s: [s[name].pop("interval") for name in clocks.CLOCKS])
+    code, err, _ = run_cli(capsys, "report", store, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and "summary.json is malformed" in err and "tau_rule" in err, err
+
+
+def test_a_report_of_a_run_directory_refuses_a_summary_that_lost_its_clocks(capsys, tmp_path, run_copy):
+    rewrite_json(run_copy / rundir.SUMMARY, lambda s: [s.pop(name) for name in clocks.CLOCKS])
+    code, err, _ = run_cli(capsys, "report", run_copy, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and "summary.json is malformed (no tau_rule; no tau_mem" in err, err
+
+
+def test_a_report_of_a_run_directory_refuses_a_deleted_metrics_file(capsys, tmp_path, run_copy):
+    (run_copy / rundir.METRICS).unlink()
+    code, err, _ = run_cli(capsys, "report", run_copy, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and "metrics.jsonl is missing" in err, err
+
+
+def test_a_provenance_of_the_wrong_shape_is_refused_by_name(capsys, run_copy):
+    (run_copy / "provenance.json").write_text('{"sessions": 5}')
+    code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)
+    assert code == 2 and "provenance.json is malformed (sessions is 5" in err, err
+
+
+def test_a_progress_file_that_is_not_an_object_does_not_stop_the_sweep_view(tmp_path, run_copy):
+    from io import StringIO
+
+    from innovwin.sweeps.progress import SweepProgress
+
+    (run_copy / "progress.json").write_text("[1, 2]")
+    view = SweepProgress(StringIO(), {"k": 1.0}, 1, {"k": "k"})
+    view.submitted("k", str(run_copy))
+    view.show({"done": 0, "running": 1, "queued": 0, "failed": 0}, [])
+    assert "running" in view.stream.getvalue()
+
+
+def test_a_basins_line_that_is_not_an_object_is_refused_by_name(capsys, run_copy):
+    (run_copy / "basins.jsonl").write_text("[1, 2]\n")
+    code, err, _ = run_cli(capsys, "basins", run_copy, *BASINS)
+    assert code == 2 and "basins.jsonl line 1 is malformed" in err, err
+
+
+def test_a_metrics_row_missing_a_field_is_refused_by_name(run_copy):
+    rewrite_metrics_row(run_copy, -1, lambda row: row.pop("valid_frac"))
+    with pytest.raises(ValueError, match=r"metrics.jsonl line \d+ is malformed \(no valid_frac\)"):
+        rundir.read_metrics(run_copy)
+
+
+def test_a_metrics_row_with_a_nan_fraction_is_refused_by_name(run_copy):
+    rewrite_metrics_row(run_copy, 0, lambda row: row.update(valid_frac=float("nan")))
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 1 is malformed \(valid_frac is nan"):
+        rundir.read_metrics(run_copy)
+
+
+# --- 8. round 2: every command checks before it writes --------------------------------------------------
+def test_refine_checks_the_training_states_key_before_writing(capsys, run_copy):
+    state = __import__("torch").load(run_copy / rundir.STATE, weights_only=True)
+    rundir.save_torch(run_copy / rundir.STATE, {**state, "key": "0" * 16})
+    before = files_of(run_copy)
+    code, err, _ = run_cli(capsys, "refine", run_copy, "--evals", "2")
+    assert code == 2 and "belongs to another run" in err and files_of(run_copy) == before, err
+
+
+def test_refine_on_a_directory_that_is_not_a_run_leaves_no_lock(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err, _ = run_cli(capsys, "refine", tmp_path)
+    assert code == 2 and "is not a run directory" in err and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_basins_on_a_directory_that_is_not_a_run_leaves_no_lock(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err, _ = run_cli(capsys, "basins", tmp_path, *BASINS)
+    assert code == 2 and "is not a run directory" in err and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def small_spec(tmp_path: Path, base: str = "", grid: str = "n_train = [8, 16]") -> Path:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[base]\ntask = "parity:h=4,w=4,g=2"\nsteps = 24\ndevice = "cpu"\n{base}\n[grid]\n{grid}\n')
+    return spec
+
+
+@pytest.mark.parametrize("argv, message", [(["--workers", "0"], "workers must be >= 1"),
+                                           (["--max-attempts", "-1"], "max_attempts must be >= 1"),
+                                           (["--executor", "ray", "--workers", "0"], "workers must be >= 1")])
+def test_a_sweep_refuses_its_own_numbers_before_creating_the_store(capsys, tmp_path, argv, message):
+    code, err, _ = run_cli(capsys, "sweep", small_spec(tmp_path), "--store", tmp_path / "store", *argv)
+    assert code == 2 and message in err and not (tmp_path / "store").exists(), err
+
+
+def test_a_sweep_refuses_an_impossible_run_before_creating_the_store(capsys, tmp_path):
+    code, err, _ = run_cli(capsys, "sweep", small_spec(tmp_path, grid="n_train = [16, 256]"), "--store",
+                           tmp_path / "store")
+    assert code == 2 and "is the whole valid set" in err and not (tmp_path / "store").exists(), err
+
+
+def test_a_dry_run_refuses_what_the_sweep_would(capsys, tmp_path):
+    code, err, _ = run_cli(capsys, "sweep", small_spec(tmp_path, grid="n_train = [16, 256]"), "--store",
+                           tmp_path / "store", "--dry-run")
+    assert code == 2 and "is the whole valid set" in err, err
+
+
+# --- 9. round 2: a rerun never deletes a finished result first; measured rows are never dropped ------------
+def test_a_finished_runs_rerun_keeps_its_summary_when_a_later_step_fails(capsys, run_copy):
+    summary = (run_copy / rundir.SUMMARY).read_bytes()
+    (run_copy / "log.txt").unlink()
+    (run_copy / "log.txt").mkdir()  # the rerun cannot append its log line
+    code, err, _ = run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)
+    assert code == 2 and "log.txt" in err and (run_copy / rundir.SUMMARY).read_bytes() == summary, err
+
+
+def test_a_plain_train_rerun_keeps_the_summarys_refined_steps(capsys, run_copy):
+    rewrite_json(run_copy / rundir.SUMMARY, lambda s: s.update(refined={"tau_rule": [5, 6]}))
+    assert run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)[0] == 0
+    assert rundir.read_json(run_copy / rundir.SUMMARY)["refined"] == {"tau_rule": [5, 6]}
+
+
+def refined_row_only_in_the_file(run_dir: Path) -> dict:
+    """What a refine killed after writing metrics.jsonl and before state.pt leaves: a refined row (and its per-sample
+    arrays) that only the file holds. Returns the row."""
+    rows = rundir.read_metrics(run_dir)
+    step = rows[1]["step"] + 1
+    assert step < rows[2]["step"]
+    refined = {**rows[1], "step": step, "refined": True}
+    shutil.copy(rundir.step_path(run_dir, rundir.EVALS, rows[1]["step"], "npz"),
+                rundir.step_path(run_dir, rundir.EVALS, step, "npz"))
+    rundir.write_atomic(run_dir / rundir.METRICS, "".join(rundir.metrics_line(row) for row in
+                                                           sorted(rows + [refined], key=lambda r: r["step"])).encode())
+    return refined
+
+
+def test_a_refined_row_that_state_pt_missed_survives_the_next_train(capsys, run_copy):
+    refined = refined_row_only_in_the_file(run_copy)
+    assert run_cli(capsys, "train", "--quiet", *FLAGS, "--out", run_copy)[0] == 0
+    assert refined in rundir.read_metrics(run_copy)
+
+
+def test_a_refine_rerun_puts_the_rows_state_pt_missed_into_it(capsys, run_copy):
+    refined_row_only_in_the_file(run_copy)
+    assert run_cli(capsys, "refine", run_copy, "--evals", "2")[0] == 0
+    state = __import__("torch").load(run_copy / rundir.STATE, weights_only=True)
+    assert state["metrics"] == (run_copy / rundir.METRICS).read_text()
+
+
+def test_basins_with_other_settings_keeps_the_rows_measured_before(capsys, run_copy):
+    from innovwin.analysis.basins import read_basins
+
+    assert run_cli(capsys, "basins", run_copy, *BASINS, "--device", "cpu")[0] == 0
+    before = read_basins(run_copy)
+    assert run_cli(capsys, "basins", run_copy, *BASINS, "--device", "cpu", "--seed", "1", "--snapshots", "24")[0] == 0
+    after = read_basins(run_copy)
+    assert [row for row in after if row["seed"] != 1] == before and [row["step"] for row in after
+                                                                       if row["seed"] == 1] == [24]
+
+
+def test_runs_shows_the_clocks_of_a_run_refined_after_its_sweep(capsys, tmp_path, base_run):
+    from innovwin.analysis.readout import one_line
+
+    store, key = make_store(base_run, tmp_path / "store")
+    crossed = {"estimate": 7.0, "bracket": [6, 8], "interval": [5.0, 9.0], "censored": None}
+    rewrite_json(store / "runs" / key / rundir.SUMMARY, lambda s: s.update(tau_rule=crossed))
+    code, _, out = run_cli(capsys, "runs", store)
+    assert code == 0 and one_line(rundir.read_json(store / "runs" / key / rundir.SUMMARY)) in out, out
+
+
+# --- 10. round 2: a sweep preflights every run; an ensemble member fails alone --------------------------
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_sweep_refuses_a_device_this_machine_lacks_before_the_store(capsys, tmp_path):
+    spec = small_spec(tmp_path)
+    spec.write_text(spec.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    code, err, _ = run_cli(capsys, "sweep", spec, "--store", tmp_path / "store")
+    assert code == 2 and "torch sees no CUDA device" in err and not (tmp_path / "store").exists(), err
+
+
+def test_a_sweep_refuses_a_store_whose_runs_folder_is_a_file(capsys, tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "runs").write_text("mine")
+    code, err, _ = run_cli(capsys, "sweep", small_spec(tmp_path), "--store", tmp_path / "store")
+    assert code == 2 and "runs exists and is not a directory" in err, err
+    assert not (tmp_path / "store" / "runs.sqlite").exists()
+
+
+def test_an_ensemble_member_with_a_corrupt_state_fails_alone(tmp_path, base_run):
+    from innovwin.sweeps.jobs import Job, Run, run_job, train_job
+
+    configs = [RunConfig(**RUN, seed=seed).resolved() for seed in (0, 1)]
+    runs = tuple(Run(config.key(), config.to_dict(), str(tmp_path / str(k))) for k, config in enumerate(configs))
+    shutil.copytree(base_run, tmp_path / "0")
+    (tmp_path / "0" / rundir.STATE).write_bytes(b"not a state")
+    outcomes = {outcome.key: outcome for outcome in run_job(train_job, Job(runs))}
+    assert outcomes[runs[0].key].status == "failed" and "corrupt" in outcomes[runs[0].key].error
+    assert outcomes[runs[1].key].status == "done"
+
+
+# --- 11. round 2: bounds and progress --------------------------------------------------------------------
+def test_a_spec_of_too_many_seeds_is_refused_naming_the_bound():
+    from innovwin.sweeps.spec import MAX_RUNS, parse_spec
+
+    with pytest.raises(ValueError, match=f"1 <= K <= {MAX_RUNS}"):
+        parse_spec({"base": {"task": "parity:h=4,w=4,g=2"}, "seeds": 100_000_000})
+
+
+def test_a_grid_of_too_many_runs_is_refused_before_it_expands():
+    from innovwin.sweeps.spec import MAX_RUNS, parse_spec
+
+    with pytest.raises(ValueError, match=f"names {200 * 200} runs, more than the {MAX_RUNS}"):
+        parse_spec({"base": {"task": "parity:h=4,w=4,g=2"}, "grid": {"n_train": list(range(1, 201)),
+                                                                     "seed": list(range(200))}})
+
+
+def test_sample_refuses_a_slow_exact_sampler_with_its_estimate(capsys):
+    code, err, _ = run_cli(capsys, "sample", "latin:n=16", "--n", "1000000")
+    assert code == 2 and "would take about" in err and "fit in 1 h" in err, err
+
+
+def test_a_chunked_sampler_reports_progress_and_draws_the_same_samples():
+    from innovwin.tasks.latin import CHAIN_BATCH
+
+    task, calls = tasks.make("latin:n=3"), []
+    cells = task.sample(CHAIN_BATCH + 5, seed=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(CHAIN_BATCH, CHAIN_BATCH + 5), (CHAIN_BATCH + 5, CHAIN_BATCH + 5)]
+    assert np.array_equal(cells, task.sample(CHAIN_BATCH + 5, seed=3))
+
+
+# --- 12. round 2: messages name the file and the field ---------------------------------------------------
+def test_sample_out_names_the_file_it_wrote(capsys, tmp_path):
+    code, _, out = run_cli(capsys, "sample", "parity:h=4,w=4,g=2", "--n", "2", "--out", tmp_path / "x")
+    assert code == 0 and f"to {tmp_path / 'x.npy'}" in out and (tmp_path / "x.npy").is_file(), out
+
+
+def test_sample_seed_minus_one_names_the_flag(capsys):
+    code, err, _ = run_cli(capsys, "sample", "parity:h=4,w=4,g=2", "--seed", "-1")
+    assert code == 2 and "--seed must be >= 0" in err, err
+
+
+def test_a_diverged_rows_refusal_names_its_fields():
+    with pytest.raises(ValueError, match="measured train_loss = inf: training diverged"):
+        rundir.metrics_line({"step": 4, "train_loss": float("inf"), "valid_frac": 0.0})

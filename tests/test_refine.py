@@ -86,4 +86,4 @@ def test_bad_input_is_one_line_exit_2(finished, tmp_path, capsys, args, message)
     assert message in err and len(err.strip().splitlines()) == 1
     assert (run / rundir.METRICS).read_bytes() == metrics
     assert main(["refine", str(tmp_path / "missing")]) == 2
-    assert "no run directory" in capsys.readouterr().err
+    assert "is not a run directory" in capsys.readouterr().err

@@ -86,7 +86,7 @@ batch = [8, 16, 32]
     ("[zip]\ndepth = [1, 2]\nwidth = [32]", "equal lengths"),
     ("[grid]\ndepth = [1]\n[zip]\ndepth = [2]", "appears more than once"),
     ("seeds = []\n[grid]\ndepth = [1]", "seeds must be a count K or a non-empty list"),
-    ("seeds = 0\n[grid]\ndepth = [1]", "seeds = K needs K >= 1"),
+    ("seeds = 0\n[grid]\ndepth = [1]", "seeds = K needs 1 <= K"),
     ("seeds = 2\n[grid]\nseed = [1]", "not both"),
     ("[grid]\nn_train = [0, 4]", "n_train must be > 0"),
 ])

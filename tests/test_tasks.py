@@ -271,3 +271,16 @@ def test_without_the_extension_auto_falls_back_to_numpy(monkeypatch):
     assert task.validate(cells).all() and task.validate_packed(bits.pack(cells)).all()
     with pytest.raises(ValueError, match="not built"):
         task.validate(cells, backend="native")
+
+
+def test_a_slow_draw_says_its_estimate_and_a_fast_one_says_nothing():
+    import io
+
+    from innovwin.tasks.pace import sampling_progress
+
+    stream = io.StringIO()
+    assert sampling_progress(tasks.make("parity:h=4,w=4,g=2"), 10**6, stream) is None
+    progress = sampling_progress(tasks.make("latin:n=16"), 1000, stream)
+    progress(1000, 1000)
+    assert stream.getvalue().splitlines()[0].startswith("sampling 1000 of latin:n=16: about ")
+    assert stream.getvalue().splitlines()[1].startswith("  1000 of 1000 sampled")

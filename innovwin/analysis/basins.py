@@ -41,7 +41,7 @@ from innovwin.analysis.basin_settings import DEFAULTS, PROBE_CLASSES
 from innovwin.objectives import diffusion as edm
 from innovwin.objectives.protocol import Denoising
 from innovwin.runtime import resolve_device
-from innovwin.store import rundir
+from innovwin.store import rundir, schemas
 from innovwin.store.files import write_jsonl
 from innovwin.tasks.dataset import run_dataset
 
@@ -302,6 +302,8 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
     The probes (seeded by ``seed``) and the noises are the same at every snapshot, so rows differ only because the
     model did. basins.jsonl is rewritten after each snapshot; rows already there with the same settings are kept
     rather than measured again, so an interrupted dissection resumes and adding snapshots costs only the new ones.
+    A row measured under other settings (or of a snapshot since replaced) is never dropped: it stays in the file,
+    labelled by its settings and snapshot. Returns this dissection's rows (what the figures draw).
     """
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir).resolved()
@@ -321,8 +323,8 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
     probes = make_probes(dataset.train, dataset.heldout, task.validate, task.k, n_probes, seed)
 
     settings = {"sigmas": sigmas.tolist(), "n_probes": n_probes, "draws": draws, "steps": steps, "seed": seed}
-    done = {(row["step"], row.get("snapshot")): row for row in read_basins(run_dir)
-            if all(row.get(k) == v for k, v in settings.items())}
+    kept = read_basins(run_dir)  # every measured row stays, each labelled by its snapshot and settings
+    done = {(row["step"], row.get("snapshot")): row for row in kept if all(row[k] == v for k, v in settings.items())}
     rows = []
     for step in chosen:
         snapshot = _fingerprint(rundir.step_path(run_dir, rundir.SNAPSHOTS, step, "pt"))
@@ -337,16 +339,22 @@ def measure_run(run_dir, *, n_probes: int | None = None, sigmas=None, draws: int
                          chunk=chunk, device=device)}
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
-        write_jsonl(run_dir / rundir.BASINS, rows)
+        kept.append(row)
+        write_jsonl(run_dir / rundir.BASINS, sorted(kept, key=lambda one: one["step"]))
         if progress is not None:
             progress(row)
     return rows
 
 
 def read_basins(run_dir) -> list[dict]:
-    """The rows of a run's basins.jsonl (empty when it has none); a garbled file is refused, named."""
+    """The rows of a run's basins.jsonl (empty when it has none); a garbled file or a row of another shape is
+    refused, named."""
     path = Path(run_dir) / rundir.BASINS
+    fix = "delete it to measure every snapshot again"
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+        lines = path.read_text().splitlines() if path.exists() else []
+        rows = [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line]
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{path} is garbled; delete it to measure every snapshot again") from None
+        raise ValueError(f"{path} is garbled; {fix}") from None
+    return [schemas.check(row, f"{path} line {number}", schemas.BASINS_ROW, schemas.BASINS_OPTIONAL, fix=fix)
+            for number, row in rows]

@@ -14,8 +14,8 @@ from pathlib import Path
 from innovwin.analysis import clocks
 from innovwin.analysis.clocks import Clock, Window
 from innovwin.config import POOLED, SEED_FIELDS, RunConfig, differences
-from innovwin.store import rundir
-from innovwin.store.rundir import SUMMARY, read_json, read_metrics
+from innovwin.store import rundir, schemas
+from innovwin.store.rundir import SUMMARY, read_metrics
 from innovwin.store.runstore import DB_NAME, RunStore
 
 RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
@@ -99,7 +99,7 @@ def run_dir_row(path: Path) -> dict:
     :func:`innovwin.store.rundir.read_config`."""
     try:
         config = rundir.read_config(path)
-        summary = read_json(path / SUMMARY) if (path / SUMMARY).exists() else None
+        summary = rundir.read_summary(path)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path} is not a readable run directory ({error})") from None
     return {"key": config.key(), "config": config.resolved().to_dict(), "status": "done" if summary else "running",
@@ -152,22 +152,22 @@ def run_summary(row: dict) -> tuple[dict, str]:
     summary.json is what the run wrote; a store edited, restored from a backup or written by a crashed driver may
     hold another copy, which is used only where the run directory has none. A summary the records cannot read is
     refused, named."""
-    path = Path(row["run_dir"]) / SUMMARY
-    summary, check = row["summary"], f"no {SUMMARY} in the run directory: the store's copy is used"
-    if path.is_file():
-        summary = read_json(path)
-        check = "" if summary == row["summary"] else f"the store's summary differs from {SUMMARY}: {SUMMARY} is used"
-    problems = [f"its summary's {name} is not a {kind.__name__}"
-                for name, kind in (("final", dict), ("tau_rule_ci", list), ("tau_mem_ci", list))
-                if summary.get(name) is not None and not isinstance(summary[name], kind)]
-    if problems:
-        raise ValueError(f"run {row['key']} in the store is malformed: {'; '.join(problems)}")
-    return summary, check
+    summary = rundir.read_summary(row["run_dir"])
+    if summary is not None:
+        differs = summary != row["summary"]
+        return summary, f"the store's summary differs from {SUMMARY}: {SUMMARY} is used" if differs else ""
+    return (schemas.check(row["summary"], f"the summary of run {row['key']} in the store", schemas.SUMMARY,
+                          schemas.SUMMARY_OPTIONAL, fix="fix or delete the row"),
+            f"no {SUMMARY} in the run directory: the store's copy is used")
 
 
 def run_metrics(record: RunRecord) -> list[dict]:
     """A finished run's metrics rows, refused when they stop short of its summary's final row (a file cut at a row
     boundary reads as a shorter history; rerunning the run's train restores it from state.pt)."""
+    path = Path(record.run_dir) / rundir.METRICS
+    if (path.parent / rundir.CONFIG).is_file() and not path.is_file():
+        raise ValueError(f"{path} is missing: rerun the run's `innovwin train --out {path.parent}` to restore it "
+                         f"from {rundir.STATE}")
     rows = read_metrics(record.run_dir)
     if rows and rows[-1]["step"] != record.last_step:
         raise ValueError(f"{Path(record.run_dir) / 'metrics.jsonl'} ends at step {rows[-1]['step']} but the run's "

@@ -49,8 +49,8 @@ def run_basins_command(args: argparse.Namespace) -> int:
         radii = "  ".join(f"{name} {row['classes'][name]['radius_median']:.3g}" for name in PROBE_CLASSES)
         print(f"[basins] step {row['step']:>8}  median radius: {radii}  ({row['seconds']:.1f} s)", flush=True)
 
-    if not Path(args.run_dir).is_dir():
-        raise ValueError(f"{args.run_dir} is not a run directory")
+    if not (Path(args.run_dir) / rundir.CONFIG).is_file():  # checked before the lock, which would leave a .lock
+        raise ValueError(f"{args.run_dir} is not a run directory (no {rundir.CONFIG})")
     with rundir.locked(args.run_dir, "innovwin basins"):  # a train (or another basins) on it is refused meanwhile
         rows = measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
                            snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device,

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     path = Path(args.path)
     if not (path / DB_NAME).exists():
-        print(clocks.describe(refine(path, args.clock, args.evals)))
+        summary = refine(path, args.clock, args.evals)
+        tell_store(path, summary)
+        print(clocks.describe(summary))
         return 0
     from innovwin.store.runstore import RunStore
 
@@ -50,3 +52,17 @@ def run(args: argparse.Namespace) -> int:
                   f"  tau_mem {clocks.read_clock(summary, 'tau_mem').render_interval()}")
     print(f"refined {len(unresolved)} unresolved run(s) in {path}")
     return 0
+
+
+def tell_store(run_dir: Path, summary: dict) -> None:
+    """A sweep store's run directory (``STORE/runs/NAME-KEY``) refined alone: its store row takes the new summary, so
+    that `runs`, `sweep` and `report` show the refined clocks."""
+    from innovwin.store.runstore import RunStore
+
+    store_path = run_dir.resolve().parent.parent
+    if not (store_path / DB_NAME).exists():
+        return
+    with RunStore(store_path, write=True) as store:
+        row = store.get(run_dir.name[-16:])
+        if row is not None and row["status"] == "done" and Path(row["run_dir"]).resolve() == run_dir.resolve():
+            store.finish(row["key"], summary)

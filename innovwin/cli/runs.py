@@ -21,6 +21,7 @@ def run_runs_command(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from innovwin.analysis.readout import one_line
+    from innovwin.analysis.records import run_summary
     from innovwin.store.runstore import RunStore
     from innovwin.sweeps.spec import run_names
 
@@ -35,7 +36,7 @@ def run_runs_command(args: argparse.Namespace) -> int:
         if args.status and row["status"] != args.status:
             continue
         if row["status"] == "done":
-            detail = one_line(row["summary"])
+            detail = one_line(run_summary(row)[0])  # the run's own summary.json (refined since, maybe)
         elif row["status"] == "failed":
             detail = "error: " + ((row["error"] or "").strip().splitlines() or ["?"])[-1]
         else:

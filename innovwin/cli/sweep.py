@@ -54,6 +54,7 @@ def add_parser(subparsers) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     from innovwin.store.runstore import RunStore
     from innovwin.sweeps.driver import run_sweep
+    from innovwin.sweeps.plan import check_sweep
     from innovwin.sweeps.spec import load_preset, load_spec, run_names
 
     if (args.spec is None) == (args.preset is None):
@@ -63,13 +64,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
     runs = spec.expand()
     names = run_names(runs)
-    if args.dry_run:
-        return print_dry_run(spec.name, runs, names, args)
     ensemble = args.ensemble
     if ensemble is None:
         from innovwin.sweeps.executors import visible_gpus
 
         ensemble = GPU_ENSEMBLE if visible_gpus() else 1
+    # the sweep's own checks, before the store is created (and in a dry run, which must refuse what the sweep would)
+    check_sweep(runs, args.store, max_attempts=args.max_attempts, ensemble=ensemble, workers=args.workers,
+                executor=args.executor, ray_address=args.ray_address)
+    if args.dry_run:
+        return print_dry_run(spec.name, runs, names, args)
     with RunStore(args.store, write=True) as store:
         counts = run_sweep(store, runs, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
                            max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=ensemble)

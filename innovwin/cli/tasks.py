@@ -7,8 +7,10 @@ import numpy as np
 
 from innovwin import bits
 from innovwin.tasks import TASKS, make
+from innovwin.tasks.pace import sampling_progress
 
 MAX_SAMPLES = 10**6  # `sample --n`: more would take minutes and gigabytes (9x9 Sudoku), never a useful printout
+MAX_SAMPLE_S = 3600.0  # `sample` refuses a draw estimated slower than this (a slow one reports progress)
 
 # The task table of `innovwin tasks`: each family's example plus the sweep points we use most.
 TABLE_SPECS = [
@@ -57,17 +59,30 @@ def run_tasks(args) -> int:
 def run_sample(args) -> int:
     if not 0 <= args.n <= MAX_SAMPLES:
         raise ValueError(f"--n must be in 0..{MAX_SAMPLES}, got {args.n}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     task = make(args.spec)
-    cells = task.sample(args.n, seed=args.seed)
+    check_sampling_time(task, args.n)
+    cells = task.sample(args.n, seed=args.seed, progress=sampling_progress(task, args.n))
     if args.out:
-        np.save(args.out, cells)
-        print(f"wrote {len(cells)} samples of {task.spec} to {args.out}")
+        out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # where np.save writes it
+        np.save(out, cells)
+        print(f"wrote {len(cells)} samples of {task.spec} to {out}")
         return 0
     for i, sample in enumerate(cells):
         print(f"# {task.spec} sample {i} (seed {args.seed})")
         print(format_grid(sample, task.shape, task.k))
         print()
     return 0
+
+
+def check_sampling_time(task, n: int) -> None:
+    """Refuse a draw estimated slower than :data:`MAX_SAMPLE_S` (an exact sampler's chains), saying how many fit."""
+    estimate = task.sample_seconds(n)
+    if estimate is not None and estimate > MAX_SAMPLE_S:
+        fit = max(n * MAX_SAMPLE_S // estimate, 1)
+        raise ValueError(f"sampling {n} of {task.spec} would take about {estimate / 3600:.1f} h (an exact sampler's "
+                         f"chains); ask for fewer with --n (about {fit:.0f} fit in {MAX_SAMPLE_S / 3600:.0f} h)")
 
 
 def load_samples(task, path: str) -> np.ndarray:

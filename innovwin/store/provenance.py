@@ -8,13 +8,13 @@ times (UTC). A session killed before its end keeps ``ended: null``.
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import socket
 import subprocess
 from pathlib import Path
 
-from innovwin.store.files import write_json
+from innovwin.store import schemas
+from innovwin.store.files import read_json, write_json
 
 PROVENANCE = "provenance.json"
 
@@ -72,11 +72,13 @@ def environment(device) -> dict:
 
 
 def read(run_dir) -> dict:
+    """The run's provenance ({"sessions": [...]}, none before its first session); a damaged file is refused, named
+    (a session appended to it would overwrite what it still holds)."""
     path = Path(run_dir) / PROVENANCE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         return {"sessions": []}
+    return schemas.check(read_json(path), str(path), schemas.PROVENANCE,
+                         fix="move it aside to start a new record of the run's sessions")
 
 
 def start_session(run_dir, device, from_step: int) -> None:

@@ -20,8 +20,9 @@ Every file except metrics.jsonl is written to a temporary name and moved into pl
 any instant leaves either the old file or the new one (a temporary a killed run left is removed by the next
 one, under the lock). state.pt keeps a copy of metrics.jsonl's rows up to its step, so on resume the file is
 rewritten from it: rows past the saved step are dropped (they will be written again, identically), and a torn,
-garbled or deleted row is restored rather than lost. Readers refuse a torn row (see :func:`read_metrics`).
-See docs/reliability.md.
+garbled or deleted row is restored rather than lost (a refined row only the file holds is kept). Readers refuse a
+torn row, and a file of another shape (each file's schema is in :mod:`innovwin.store.schemas`; metrics.jsonl's
+I/O in :mod:`innovwin.store.metrics`). See docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from innovwin.store import schemas
 from innovwin.store.files import naming, read_json, write_atomic, write_json  # noqa: F401 (part of rundir's API)
+from innovwin.store.metrics import (METRICS, STATE, append_metrics, insert_metrics,  # noqa: F401 (rundir's API)
+                                    metrics_line, parse_metrics, read_metrics)
 from innovwin.store.provenance import PROVENANCE
 from innovwin.store.runlog import LOG, LOSS, PROGRESS
 
 CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-STATE = "state.pt"
 STATE_NEXT = "state.next.pt"
 SUMMARY = "summary.json"
 SNAPSHOTS = "snapshots"
@@ -226,7 +228,8 @@ def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[st
     wrote past the state's step. ``evaluated``: the evaluation steps up to that step (the rows it must have).
 
     Returns metrics.jsonl's text and a note when rows had to be restored. config.json comes first: a run killed
-    at any point after it leaves a directory that :func:`prepare` recognizes as this run's.
+    at any point after it leaves a directory that :func:`prepare` recognizes as this run's. A finished run's
+    summary.json is kept: its rerun replaces it atomically, so a step of the rerun that fails never loses it.
     """
     run_dir = Path(run_dir)
     resume_step = state["step"] if state else 0
@@ -240,9 +243,8 @@ def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[st
             match = _STEP_FILE.match(path.name)
             if match is None or int(match.group(1)) > resume_step:
                 path.unlink()
-    summary = run_dir / SUMMARY
-    if summary.exists():
-        summary.unlink()
+    if resume_step < config.steps:  # a run that trains on: its old summary (of fewer steps) no longer holds. A
+        (run_dir / SUMMARY).unlink(missing_ok=True)  # finished run's stays until its rerun writes the new one over it
     return text, note
 
 
@@ -254,7 +256,7 @@ def _metrics_to_resume(run_dir: Path, state: dict | None, evaluated: list[int]) 
     path = run_dir / METRICS
     current = path.read_bytes().decode(errors="replace") if path.is_file() else ""
     if "metrics" in state:
-        text = state["metrics"]
+        text = _with_refined_rows(run_dir, state, current)
         if current.startswith(text):  # rows past the saved step are a killed run's: dropped, written again
             return text, None
         return text, (f"{path} was damaged (torn, garbled or shortened); its {len(evaluated)} rows up to step "
@@ -269,54 +271,49 @@ def _metrics_to_resume(run_dir: Path, state: dict | None, evaluated: list[int]) 
     return "".join(metrics_line(row) for row in rows), None
 
 
-# --- metrics -------------------------------------------------------------------------------
-def metrics_line(row: dict) -> str:
-    return json.dumps(row, allow_nan=False) + "\n"
+# --- summary -------------------------------------------------------------------------------
+CARRIED = ("refined",)  # what a rerun's summary keeps of the one it replaces: refine's planned steps
 
 
-def append_metrics(run_dir, row: dict) -> str:
-    """Append one row and push it to disk before returning (a reader never waits on a buffer); returns the line."""
-    line = metrics_line(row)
-    with naming(Path(run_dir) / METRICS), open(Path(run_dir) / METRICS, "a") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return line
-
-
-def insert_metrics(run_dir, rows: list[dict]) -> str:
-    """Put ``rows`` among the others in step order (refined evaluations between scheduled ones), replacing rows of
-    the same steps; the file is rewritten atomically. Returns its text, for state.pt's copy."""
-    steps = {row["step"] for row in rows}
-    merged = sorted([old for old in read_metrics(run_dir) if old["step"] not in steps] + list(rows),
-                    key=lambda one: one["step"])
-    text = "".join(metrics_line(one) for one in merged)
-    write_atomic(Path(run_dir) / METRICS, text.encode())
-    return text
-
-
-def read_metrics(run_dir) -> list[dict]:
-    """All rows; a torn or garbled row is refused (ValueError naming the file), never skipped: rerunning the same
-    `innovwin train` restores it from state.pt."""
-    path = Path(run_dir) / METRICS
+def read_summary(run_dir) -> dict | None:
+    """summary.json (None before the run finished), refused (named) unless it holds both clocks whole
+    (:data:`~innovwin.store.schemas.SUMMARY`): a summary that lost a clock would read as one that never crossed."""
+    path = Path(run_dir) / SUMMARY
     if not path.exists():
-        return []
-    return parse_metrics(path.read_bytes().decode(errors="replace"), path)
+        return None
+    return schemas.check(read_json(path), str(path), schemas.SUMMARY, schemas.SUMMARY_OPTIONAL,
+                         fix=f"rerun the run's `innovwin train --out {run_dir}` to write it again")
 
 
-def parse_metrics(text: str, path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def carried_summary(run_dir) -> dict:
+    """The fields of the run's summary that its rerun keeps (:data:`CARRIED`); none from a damaged summary, which
+    the rerun rewrites whole."""
+    try:
+        old = read_summary(run_dir) or {}
+    except ValueError:
+        return {}
+    return {name: old[name] for name in CARRIED if name in old}
+
+
+def _with_refined_rows(run_dir: Path, state: dict, current: str) -> str:
+    """The state's copy of the rows, with the refined rows of ``current`` (metrics.jsonl) that it lacks put back in
+    step order: a refine killed between writing metrics.jsonl and state.pt leaves them only in the file (their
+    per-sample arrays written before either), and a rerun of train must not drop a measured row."""
+    saved = parse_metrics(state["metrics"], Path(run_dir) / STATE)
+    known = {row["step"] for row in saved}
+    extra = []
+    for line in current.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            row = None
-        step = row.get("step") if isinstance(row, dict) else None
-        if not isinstance(step, int) or step <= (rows[-1]["step"] if rows else 0):
-            raise ValueError(f"{path} line {number} is torn or garbled (a run killed mid-write, or a damaged "
-                             f"file): rerun `innovwin train --out {Path(path).parent}` to restore it from {STATE}")
-        rows.append(row)
-    return rows
+            continue
+        if (not schemas.problems(row, schemas.METRICS_ROW) and row.get("refined") is True
+                and row["step"] not in known and row["step"] <= state["step"]
+                and step_path(run_dir, EVALS, row["step"], "npz").is_file()):
+            extra.append(row)
+    if not extra:
+        return state["metrics"]
+    return "".join(metrics_line(row) for row in sorted(saved + extra, key=lambda one: one["step"]))
 
 
 # --- per-evaluation samples ----------------------------------------------------------------

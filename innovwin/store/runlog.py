@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from innovwin.store import schemas
 from innovwin.store.files import write_atomic, write_jsonl
 
 LOG = "log.txt"
@@ -100,8 +101,10 @@ def write_progress(run_dir, progress: dict) -> None:
 
 
 def read_progress(run_dir) -> dict | None:
-    """The run's last progress.json, or None (not started, or written by an older version)."""
+    """The run's last progress.json, or None (not started, written by an older version, or damaged: a live view
+    that the run rewrites within a second must never stop the sweep that polls it)."""
     try:
-        return json.loads((Path(run_dir) / PROGRESS).read_text())
+        progress = json.loads((Path(run_dir) / PROGRESS).read_text())
     except (OSError, ValueError):
         return None
+    return progress if not schemas.problems(progress, schemas.PROGRESS, schemas.PROGRESS_OPTIONAL) else None

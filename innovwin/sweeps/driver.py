@@ -24,7 +24,8 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
     quietly. ``names`` (key -> readable name, default :func:`innovwin.sweeps.spec.run_names`) name the lines and the
     new run directories.
     """
-    plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names)
+    plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names, workers=workers,
+                      executor=executor, ray_address=ray_address)
     if not plan.jobs:
         counts = store.counts(runs)
         if stream:

@@ -3,8 +3,9 @@
 A single run is a job of one; ``innovwin sweep --ensemble K`` makes jobs of up to K runs of one shape, trained as one
 stacked ensemble. Jobs and outcomes are plain frozen values, so they cross a spawned worker's pipe and Ray unchanged.
 
-A job function (``job_fn(job) -> {key: summary}``) trains a job's runs and must be importable by name (module-level),
-so that spawned workers and Ray tasks can load it; :func:`train_job` is the sweep's.
+A job function (``job_fn(job) -> {key: summary, or the error of a run that failed alone}``) trains a job's runs
+and must be importable by name (module-level), so that spawned workers and Ray tasks can load it; :func:`train_job`
+is the sweep's.
 """
 from __future__ import annotations
 
@@ -60,18 +61,29 @@ class Outcome:
         return "done" if self.error is None else "failed"
 
 
-JobFn = Callable[[Job], dict]
+JobFn = Callable[[Job], dict]  # key -> summary dict, or an error (str)
 
 
-def train_job(job: Job) -> dict[str, dict]:
+def train_job(job: Job) -> dict[str, dict | str]:
     """The sweep's job function: train (or resume, or read the finished summaries of) a job's runs, one run alone,
-    several as one stacked ensemble."""
+    several as one stacked ensemble. A member that cannot resume (a corrupt state, a directory of another run) is
+    refused before the others train, and fails alone (its error in place of its summary): the healthy ones train."""
     from innovwin.config import RunConfig
+    from innovwin.store import rundir
     from innovwin.train.ensemble import train_ensemble
 
-    summaries = train_ensemble([RunConfig.from_record(run.config) for run in job.runs],
-                               [run.run_dir for run in job.runs], quiet=True)
-    return dict(zip(job.keys, summaries))
+    configs = {run.key: RunConfig.from_record(run.config).resolved() for run in job.runs}
+    failed = {}
+    if len(job.runs) > 1:
+        for run in job.runs:
+            try:
+                rundir.prepare(run.run_dir, configs[run.key])  # reads only
+            except ValueError as error:
+                failed[run.key] = f"ValueError: {error}"
+    healthy = [run for run in job.runs if run.key not in failed]
+    summaries = train_ensemble([configs[run.key] for run in healthy], [run.run_dir for run in healthy],
+                               quiet=True) if healthy else []
+    return {**dict(zip([run.key for run in healthy], summaries)), **failed}
 
 
 def run_job(job_fn: JobFn, job: Job) -> list[Outcome]:
@@ -86,12 +98,14 @@ def run_job(job_fn: JobFn, job: Job) -> list[Outcome]:
     try:
         _wait_for_stragglers(job)
         summaries = job_fn(job)
-        if not isinstance(summaries, dict) or not all(isinstance(summaries.get(key), dict) for key in job.keys):
-            raise TypeError("a job function returns {key: summary dict} for every run of its job")
+        if not isinstance(summaries, dict) or not all(isinstance(summaries.get(key), (dict, str)) for key in job.keys):
+            raise TypeError("a job function returns {key: summary dict, or the error of a run that failed alone} "
+                            "for every run of its job")
     except Exception:  # a failed job is recorded, the sweep goes on
         return job.failed(traceback.format_exc(), time.perf_counter() - start)
     seconds = (time.perf_counter() - start) / len(job.runs)
-    return [Outcome(key, summaries[key], None, seconds) for key in job.keys]
+    return [Outcome(key, None, summaries[key], seconds) if isinstance(summaries[key], str) else
+            Outcome(key, summaries[key], None, seconds) for key in job.keys]
 
 
 def _wait_for_stragglers(job: Job) -> None:

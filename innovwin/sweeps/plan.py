@@ -6,8 +6,10 @@ import functools
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from innovwin.store import RunStore
+from innovwin.sweeps.executors import EXECUTORS
 from innovwin.sweeps.jobs import Job, Run
 from innovwin.sweeps.spec import run_names
 
@@ -24,15 +26,14 @@ class Plan:
 
 
 def plan_sweep(store: RunStore, runs: dict[str, dict], *, max_attempts: int, ensemble: int = 1,
-               names: dict[str, str] | None = None) -> Plan:
-    """Check and cost ``runs``, add the new ones to the store (rows a dead driver left running are queued again) and
-    group the runs still to do (queued, or failed with attempts left) into jobs of up to ``ensemble`` runs of one
-    shape. ``names`` (key -> readable name, default :func:`run_names`) name new run directories."""
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-    if ensemble < 1:
-        raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
-    preflight(runs)
+               names: dict[str, str] | None = None, workers: int | None = None, executor: str = "local",
+               ray_address: str | None = None) -> Plan:
+    """Check and cost ``runs`` (:func:`check_sweep`), add the new ones to the store (rows a dead driver left running
+    are queued again) and group the runs still to do (queued, or failed with attempts left) into jobs of up to
+    ``ensemble`` runs of one shape. ``names`` (key -> readable name, default :func:`run_names`) name new run
+    directories."""
+    check_sweep(runs, store.path, max_attempts=max_attempts, ensemble=ensemble, workers=workers, executor=executor,
+                ray_address=ray_address)
     store.requeue_orphans()
     names = run_names(runs) if names is None else names
     costs = {key: estimate_cost(config) for key, config in runs.items()}
@@ -66,15 +67,41 @@ def _shapes(runs: dict[str, dict], keys: list[str]) -> dict:
     return {key: json.dumps(signature(RunConfig.from_record(runs[key])), sort_keys=True, default=repr) for key in keys}
 
 
-def preflight(runs: dict[str, dict]) -> None:
+def check_sweep(runs: dict[str, dict], store_path, *, max_attempts: int, ensemble: int = 1,
+                workers: int | None = None, executor: str = "local", ray_address: str | None = None) -> None:
+    """Everything about a sweep that can be refused before anything is written (the store included): the driver's
+    numbers, the store's layout and every run (:func:`preflight`). ``sweep --dry-run`` runs it too."""
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1 (--max-attempts), got {max_attempts}")
+    if ensemble < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1 (--workers), got {workers}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("--ray-address needs --executor ray")
+    for path in (Path(store_path), Path(store_path) / "runs"):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory: the store needs it as one; move it aside")
+    preflight(runs, devices=executor == "local")
+
+
+def preflight(runs: dict[str, dict], *, devices: bool = True) -> None:
     """Refuse the sweep, before any run is queued or any attempt spent, when a run could never start (n_train
-    not below |V|, ...): it would fail every attempt the same way."""
+    not below |V|, a device this machine lacks when ``devices``: the local executor's runs train here): it would
+    fail every attempt the same way."""
     from innovwin.config import RunConfig
+    from innovwin.runtime import resolve_device
     from innovwin.train.driver import check_run
 
+    checked_devices = set()
     for key, config in runs.items():
         try:
             check_run(RunConfig.from_dict(config))
+            if devices and config["device"] not in checked_devices:
+                resolve_device(config["device"])
+                checked_devices.add(config["device"])
         except ValueError as error:
             raise ValueError(f"run {key} ({config['task']}, n_train {config['n_train']}) cannot run: {error}") from None
 

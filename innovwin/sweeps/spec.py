@@ -16,7 +16,9 @@ RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one
 """
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +28,8 @@ from innovwin.naming import did_you_mean
 from innovwin.tomlfile import parse_toml, read_toml
 
 SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip")
+MAX_RUNS = 10_000  # the most runs a spec may name: expanding and checking each costs memory and time up front
+# (about 20 ms a run on one core: some minutes for this many)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,18 @@ class SweepSpec:
     zips: list[dict[str, list]] = field(default_factory=list)
     seeds: list[int] | None = None
 
+    def size(self) -> int:
+        """How many runs the spec names (before runs named twice are merged), computed without expanding it."""
+        return math.prod(len(options) for options in self.grid.values()) * math.prod(
+            len(next(iter(group.values()))) for group in self.zips) * len(self.seeds or [None])
+
     def expand(self) -> dict[str, dict]:
-        """Every run of the sweep: key -> resolved config dict, in grid order."""
+        """Every run of the sweep: key -> resolved config dict, in grid order (a new dict each call; the runs are
+        expanded once: each costs milliseconds, a large sweep minutes)."""
+        return dict(self._runs)
+
+    @functools.cached_property
+    def _runs(self) -> dict[str, dict]:
         axes = [[dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]]
         for group in self.zips:
             axes.append([dict(zip(group, values)) for values in zip(*group.values())])
@@ -88,8 +102,9 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
         raise ValueError(f"{source}: axis {repeated[0]!r} appears more than once in [grid] / [zip]")
     seeds = values.get("seeds")
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ValueError(f"{source}: seeds = K needs K >= 1 (K seeds, 0 to K-1), got {seeds}")
+        if not 1 <= seeds <= MAX_RUNS:
+            raise ValueError(f"{source}: seeds = K needs 1 <= K <= {MAX_RUNS} (K seeds, 0 to K-1; {MAX_RUNS} runs "
+                             f"is the most a sweep expands to), got {seeds}")
         seeds = list(range(seeds))
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -104,6 +119,9 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
     if not isinstance(name, str):
         raise ValueError(f"{source}: name must be a string, got {name!r}")
     spec = SweepSpec(name=name, base=base, grid=grid, zips=zips, seeds=seeds)
+    if spec.size() > MAX_RUNS:
+        raise ValueError(f"{source}: the sweep names {spec.size()} runs, more than the {MAX_RUNS} a sweep expands to "
+                         "(innovwin.sweeps.spec.MAX_RUNS); split it into several sweeps")
     spec.expand()  # refuse bad values (wrong types, out of range) now, before anything is stored
     return spec
 

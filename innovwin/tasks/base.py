@@ -114,15 +114,34 @@ class Task:
         return hash(self.spec)
 
     # --- sampling -----------------------------------------------------------------------
-    def sample(self, n: int, seed: int) -> np.ndarray:
-        """``n`` valid configurations, uint8 (n, n_cells); see each task for the distribution."""
+    sample_chunk: int | None = None  # a sampler whose draws come in chunks of this many samples, one after the
+    # other from one generator (so drawing chunk by chunk gives the same samples): it can report progress
+
+    def sample(self, n: int, seed: int, progress=None) -> np.ndarray:
+        """``n`` valid configurations, uint8 (n, n_cells); see each task for the distribution. ``progress(done,
+        n)`` is called after each chunk of a chunked sampler (:attr:`sample_chunk`), the same samples either way."""
         n = as_int(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        if isinstance(seed, (int, np.integer)) and seed < 0:  # (a SeedSequence is taken as it is)
+            raise ValueError(f"seed must be >= 0, got {seed}")
         if n == 0:
             return np.zeros((0, self.n_cells), dtype=np.uint8)
-        out = self._sample(n, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if progress is None or self.sample_chunk is None:
+            out = self._sample(n, rng)
+        else:
+            out = []
+            for start in range(0, n, self.sample_chunk):
+                out.append(self._sample(min(self.sample_chunk, n - start), rng))
+                progress(start + len(out[-1]), n)
+            out = np.concatenate(out)
         return np.ascontiguousarray(out, dtype=np.uint8).reshape(n, self.n_cells)
+
+    def sample_seconds(self, n: int) -> float | None:
+        """About how long :meth:`sample` takes for ``n`` samples, where that can be long (an exact sampler's
+        chains); None for a sampler that is fast at any size the commands allow."""
+        return None
 
     def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError

@@ -12,6 +12,7 @@ import numpy as np
 
 from innovwin import bits
 from innovwin.tasks import Task, make
+from innovwin.tasks.pace import sampling_progress
 
 MAX_DRAW_FACTOR = 50  # give up after drawing this many times the requested count (plus a floor)
 MIN_DRAWS = 10_000
@@ -63,7 +64,7 @@ def make_dataset(task: Task | str, n: int, seed: int, n_heldout: int = 1024) -> 
                 f"needed {total}; ask for fewer (n_valid={task.n_valid})"
             )
         batch = min(max(2 * (total - len(distinct)), 1024), max_draws - n_drawn)
-        cells = task.sample(batch, seed=seeds.spawn(1)[0])
+        cells = task.sample(batch, seed=seeds.spawn(1)[0], progress=sampling_progress(task, batch))
         draws.append(cells)
         keys = np.concatenate([keys, bits.pack(cells, task.k)])
         n_drawn += batch

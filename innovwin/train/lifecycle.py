@@ -97,7 +97,7 @@ class RunLife:
             "eval_share": timing["eval_s"] / loop_s if loop_s else None,
             "wall_s": wall_s,
         }
-        summary.update(extra)
+        summary.update(extra, **rundir.carried_summary(self.out_dir))  # refine's planned steps outlive a rerun
         rundir.write_json(self.out_dir / rundir.SUMMARY, summary)
         provenance.end_session(self.out_dir, step)
         self.log.progress(step, state="done")

@@ -65,26 +65,29 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
     if evals < 1:
         raise ValueError(f"--evals must be >= 1, got {evals}")
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"no run directory {run_dir}")
+    if not (run_dir / rundir.CONFIG).is_file():  # checked before the lock, which would leave a .lock behind
+        raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
     with rundir.locked(run_dir, "innovwin refine"):
         config, task = check_run(rundir.read_config(run_dir))
+        rundir.load_state(run_dir, config.key())  # a state of another run, or a corrupt one: refused before any write
+        old = rundir.read_summary(run_dir) or {}
         planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals)
         done = {row["step"] for row in rundir.read_metrics(run_dir)}
         todo = sorted({step for steps in planned.values() for step in steps} - done)
         run = RunLife(run_dir, config, task)
-        if todo:
-            _replay(run, todo, progress)
-        old = rundir.read_json(run_dir / rundir.SUMMARY) if (run_dir / rundir.SUMMARY).exists() else {}
+        # always inserted, none or some: state.pt's copy of the rows catches up with metrics.jsonl even where a
+        # refine killed between the two writes left it behind (else the next train would restore the older rows)
+        run.insert(_replay(run, todo, progress) if todo else [])
         summary = {**run.summarize(), "timing": old.get("timing"),
                    "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
 
 
-def _replay(run: RunLife, todo: list[int], progress) -> None:
+def _replay(run: RunLife, todo: list[int], progress) -> list[tuple]:
     """Train from step 0 through the scheduled evaluation after ``todo``'s last step, evaluating at each step of
-    ``todo``; write the evaluations once the replay reproduced the scheduled ones around them."""
+    ``todo``; the evaluations (row, per-sample arrays, model), once the replay reproduced the scheduled ones around
+    them."""
     device = resolve_device(run.config.device)
     dataset = run_dataset(run.config, run.task)
     trainer = Trainer(run.config, run.task, dataset, device)
@@ -102,7 +105,7 @@ def _replay(run: RunLife, todo: list[int], progress) -> None:
             held.append((row, samples, copy.deepcopy(model)))
             if progress is not None:
                 progress(row)
-    run.insert(held)
+    return held
 
 
 def _check_replay(run_dir: Path, trainer: Trainer, evaluator: Evaluator) -> None:
