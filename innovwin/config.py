@@ -110,8 +110,8 @@ class RunConfig:
     until: str = setting("budget", "optim", "train until: budget (all steps), or the clocks it names (rule, mem, "
                          "both) have closed intervals, then margin evaluations more; never past steps",
                          ensemble="member", report="pooled", sampler=False, before="budget", keyed=False)
-    margin: int = setting(2, "optim", "evaluations trained past the one at which the clocks until waits for are "
-                          "measured", ensemble="member", report="pooled", sampler=False, before=2, keyed=False)
+    margin: int = setting(1, "optim", "evaluations trained past the one at which the clocks until waits for are "
+                          "measured", ensemble="member", report="pooled", sampler=False, before=1, keyed=False)
     batch: int = setting(64, "optim", "training samples per step", ensemble="shared", report="variant", sampler=False)
     lr: float = setting(1e-3, "optim", "AdamW learning rate after warmup (constant: a decay would bend tau_mem)",
                         ensemble="member", report="variant", sampler=False)
