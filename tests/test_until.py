@@ -22,7 +22,7 @@ def rows_of(run_dir):
 
 
 def saved_step(run_dir):
-    return rundir.load_state(run_dir, rundir.read_config(run_dir))["step"]
+    return rundir.load_state(run_dir, rundir.read_config(run_dir).key())["step"]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_an_ensemble_member_that_stops_leaves_and_the_others_rows_do_not_change(
 def keyed_with_steps(run_dir):
     """Make a finished run directory look as innovwin wrote it before steps left the key."""
     config = rundir.read_config(run_dir)
-    state = rundir.load_state(run_dir, config)
+    state = rundir.load_state(run_dir, config.key())
     rundir.save_torch(run_dir / rundir.STATE, {**state, "key": config.earlier_key()})
     rundir.write_json(run_dir / rundir.CONFIG, {**config.to_nested(), "key": config.earlier_key()})
     return config
@@ -132,7 +132,7 @@ def test_a_state_saved_under_the_earlier_key_resumes_and_is_rekeyed(tmp_path):
     keyed_with_steps(tmp_path)
     train(config.override(steps=40), tmp_path, quiet=True)
     assert saved_step(tmp_path) == 40
-    assert rundir.load_state(tmp_path, config)["key"] == config.key()
+    assert rundir.load_state(tmp_path, config.key())["key"] == config.key()
 
 
 def test_a_run_directory_named_by_the_earlier_key_is_found_by_the_same_command(tmp_path, monkeypatch):

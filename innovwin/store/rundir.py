@@ -155,13 +155,13 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
                    if k not in UNKEYED and saved.resolved().to_dict().get(k) != v]
         raise ValueError(f"{run_dir} holds a different run (differs in {', '.join(changed) or 'key'}); "
                          "choose another --out or pass --force to overwrite it")
-    return load_state(run_dir, config)
+    return load_state(run_dir, config.key())
 
 
-def load_state(run_dir, config) -> dict | None:
-    """The saved training state of ``config``'s run in ``run_dir``, or None. A state saved before the budget left
-    the run key carries the key of the config.json beside it (:meth:`RunConfig.earlier_key`); :func:`start`
-    rekeys it."""
+def load_state(run_dir, key: str) -> dict | None:
+    """The saved training state of run ``key`` in ``run_dir``, or None. A state saved before the budget left the
+    run key carries the earlier key of the config.json beside it (:meth:`RunConfig.earlier_key`), also accepted;
+    :func:`start` rekeys it."""
     path = Path(run_dir) / STATE
     if not path.exists():
         return None
@@ -172,17 +172,19 @@ def load_state(run_dir, config) -> dict | None:
     except Exception as error:  # torch raises many kinds on a truncated or foreign file
         raise ValueError(f"training state {path} is corrupt ({type(error).__name__}); "
                          "delete it to restart from scratch, or pass --force") from None
-    if state.get("key") not in _keys(run_dir, config):
+    if state.get("key") not in _keys(run_dir, key):
         raise ValueError(f"training state {path} belongs to another run; pass --force to start over")
     return state
 
 
-def _keys(run_dir, config) -> set[str]:
-    """The keys ``config``'s run may have been saved under in ``run_dir``: today's, and the earlier key of the run
-    its config.json records (steps hashed)."""
-    keys = {config.key()}
+def _keys(run_dir, key: str) -> set[str]:
+    """The keys run ``key`` may have been saved under in ``run_dir``: its own, and the earlier key (steps hashed)
+    of the run its config.json records, when that is this run."""
+    keys = {key}
     with contextlib.suppress(ValueError):
-        keys.add(read_config(run_dir).earlier_key())
+        saved = read_config(run_dir)
+        if saved.key() == key:
+            keys.add(saved.earlier_key())
     return keys
 
 

@@ -34,7 +34,7 @@ class RunLife:
         return self._resume(rundir.prepare(self.out_dir, self.config, force))
 
     def saved_state(self) -> dict | None:
-        return self._resume(rundir.load_state(self.out_dir, self.config))
+        return self._resume(rundir.load_state(self.out_dir, self.config.key()))
 
     def _resume(self, state: dict | None) -> dict | None:
         self.stop, self.trained = StopRule(self.config), state["step"] if state else 0
