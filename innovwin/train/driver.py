@@ -1,11 +1,14 @@
 """The training driver: one run (or one stacked ensemble's K runs) end to end, evaluations on a log-spaced
 schedule, exact resume, the clocks.
 
-``train(config, out_dir)`` trains ``config.steps`` AdamW steps (linear warmup, then a constant rate: a decaying rate
-would slow memorization down and bend tau_mem), evaluates at log-spaced steps, and after each evaluation appends a
-row to metrics.jsonl and saves the full training state. Running it again on the same directory resumes from that
-state: every random draw comes from generators whose states are saved, so on a CPU a killed-and-resumed run
-writes the same metrics.jsonl as an uninterrupted one (except ``eval_seconds``, a wall-clock time).
+``train(config, out_dir)`` trains up to ``config.steps`` AdamW steps (linear warmup, then a constant rate: a decaying
+rate would slow memorization down and bend tau_mem), or until the clocks ``config.until`` names are measured
+(:mod:`innovwin.train.until`), evaluates at log-spaced steps, and after each evaluation appends a row to
+metrics.jsonl and saves the full training state. Running it again on the same directory resumes from that state:
+every random draw comes from generators whose states are saved, so on a CPU a killed-and-resumed run writes the
+same metrics.jsonl as an uninterrupted one (except ``eval_seconds``, a wall-clock time). The budget is not part of
+the run: asked for more steps, a run trains on from its state (a run extended is the prefix of the run trained
+straight); asked for fewer, it is answered from its rows without training (docs/budgets.md).
 
 A single run and an ensemble (:mod:`innovwin.train.ensemble`) are one :class:`Session`: the same loop, directory
 life (:class:`~innovwin.train.lifecycle.RunLife`), state and loss accounting; only what steps them differs (one
@@ -145,8 +148,6 @@ class Session:
 
     def __init__(self, runs: list[RunLife], states: list[dict | None], *, quiet: bool, force: bool, started: float):
         self.device = resolve_device(runs[0].config.device)
-        self.timing = dict(states[0]["timing"]) if states[0] else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
-        self.earlier_wall, self.started = self.timing["wall_s"], started
         config = runs[0].config  # members share steps, first_eval and evals_per_decade
         self.schedule, self.grid = set(eval_steps(config)), set(grid_steps(config))
         self.runs, self.quiet, self.stacked = runs, quiet, len(runs) > 1
@@ -157,6 +158,9 @@ class Session:
             run.open(state, eval_steps(replace(run.config, steps=step)) if state else [], force=force,
                      device=self.device, echo=None if quiet else tqdm.write, member=member)
         self.active = [k for k, state in enumerate(states) if not runs[k].ended(state["step"] if state else 0)]
+        timed = states[self.active[0] if self.active else 0]  # the states still training were saved together
+        self.timing = dict(timed["timing"]) if timed else {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+        self.earlier_wall, self.started = self.timing["wall_s"], started
         self.datasets = {k: run_dataset(runs[k].config, runs[k].task) for k in self.active}
         self.members = self._members({k: state for k, state in enumerate(states) if k in self.active})
         self.evaluators = {k: Evaluator(runs[k].task, self.datasets[k], runs[k].config, objective, self.device)

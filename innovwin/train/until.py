@@ -74,20 +74,20 @@ class StopRule:
 
 def budget_words(config: RunConfig) -> str:
     """What a run trains until, after its budget in the start line: "" for the budget alone, else e.g.
-    ", until both clocks are measured (+2 evaluations)"."""
+    " at most, until both clocks are measured (then 1 more evaluation)"."""
     if not WAITS[config.until]:
         return ""
     what = "both clocks are" if config.until == "both" else f"tau_{config.until} is"
-    return f" at most, until {what} measured (+{config.margin} evaluations)"
+    return f" at most, until {what} measured (then {_evaluations(config.margin)})"
 
 
 def describe(summary: dict) -> str:
     """The summary's stop in one line: where the run stopped and why, e.g. ``stopped   at step 562 of 5000: both
-    clocks measured, +2 evaluations``."""
+    clocks measured, then 1 more evaluation``."""
     stop, config = summary["stop"], summary["config"]
     if stop["reason"] == "until":
         what = "both clocks" if config["until"] == "both" else f"tau_{config['until']}"
-        why = f"{what} measured, +{config['margin']} evaluations"
+        why = f"{what} measured, then {_evaluations(config['margin'])}"
     elif config.get("until", "budget") == "budget":
         why = "the budget"
     else:
@@ -95,3 +95,7 @@ def describe(summary: dict) -> str:
     answered = (f" (answered from the rows up to step {summary['final']['step']} of a run trained to step "
                 f"{stop['trained']})" if stop["trained"] > stop["step"] else "")
     return f"stopped   at step {stop['step']} of {config['steps']}: {why}{answered}"
+
+
+def _evaluations(margin: int) -> str:
+    return f"{margin} more evaluation{'s' * (margin != 1)}"
