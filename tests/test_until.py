@@ -49,8 +49,9 @@ def expected_stop(config, run_dir):
 
 
 # --- the budget --------------------------------------------------------------------------------------------------
-def test_a_run_extended_from_its_state_has_the_rows_of_a_run_trained_straight(tmp_path):
-    config = RunConfig(**{**TINY, "ema": 0.9})
+@pytest.mark.parametrize("arch", ["gpt", "dit"])
+def test_a_run_extended_from_its_state_has_the_rows_of_a_run_trained_straight(tmp_path, arch):
+    config = RunConfig(**{**TINY, "ema": 0.9, "arch": arch})
     train(config.override(steps=30), tmp_path / "extended", quiet=True)
     train(config.override(steps=120), tmp_path / "extended", quiet=True)
     train(config.override(steps=120), tmp_path / "straight", quiet=True)
