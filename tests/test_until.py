@@ -82,7 +82,7 @@ def test_a_run_answered_from_its_rows_trains_on_when_asked_more(tmp_path):
 # --- until -------------------------------------------------------------------------------------------------------
 def test_until_stops_margin_evaluations_after_the_clocks_are_measured(budget_run, until_run):
     out, summary = until_run
-    config = RunConfig(**{**FAST, "n_train": 8, "until": "both"})
+    config = RunConfig(**{**FAST, "n_train": 8, "until": "both"}).resolved()  # the run's bootstrap seed
     stop = expected_stop(config, budget_run)
     assert stop < FAST["steps"]  # the test means something: the clocks close before the budget
     assert summary["stop"] == {"reason": "until", "step": stop, "trained": stop}

@@ -22,7 +22,8 @@ WAITS = {"budget": (), "rule": ("tau_rule",), "mem": ("tau_mem",), "both": clock
 
 
 def measured(config: RunConfig, rows: list[dict], valid, copy) -> bool:
-    """True when every clock ``config.until`` waits for has a closed interval at the last of ``rows``."""
+    """True when every clock ``config.until`` waits for has a closed interval at the last of ``rows`` (``config``
+    resolved: its sampling seed seeds the bootstrap, as in the summary)."""
     found = clocks.summarize(rows, valid, copy, rule_threshold=config.rule_threshold,
                              mem_threshold=config.mem_threshold, n_resamples=config.bootstrap,
                              seed=config.sampling_seed)
