@@ -30,6 +30,7 @@ from innovwin.naming import did_you_mean
 from innovwin.tomlfile import read_toml
 
 DTYPES = ("auto", "float32", "bfloat16")
+UNTIL = ("budget", "rule", "mem", "both")  # what a run trains until (train/until.py)
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
 MAX_SEED = 2**62 - 1  # seed fills data_seed..train_seed with 4*seed+3 at most, and torch takes seeds below 2**64
 EDM = diffusion_settings.DEFAULTS
@@ -48,18 +49,19 @@ NEW = object()  # ``before`` of a field that every recorded run already has
 
 
 def setting(default, group: str, help: str, *, ensemble: str, report: str, sampler: bool, before=NEW,
-            added: bool = True):
+            added: bool = True, keyed: bool = True):
     """A RunConfig field and what it is.
 
     ``group``: its config.json table and --help section; ``help``: its meaning, what `train --help` shows;
     ``ensemble``: "shared" when every member of a stacked ensemble must hold the same value, "member" when each
     has its own; ``report``: one of REPORT_ROLES; ``sampler``: evaluation-side, so a run's snapshots can be evaluated
     again under another value without retraining; ``before``: the value every run keyed before it existed was made
-    with (``added`` False: it existed, but was read by another architecture alone), see :meth:`RunConfig.key`.
+    with (``added`` False: it existed, but was read by another architecture alone), see :meth:`RunConfig.key`;
+    ``keyed`` False: it decides only where a run stops, so the run key leaves it out (:data:`UNKEYED`).
     """
     return dataclasses.field(default=default, metadata={
         "group": group, "help": help, "ensemble": ensemble, "report": report, "sampler": sampler,
-        "before": before, "added": added})
+        "before": before, "added": added, "keyed": keyed})
 
 
 def _edm(name: str, *, ensemble: str, sampler: bool, before, added: bool = True):
@@ -99,10 +101,17 @@ class RunConfig:
     train_seed: int | None = setting(None, "seeds", "seed of the batches and training noises (default: from seed)",
                                      ensemble="member", report="replicate", sampler=False)
     # optimization: AdamW, linear warmup then a constant rate (decay would confound tau_mem)
-    # steps pools: the rate is constant after warmup, so a longer run follows the same trajectory; steps only sets
-    # where it stops, and a clock past that end is censored, never misread
-    steps: int = setting(2000, "optim", "training steps (optimizer updates)",
-                         ensemble="shared", report="pooled", sampler=False)
+    # steps, until and margin pool and are not keyed: the rate is constant after warmup and the evaluation grid does
+    # not depend on them, so a run trained to step s is the prefix of the same run trained longer; they only set
+    # where it stops (more resumes it, fewer answers from its rows), and a clock past that end is censored
+    steps: int = setting(2000, "optim", "the most training steps (optimizer updates) the run may take: more "
+                         "resumes a run, fewer answers from its rows", ensemble="shared", report="pooled",
+                         sampler=False, keyed=False)
+    until: str = setting("budget", "optim", "train until: budget (all steps), or the clocks it names (rule, mem, "
+                         "both) have closed intervals, then margin evaluations more; never past steps",
+                         ensemble="member", report="pooled", sampler=False, before="budget", keyed=False)
+    margin: int = setting(1, "optim", "evaluations trained past the one at which the clocks until waits for are "
+                          "measured", ensemble="member", report="pooled", sampler=False, before=1, keyed=False)
     batch: int = setting(64, "optim", "training samples per step", ensemble="shared", report="variant", sampler=False)
     lr: float = setting(1e-3, "optim", "AdamW learning rate after warmup (constant: a decay would bend tau_mem)",
                         ensemble="member", report="variant", sampler=False)
@@ -181,6 +190,8 @@ class RunConfig:
              f"device must be auto, cpu or cuda[:i], got {self.device!r}"),
             (self.n_train > 0, f"n_train must be > 0, got {self.n_train}"),
             (self.steps > 0, f"steps must be > 0, got {self.steps}"),
+            (self.until in UNTIL, f"until must be one of {', '.join(UNTIL)}, got {self.until!r}"),
+            (self.margin >= 0, f"margin must be >= 0, got {self.margin}"),
             (self.eval_samples > 0, f"eval_samples must be > 0, got {self.eval_samples}"),
             (self.batch > 0, f"batch must be > 0, got {self.batch}"),
             (min(self.depth, self.width, self.heads, self.mlp_ratio) > 0,
@@ -249,10 +260,21 @@ class RunConfig:
         return dataclasses.replace(self, **flatten(values))
 
     def key(self) -> str:
-        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs (see :data:`BEFORE`)."""
+        """Stable 16-hex-digit hash of the resolved config: equal keys, equal runs (see :data:`BEFORE`); the
+        budget (:data:`UNKEYED`) is not part of a run."""
+        return self._hash(UNKEYED)
+
+    def earlier_key(self) -> str:
+        """The key this run had before the budget left the key (``steps`` hashed): how a run directory or a store
+        row made before is found by the same command."""
+        return self._hash(tuple(name for name in UNKEYED if name != "steps"))
+
+    def _hash(self, leave_out) -> str:
         reads = objectives.get(self.arch).settings
-        values = {**self.resolved().to_dict(), **{name: old for name, old in BEFORE.items() if name not in reads}}
-        values = {name: value for name, value in values.items() if name not in ADDED or value != ADDED[name]}
+        values = {**self.resolved().to_dict(), **{name: old for name, old in BEFORE.items()
+                                                  if name not in reads and name in GROUPS["objective"]}}
+        values = {name: value for name, value in values.items()
+                  if name not in leave_out and (name not in ADDED or value != ADDED[name])}
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -267,14 +289,16 @@ def _declared(key: str) -> dict:
 GROUPS = {group: tuple(name for name, its in _declared("group").items() if its == group) for group in GROUP_ORDER}
 # What each field means, in its unit, with the values it allows (choices and defaults are added by --help).
 HELP = _declared("help")
-# The run-key rule for the objective's settings. BEFORE holds the value each had in every run keyed before it was a
-# field (ADDED) or before it was the DiT's alone (sampler_steps). key() hashes a setting the run's architecture does
-# not read (objectives.get(arch).settings: a GPT has no noise schedule) as its BEFORE value, so it never splits or
-# moves a run, and leaves an added field out while it holds its BEFORE value, so adding a field moved no existing
+# The run-key rule for added fields. BEFORE holds the value each had in every run keyed before it was a field
+# (ADDED) or before it was the DiT's alone (sampler_steps). key() hashes an objective setting the architecture
+# does not read (objectives.get(arch).settings: a GPT has no noise schedule) as its BEFORE value, so it never splits
+# or moves a run, and leaves an added field out while it holds its BEFORE value, so adding a field moved no existing
 # run's key. A recorded config that lacks an added field reads as that value (RunConfig.from_record): an old run
 # directory loads, reports and resumes with the settings it was made with, and a new default is hashed.
 BEFORE = {name: value for name, value in _declared("before").items() if value is not NEW}
 ADDED = {name: value for name, value in BEFORE.items() if _declared("added")[name]}
+# What the run key leaves out: where a run stops (a run trained further is the same run), see RunConfig.earlier_key.
+UNKEYED = tuple(name for name, keyed in _declared("keyed").items() if not keyed)
 # What the members of one stacked ensemble share (train.ensemble.signature adds the task's shape and EMA on/off).
 SHARED = tuple(name for name, role in _declared("ensemble").items() if role == "shared")
 # What a report pools: runs that differ only in these share one fit, colour, window-map cell and architecture pair.
@@ -314,10 +338,6 @@ def canonical_name(name: str) -> str:
     raise ValueError(f"unknown config key {name!r}{did_you_mean(name, [*FROM_DOTTED, *FIELD_TYPES])}")
 
 
-def check_field_name(name: str) -> None:
-    canonical_name(name)
-
-
 def flatten(values: dict) -> dict:
     """Flat field name -> value from a mapping of flat or dotted names and ``group = {short: value}`` tables."""
     flat: dict = {}
@@ -337,23 +357,6 @@ def flatten(values: dict) -> dict:
 def optional(name: str) -> bool:
     """True for fields that may be unset (None)."""
     return type(None) in typing.get_args(_hints()[name])
-
-
-def parse_value(name: str, text: str):
-    """Parse a command-line string into field ``name``'s type ("none" unsets an optional field)."""
-    name = canonical_name(name)
-    kind = FIELD_TYPES[name]
-    if optional(name) and text.strip().lower() in ("none", "null", ""):
-        return None
-    try:
-        if kind is bool:
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
 
 
 def _hints() -> dict:

@@ -1,7 +1,8 @@
 """RunConfig: validation, TOML loading, CLI parsing and the stable key."""
 import pytest
 
-from innovwin.config import RunConfig, parse_value
+from innovwin.cli.train import parse_value
+from innovwin.config import RunConfig
 
 
 def test_defaults_are_valid_and_key_is_stable():
@@ -87,14 +88,16 @@ def test_every_field_declares_what_it_is():
         assert meta["ensemble"] in config.ENSEMBLE_ROLES, field.name
         assert meta["report"] in config.REPORT_ROLES, field.name
         assert isinstance(meta["sampler"], bool) and isinstance(meta["added"], bool), field.name
+        assert isinstance(meta["keyed"], bool), field.name
 
 
 def test_the_lists_of_fields_by_kind_follow_the_declarations():
     from innovwin import config
     from innovwin.objectives import diffusion_settings
 
-    assert set(config.BEFORE) == set(diffusion_settings.FIELDS)  # the settings a GPT's key ignores
+    assert set(config.BEFORE) == set(diffusion_settings.FIELDS) | {"until", "margin"}
     assert set(config.BEFORE) - set(config.ADDED) == {"sampler_steps"}
+    assert config.UNKEYED == ("steps", "until", "margin")  # where a run stops is not part of the run
     assert {"arch", "depth", "width", "heads", "batch", "steps", "sampler_steps"} <= set(config.SHARED)
     assert not {"seed", "n_train", "lr", "p_mean", "task"} & set(config.SHARED)
     assert {"seed", "data_seed", "steps", "n_train", "device"} <= config.POOLED
@@ -117,7 +120,7 @@ def test_flat_dotted_and_nested_names_build_the_same_config_and_key():
     nested = RunConfig.from_dict({"optim": {"lr": 0.01}, "task": {"n_train": 64, "spec": "parity:h=4,w=4,g=2"}})
     assert flat == dotted == nested and flat.key() == nested.key()
     assert RunConfig.from_dict(flat.to_nested()) == flat  # what config.json holds reads back
-    assert RunConfig().key() == "2e218524196cfa55"  # grouping the fields changed no run's key
+    assert RunConfig().earlier_key() == "2e218524196cfa55"  # grouping the fields changed no run's key
 
 
 @pytest.mark.parametrize("values, message", [
@@ -135,3 +138,28 @@ def test_nested_toml(tmp_path):
     path.write_text('[optim]\nlr = 0.002\nsteps = 30\n[model]\narch = "dit"\n')
     config = RunConfig.from_toml(path)
     assert (config.lr, config.steps, config.arch) == (0.002, 30, "dit")
+
+
+def test_the_budget_is_not_part_of_the_run_key():
+    assert RunConfig(steps=300).key() == RunConfig(steps=1200).key() == RunConfig(until="both", margin=5).key()
+    assert RunConfig().key() == "2a808792df5a3761"  # moved when steps left the key; earlier_key is the old one
+
+
+def test_the_earlier_key_hashes_the_budget():
+    assert RunConfig(steps=300).earlier_key() != RunConfig(steps=1200).earlier_key()
+    assert RunConfig(until="both").earlier_key() == RunConfig().earlier_key()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"until": "clocks"}, "until must be one of budget, rule, mem, both"),
+    ({"margin": -1}, "margin must be >= 0"),
+])
+def test_bad_stops_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_a_config_recorded_before_until_trains_to_its_budget():
+    old = RunConfig(steps=500).to_nested()
+    del old["optim"]["until"], old["optim"]["margin"]
+    assert (RunConfig.from_record(old).until, RunConfig.from_record(old).steps) == ("budget", 500)

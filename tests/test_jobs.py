@@ -133,19 +133,19 @@ def test_grouping_keeps_the_order_and_never_mixes_shapes():
 
 
 def test_a_plan_queues_every_new_run_longest_first(tmp_path):
-    runs = configs(steps=[100, 300, 200])
+    runs = configs(batch=[100, 300, 200])
     with RunStore(tmp_path, write=True) as store:
         plan = plan_sweep(store, runs, max_attempts=1)
-        assert [[runs[key]["steps"] for key in job.keys] for job in plan.jobs] == [[300], [200], [100]]
+        assert [[runs[key]["batch"] for key in job.keys] for job in plan.jobs] == [[300], [200], [100]]
         assert store.counts(runs)["queued"] == 3
 
 
 def test_a_plan_names_each_run_directory(tmp_path):
-    runs = configs(steps=[100, 300])
+    runs = configs(batch=[100, 300])
     with RunStore(tmp_path, write=True) as store:
         plan = plan_sweep(store, runs, max_attempts=1)
     assert sorted(run.run_dir for job in plan.jobs for run in job.runs) == sorted(
-        str(tmp_path / "runs" / f"steps{runs[key]['steps']}-{key}") for key in runs)
+        str(tmp_path / "runs" / f"batch{runs[key]['batch']}-{key}") for key in runs)
 
 
 def test_a_plan_groups_runs_of_one_shape_into_jobs(tmp_path):

@@ -51,12 +51,12 @@ def calls(store, key):
 
 
 def test_table_lifecycle_and_longest_first(tmp_path):
-    runs = configs(steps=[100, 300, 200])
+    runs = configs(batch=[100, 300, 200])
     cost = {key: estimate_cost(config) for key, config in runs.items()}
     with RunStore(tmp_path, write=True) as store:
         assert store.add(runs, cost) == 3 and store.add(runs, cost) == 0
         order = store.pending(runs, max_attempts=2)
-        assert [runs[key]["steps"] for key in order] == [300, 200, 100]
+        assert [runs[key]["batch"] for key in order] == [300, 200, 100]
         first, second, third = order
         store.claim(first)
         store.finish(first, {"tau_rule": 5.0})

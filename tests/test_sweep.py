@@ -209,12 +209,11 @@ def seed_job(job):
 SWEEP_LOG = """\
 [sweep] 3 of 3 runs to do · local: 1 workers on CPU, N threads per run
 [sweep] 0 done · 1 running · 2 queued · 0 failed · T elapsed · ETA ?
-[sweep] failed seed=2 (attempt 1, retry limit 2): RuntimeError: seed 2 fails
-[sweep] 0 done · 1 running · 1 queued · 1 failed · T elapsed · ETA ?
-[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: seed 1 fails
-[sweep] 0 done · 1 running · 0 queued · 2 failed · T elapsed · ETA ?
 [sweep] done seed=0 in T: τ_rule 10 · τ_mem > 100 · window open at the end, ≥ 1.00 decades (x10.0)
+[sweep] 1 done · 1 running · 1 queued · 0 failed · T elapsed · ETA T
+[sweep] failed seed=2 (attempt 1, retry limit 2): RuntimeError: seed 2 fails
 [sweep] 1 done · 1 running · 0 queued · 1 failed · T elapsed · ETA T
+[sweep] failed seed=1 (attempt 1, retry limit 2): RuntimeError: seed 1 fails
 [sweep] failed seed=2 (attempt 2, retry limit 2: stays failed): RuntimeError: seed 2 fails
 [sweep] done seed=1 in T: τ_rule 20 · τ_mem > 100 · window open at the end, ≥ 0.70 decades (x5.0)
 [sweep] 2 done · 0 running · 0 queued · 1 failed · T elapsed · ETA T

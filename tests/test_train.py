@@ -17,6 +17,7 @@ from innovwin import cli
 from innovwin.analysis import clocks
 from innovwin.config import RunConfig
 from innovwin.store import provenance, rundir, runlog
+from innovwin.train import until
 from innovwin.train.driver import eval_steps, train
 from innovwin.train.members import Trainer
 
@@ -173,7 +174,7 @@ def test_log_txt_has_the_start_each_evaluation_and_the_clocks(uninterrupted_dir)
     assert lines[0].startswith(f"start {uninterrupted_dir}: ")
     assert [line.split(":")[0] for line in lines[1:1 + len(steps)]] == [f"step {step}" for step in steps]
     summary = rundir.read_json(uninterrupted_dir / rundir.SUMMARY)
-    assert lines[1 + len(steps):] == clocks.describe(summary).splitlines()
+    assert lines[1 + len(steps):] == [*clocks.describe(summary).splitlines(), until.describe(summary)]
 
 
 def test_progress_json_ends_done_at_the_last_step(uninterrupted_dir):
@@ -379,6 +380,7 @@ tau_rule  > 8
 tau_mem   > 8
 window    unresolved
           neither clock reached by step 8
+stopped   at step 8 of 8: the budget
 run       RUN_DIR  (S s, R steps/s, E% in evaluation)
 files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), loss.jsonl, log.txt, \
 provenance.json, snapshots/ (weights), evals/ (per-sample arrays)

@@ -14,7 +14,7 @@ from innovwin.config import RunConfig
 
 # Fields whose values are a closed set, listed as the flag's metavar ({dit,gpt}); the config refuses others in one
 # line with the nearest name (argparse's choices would print the whole usage).
-CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES}
+CHOICES = {"arch": objectives.names, "dtype": lambda: config_module.DTYPES, "until": lambda: config_module.UNTIL}
 
 
 def add_parser(subparsers) -> None:
@@ -57,17 +57,35 @@ def config_from_args(args) -> RunConfig:
         name, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        values[config_module.canonical_name(name.strip())] = config_module.parse_value(name.strip(), text.strip())
+        values[config_module.canonical_name(name.strip())] = parse_value(name.strip(), text.strip())
     for name, text in vars(args).items():
         if name.startswith("field_") and text is not None:
-            values[name[len("field_"):]] = config_module.parse_value(name[len("field_"):], text)
+            values[name[len("field_"):]] = parse_value(name[len("field_"):], text)
     return config.override(**values)
+
+
+def parse_value(name: str, text: str):
+    """Parse a command-line string into field ``name``'s type ("none" unsets an optional field)."""
+    name = config_module.canonical_name(name)
+    kind = config_module.FIELD_TYPES[name]
+    if config_module.optional(name) and text.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from innovwin.analysis import clocks
+    from innovwin.train import until
     from innovwin.train.driver import train
 
     if args.threads < 1:
@@ -76,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config_from_args(args), args.out, quiet=args.quiet, force=args.force)
     timing = summary["timing"]
     print(clocks.describe(summary))
+    print(until.describe(summary))
     print(f"run       {summary['out_dir']}  ({timing['wall_s']:.0f} s, {timing['steps_per_s']:.0f} steps/s, "
           f"{100 * timing['eval_share']:.0f}% in evaluation)")
     print("files     metrics.jsonl (one row per evaluation), summary.json (clocks, window), loss.jsonl, log.txt, "

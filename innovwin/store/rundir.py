@@ -151,13 +151,19 @@ def prepare(run_dir, config, force: bool = False) -> dict | None:
     except ValueError as error:
         raise ValueError(f"{error}; pass --force to start over") from None
     if saved.key() != config.key():
-        changed = [k for k, v in config.resolved().to_dict().items() if saved.resolved().to_dict().get(k) != v]
+        from innovwin.config import UNKEYED
+
+        changed = [k for k, v in config.resolved().to_dict().items()
+                   if k not in UNKEYED and saved.resolved().to_dict().get(k) != v]
         raise ValueError(f"{run_dir} holds a different run (differs in {', '.join(changed) or 'key'}); "
                          "choose another --out or pass --force to overwrite it")
     return load_state(run_dir, config.key())
 
 
 def load_state(run_dir, key: str) -> dict | None:
+    """The saved training state of run ``key`` in ``run_dir``, or None. A state saved before the budget left the
+    run key carries the earlier key of the config.json beside it (:meth:`RunConfig.earlier_key`), also accepted;
+    :func:`start` rekeys it."""
     path = Path(run_dir) / STATE
     if not path.exists():
         return None
@@ -168,9 +174,20 @@ def load_state(run_dir, key: str) -> dict | None:
     except Exception as error:  # torch raises many kinds on a truncated or foreign file
         raise ValueError(f"training state {path} is corrupt ({type(error).__name__}); "
                          "delete it to restart from scratch, or pass --force") from None
-    if state.get("key") != key:
+    if state.get("key") not in _keys(run_dir, key):
         raise ValueError(f"training state {path} belongs to another run; pass --force to start over")
     return state
+
+
+def _keys(run_dir, key: str) -> set[str]:
+    """The keys run ``key`` may have been saved under in ``run_dir``: its own, and the earlier key (steps hashed)
+    of the run its config.json records, when that is this run."""
+    keys = {key}
+    with contextlib.suppress(ValueError):
+        saved = read_config(run_dir)
+        if saved.key() == key:
+            keys.add(saved.earlier_key())
+    return keys
 
 
 def save_states(states: dict) -> None:
@@ -233,6 +250,8 @@ def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[st
     """
     run_dir = Path(run_dir)
     resume_step = state["step"] if state else 0
+    if state and state.get("key") != config.key():  # saved under the earlier key, which config.json names
+        save_torch(run_dir / STATE, {**state, "key": config.key()})
     write_json(run_dir / CONFIG, {**config.resolved().to_nested(), "key": config.key()})
     for folder in (SNAPSHOTS, EVALS):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from innovwin.config import with_added
+from innovwin.config import UNKEYED, RunConfig, with_added
 
 STATUSES = ("queued", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -159,16 +159,54 @@ class RunStore:
                 if entry.is_dir() and re.fullmatch(r"(.+-)?[0-9a-f]{16}", entry.name)}
 
     def add(self, runs: dict[str, dict], cost: dict[str, float] | None = None) -> int:
-        """Queue the runs not in the table yet; returns how many were new."""
+        """Queue the runs not in the table yet; returns how many were new. A row keyed before the budget left the
+        run key is found and rekeyed first (:meth:`_adopt`); a run asked with another stop (steps, until, margin)
+        takes that config, and a done one is queued again: training resumes it or answers from its rows."""
         self._require_write()
         now = time.time()
         cost = cost or {}
         with self._transaction():
+            self._adopt(runs)
             before = self.db.total_changes
             self.db.executemany(
                 "INSERT OR IGNORE INTO runs (key, config, status, cost, added) VALUES (?, ?, 'queued', ?, ?)",
                 [(key, json.dumps(config, sort_keys=True), cost.get(key, 0.0), now) for key, config in runs.items()])
-            return self.db.total_changes - before
+            added = self.db.total_changes - before
+            self._restop(runs)
+            return added
+
+    def _restop(self, runs: dict[str, dict]) -> None:
+        """Give each row of ``runs`` whose stop (:data:`UNKEYED`) was asked otherwise that config; queue it again
+        if it was done."""
+        for key, text in self.db.execute("SELECT key, config FROM runs").fetchall():
+            with contextlib.suppress(ValueError, TypeError):
+                stored = with_added(json.loads(text))
+                if key in runs and any(stored.get(name) != runs[key].get(name) for name in UNKEYED):
+                    self.db.execute("UPDATE runs SET config = ?, status = CASE status WHEN 'done' THEN 'queued' "
+                                    "ELSE status END WHERE key = ?", (json.dumps(runs[key], sort_keys=True), key))
+
+    def _adopt(self, runs: dict[str, dict]) -> None:
+        """Rekey the rows (and rename the run directories) that hold one of ``runs`` under an earlier key, from
+        before the budget left the key: the one the same command made (:meth:`RunConfig.earlier_key`), else the one
+        with the largest budget. A row whose config cannot be read keeps its key (reports name it)."""
+        present = {key for (key,) in self.db.execute("SELECT key FROM runs")}
+        if all(key in present for key in runs):
+            return
+        earlier: dict[str, list] = {}  # today's key -> [(its earlier key, budget)]
+        for key, text in self.db.execute("SELECT key, config FROM runs"):
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                config = RunConfig.from_record(json.loads(text))
+                if config.key() != key:
+                    earlier.setdefault(config.key(), []).append((key, config.steps))
+        for key, config in runs.items():
+            if key in present or key not in earlier:
+                continue
+            same_command = RunConfig.from_record(config).earlier_key()
+            old = max(earlier[key], key=lambda found: (found[0] == same_command, found[1]))[0]
+            folder = self._existing_dirs().get(old)
+            if folder is not None and not folder.with_name(folder.name[:-16] + key).exists():
+                os.rename(folder, folder.with_name(folder.name[:-16] + key))
+            self.db.execute("UPDATE runs SET key = ? WHERE key = ?", (key, old))
 
     def requeue_orphans(self) -> int:
         """Queue again the rows a dead driver left ``running`` (the lock says it is gone)."""

@@ -14,6 +14,8 @@ from innovwin.analysis import clocks, memorization
 from innovwin.config import RunConfig
 from innovwin.store import provenance, rundir
 from innovwin.store.runlog import RunLog, truncate_loss
+from innovwin.train import until
+from innovwin.train.until import StopRule
 
 
 class RunLife:
@@ -24,13 +26,33 @@ class RunLife:
         self.out_dir, self.config, self.task = Path(out_dir), config, task
         self.metrics = ""  # metrics.jsonl's text up to the step, kept in the state to restore a damaged file
         self.log: RunLog | None = None
+        self.stop, self.trained = StopRule(config), 0
 
     def prepare(self, force: bool) -> dict | None:
-        """The saved training state to resume (reads only: a directory that is not this run's is refused)."""
-        return rundir.prepare(self.out_dir, self.config, force)
+        """The saved training state to resume (reads only: a directory that is not this run's is refused), its
+        rows read into the run's stop rule."""
+        return self._resume(rundir.prepare(self.out_dir, self.config, force))
 
     def saved_state(self) -> dict | None:
-        return rundir.load_state(self.out_dir, self.config.key())
+        return self._resume(rundir.load_state(self.out_dir, self.config.key()))
+
+    def _resume(self, state: dict | None) -> dict | None:
+        self.stop, self.trained = StopRule(self.config), state["step"] if state else 0
+        if state is None:
+            return None
+        path = self.out_dir / rundir.METRICS
+        rows = (rundir.parse_metrics(state["metrics"], path) if "metrics" in state else
+                [row for row in rundir.read_metrics(self.out_dir) if row["step"] <= state["step"]])
+        steps = [row["step"] for row in rows if self.stop.reads(row)]
+        samples = rundir.load_eval_samples(self.out_dir, steps)
+        arrays = {step: {name: values[i] for name, values in samples.items()} for i, step in enumerate(steps)}
+        for row in rows:
+            self.stop.add(row, arrays.get(row["step"]))
+        return state
+
+    def ended(self, trained: int) -> bool:
+        """Whether the run is done once trained to step ``trained`` (:class:`~innovwin.train.until.StopRule`)."""
+        return self.stop.end(trained) is not None
 
     def open(self, state: dict | None, evaluated: list[int], *, force: bool, device, echo=None,
              member: str = "") -> None:
@@ -46,10 +68,15 @@ class RunLife:
         provenance.start_session(self.out_dir, device, step)
         self.log = RunLog(self.out_dir, self.config.steps, step, echo=echo,
                           last_row=(rundir.read_metrics(self.out_dir) or [None])[-1])
-        config = self.config
-        self.log.line(f"resume {self.out_dir}{member} from step {step} of {config.steps} (its saved training state)"
-                      if state else f"start {self.out_dir}{member}: {config.arch} on {self.task.spec}, "
-                                    f"N = {config.n_train}, {config.steps} steps, on {device}", echo=True)
+        config, end = self.config, self.stop.end(step)
+        if end is not None and end[0] < step:
+            line = f"answer {self.out_dir}{member} from its rows up to step {end[0]} (trained to step {step})"
+        elif state:
+            line = f"resume {self.out_dir}{member} from step {step} of {config.steps} (its saved training state)"
+        else:
+            line = (f"start {self.out_dir}{member}: {config.arch} on {self.task.spec}, N = {config.n_train}, "
+                    f"{config.steps} steps{until.budget_words(config)}, on {device}")
+        self.log.line(line, echo=True)
 
     def stepped(self, step: int, loss: float | None, evaluating: bool) -> None:
         """After a training step: loss.jsonl's row (when ``loss`` is one), progress.json (the evaluation's own
@@ -63,6 +90,7 @@ class RunLife:
         """Append an evaluation's row (fsynced), write its per-sample arrays and snapshot, and say it."""
         self.metrics += rundir.append_metrics(self.out_dir, row)
         self.save_evaluation(row["step"], samples, model)
+        self.stop.add(row, samples)
         self.log.progress(row["step"], row)
         self.log.line(f"step {row['step']}: train loss {row['train_loss']:.4f}, valid {row['valid_frac']:.3f}, "
                       f"copy {row['copy_frac']:.3f} (chance {row['chance_copy'] or 0:.2g}), "
@@ -88,27 +116,31 @@ class RunLife:
         and the rows up to its step."""
         return {"key": self.config.key(), **training, "timing": dict(timing), "metrics": self.metrics}
 
-    def finish(self, step: int, timing: dict, wall_s: float, **extra) -> dict:
-        """Write summary.json (the clocks, the timing, and ``extra``), close the session and the log; the summary."""
-        summary = self.summarize()
+    def finish(self, trained: int, timing: dict, wall_s: float, **extra) -> dict:
+        """Write summary.json (the clocks of the rows up to the run's stop, the stop, the timing, and ``extra``),
+        close the session and the log; the summary. ``trained``: the step training reached."""
+        end, reason = self.stop.end(trained)
+        summary = self.summarize(end)
+        summary["stop"] = {"reason": reason, "step": end, "trained": trained}
         loop_s = timing["train_s"] + timing["eval_s"]
         summary["timing"] = {
-            "steps_per_s": self.config.steps / timing["train_s"] if timing["train_s"] else None,
+            "steps_per_s": trained / timing["train_s"] if timing["train_s"] else None,
             "eval_share": timing["eval_s"] / loop_s if loop_s else None,
             "wall_s": wall_s,
         }
         summary.update(extra, **rundir.carried_summary(self.out_dir))  # refine's planned steps outlive a rerun
         rundir.write_json(self.out_dir / rundir.SUMMARY, summary)
-        provenance.end_session(self.out_dir, step)
-        self.log.progress(step, state="done")
-        for text in clocks.describe(summary).splitlines():
+        provenance.end_session(self.out_dir, trained)
+        self.log.progress(trained, state="done")
+        for text in [*clocks.describe(summary).splitlines(), until.describe(summary)]:
             self.log.line(text)
         return summary
 
-    def summarize(self) -> dict:
-        """summary.json's content (less the timing) from the directory's rows and per-sample arrays."""
+    def summarize(self, end: int | None = None) -> dict:
+        """summary.json's content (less the stop and the timing) from the directory's rows up to step ``end`` (None:
+        all) and their per-sample arrays."""
         config = self.config
-        rows = rundir.read_metrics(self.out_dir)
+        rows = [row for row in rundir.read_metrics(self.out_dir) if end is None or row["step"] <= end]
         samples = rundir.load_eval_samples(self.out_dir, [row["step"] for row in rows])
         summary = clocks.summarize(rows, samples.get("valid"), samples.get("copy"),
                                    rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,

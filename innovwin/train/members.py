@@ -49,11 +49,12 @@ class LossAccount:
         self.since_log += losses
         self.count += 1
 
-    def take_train_loss(self) -> list[float | None]:
-        """Each member's mean training loss since the last call."""
+    def take_train_loss(self, reset: bool = True) -> list[float | None]:
+        """Each member's mean training loss since the last call that reset the sums (``reset`` False: they go on)."""
         values = [value / self.count if self.count else None for value in self.since_eval.tolist()]
-        self.since_eval.zero_()
-        self.count = 0
+        if reset:
+            self.since_eval.zero_()
+            self.count = 0
         return values
 
     def take_log_loss(self, step: int) -> list[float] | None:
