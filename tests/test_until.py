@@ -99,6 +99,30 @@ def test_a_run_stopped_by_until_is_not_trained_further_when_asked_again(until_ru
     assert again["stop"] == summary["stop"] and saved_step(out) == summary["stop"]["step"]
 
 
+def test_a_rerun_of_a_run_stopped_by_until_never_deletes_its_summary(until_run, monkeypatch):
+    """It trains nothing, so the summary it would drop stays until the rerun writes it again (a failed write of
+    the log leaves the finished result where it was)."""
+    import innovwin.train.lifecycle as lifecycle
+
+    out, summary = until_run
+    monkeypatch.setattr(lifecycle.RunLife, "finish", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        train(RunConfig(**{**FAST, "n_train": 8, "until": "both"}), out, quiet=True)
+    assert rundir.read_summary(out)["stop"] == summary["stop"]
+
+
+def test_refine_works_inside_the_stop_of_a_run_stopped_by_until(until_run, tmp_path):
+    import shutil
+
+    from innovwin.train.refine import refine
+
+    out, summary = until_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    refined = refine(copy, "mem", evals=2)
+    assert refined["stop"] == summary["stop"]
+    assert max(row["step"] for row in rundir.read_metrics(copy)) == summary["stop"]["step"]
+
+
 def test_a_run_that_reaches_its_budget_first_says_so(tmp_path):
     summary = train(RunConfig(**{**FAST, "n_train": 8, "until": "both", "steps": 30}), tmp_path, quiet=True)
     assert summary["stop"] == {"reason": "budget", "step": 30, "trained": 30}

@@ -61,7 +61,7 @@ class RunLife:
         step = state["step"] if state else 0
         if force:
             rundir.reset(self.out_dir)
-        self.metrics, note = rundir.start(self.out_dir, self.config, state, evaluated)
+        self.metrics, note = rundir.start(self.out_dir, self.config, state, evaluated, trains_on=not self.ended(step))
         if note:
             print(f"innovwin train: {note}", file=sys.stderr)
         truncate_loss(self.out_dir, step)

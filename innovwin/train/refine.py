@@ -40,14 +40,15 @@ def inner_steps(lo: float, hi: float, k: int) -> list[int]:
     return everything if len(everything) <= k else inside
 
 
-def plan(run_dir, config: RunConfig, names, k: int) -> dict[str, list[int]]:
-    """The steps to evaluate for each clock in ``names``: ``k`` inside its bracket on the scheduled evaluations.
-    A clock that never crossed has no bracket to refine (none planned)."""
+def plan(run_dir, config: RunConfig, names, k: int, end: int | None = None) -> dict[str, list[int]]:
+    """The steps to evaluate for each clock in ``names``: ``k`` inside its bracket on the scheduled evaluations up to
+    the run's stop ``end`` (default: its budget). A clock that never crossed has no bracket to refine (none planned)."""
+    end = config.steps if end is None else end
     scheduled = set(eval_steps(config))
-    rows = [row for row in rundir.read_metrics(run_dir) if row["step"] in scheduled]
-    if not rows or rows[-1]["step"] != config.steps:
+    rows = [row for row in rundir.read_metrics(run_dir) if row["step"] in scheduled and row["step"] <= end]
+    if not rows or rows[-1]["step"] != end:
         raise ValueError(f"{run_dir} has not finished (last evaluation at step "
-                         f"{rows[-1]['step'] if rows else 'none'} of {config.steps}): finish it with `innovwin train`")
+                         f"{rows[-1]['step'] if rows else 'none'} of {end}): finish it with `innovwin train`")
     found = clocks.summarize(rows, rule_threshold=config.rule_threshold, mem_threshold=config.mem_threshold,
                              n_resamples=0)
     steps = {}
@@ -71,14 +72,16 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
         config, task = check_run(rundir.read_config(run_dir))
         rundir.load_state(run_dir, config.key())  # a state of another run, or a corrupt one: refused before any write
         old = rundir.read_summary(run_dir) or {}
-        planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals)
+        stop = old.get("stop")  # where `until` stopped the run (or the budget asked) answers; else its budget
+        planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals, stop["step"] if stop else None)
         done = {row["step"] for row in rundir.read_metrics(run_dir)}
         todo = sorted({step for steps in planned.values() for step in steps} - done)
         run = RunLife(run_dir, config, task)
         # always inserted, none or some: state.pt's copy of the rows catches up with metrics.jsonl even where a
         # refine killed between the two writes left it behind (else the next train would restore the older rows)
         run.insert(_replay(run, todo, progress) if todo else [])
-        summary = {**run.summarize(), "timing": old.get("timing"),
+        summary = {**run.summarize(stop["step"] if stop else None), **({"stop": stop} if stop else {}),
+                   "timing": old.get("timing"),
                    "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
