@@ -5,7 +5,7 @@ task, model, objective, optim, eval, clocks, seeds, runtime — and has a dotted
 ``objective.sampler_steps``; the task spec is ``task.spec``). Files and command lines may use the dotted name,
 the bare field name (``lr``), or nested TOML tables (``[optim]`` ``lr = 3e-4``); ``config.json`` is written
 nested. :func:`canonical_name` is the one place a name is checked (with the one did-you-mean). Each field declares
-what it is beside its default (:func:`setting`: group, meaning, whether an ensemble's members share it, whether a
+what it is beside its default (:func:`innovwin.fieldspec.setting`: group, meaning, whether an ensemble's members share it, whether a
 report pools runs that differ in it, whether it is evaluation-side, its value before it existed); every list of
 fields by kind is derived from those declarations.
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from innovwin import objectives
 from innovwin.objectives import diffusion_settings
+from innovwin.fieldspec import GROUP_ORDER, NEW, declared, setting
 from innovwin.naming import did_you_mean
 from innovwin.tomlfile import read_toml
 
@@ -34,34 +35,6 @@ UNTIL = ("budget", "rule", "mem", "both")  # what a run trains until (train/unti
 SEED_FIELDS = ("data_seed", "init_seed", "sampling_seed", "train_seed")
 MAX_SEED = 2**62 - 1  # seed fills data_seed..train_seed with 4*seed+3 at most, and torch takes seeds below 2**64
 EDM = diffusion_settings.DEFAULTS
-
-
-# What each field is, beside its default: every list of fields by kind (GROUPS, HELP, BEFORE, ADDED, SHARED,
-# POOLED, SAMPLER) is derived from these declarations, so a new field is described once (tests/test_config.py
-# checks that each declares everything).
-GROUP_ORDER = ("task", "model", "objective", "optim", "eval", "clocks", "seeds", "runtime")
-ENSEMBLE_ROLES = ("shared", "member")
-# How a report treats runs that differ in the field: "axis" (a grouping key or the x of a fit), "replicate" (a seed),
-# "pooled" (where or how finely the same experiment is measured or computed: see each field's comment), or
-# "variant" (another experiment: never pooled, named in the run's variant).
-REPORT_ROLES = ("axis", "replicate", "pooled", "variant")
-NEW = object()  # ``before`` of a field that every recorded run already has
-
-
-def setting(default, group: str, help: str, *, ensemble: str, report: str, sampler: bool, before=NEW,
-            added: bool = True, keyed: bool = True):
-    """A RunConfig field and what it is.
-
-    ``group``: its config.json table and --help section; ``help``: its meaning, what `train --help` shows;
-    ``ensemble``: "shared" when every member of a stacked ensemble must hold the same value, "member" when each
-    has its own; ``report``: one of REPORT_ROLES; ``sampler``: evaluation-side, so a run's snapshots can be evaluated
-    again under another value without retraining; ``before``: the value every run keyed before it existed was made
-    with (``added`` False: it existed, but was read by another architecture alone), see :meth:`RunConfig.key`;
-    ``keyed`` False: it decides only where a run stops, so the run key leaves it out (:data:`UNKEYED`).
-    """
-    return dataclasses.field(default=default, metadata={
-        "group": group, "help": help, "ensemble": ensemble, "report": report, "sampler": sampler,
-        "before": before, "added": added, "keyed": keyed})
 
 
 def _edm(name: str, *, ensemble: str, sampler: bool, before, added: bool = True):
@@ -280,8 +253,7 @@ class RunConfig:
 
 
 def _declared(key: str) -> dict:
-    """Each field's declared ``key`` (see :func:`setting`), in field order."""
-    return {field.name: field.metadata[key] for field in dataclasses.fields(RunConfig)}
+    return declared(RunConfig, key)
 
 
 # Each field's group, in the order config.json and --help show them; a field's dotted name is GROUP.FIELD, except
@@ -352,6 +324,24 @@ def flatten(values: dict) -> dict:
                 raise ValueError(f"config key {name!r} is given twice (as {DOTTED[field]} and {field})")
             flat[field] = inner
     return flat
+
+
+def parse_value(name: str, text: str):
+    """Parse a command-line string (``--set FIELD=VALUE``, a flag) into field ``name``'s type ("none" unsets an
+    optional field)."""
+    name = canonical_name(name)
+    kind = FIELD_TYPES[name]
+    if optional(name) and text.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
 
 
 def optional(name: str) -> bool:

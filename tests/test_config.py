@@ -1,7 +1,7 @@
 """RunConfig: validation, TOML loading, CLI parsing and the stable key."""
 import pytest
 
-from innovwin.cli.train import parse_value
+from innovwin.config import parse_value
 from innovwin.config import RunConfig
 
 
@@ -79,14 +79,14 @@ def test_every_field_declares_what_it_is():
     """Group, meaning, ensemble role, report role and sampler flag: every list of fields by kind derives from these."""
     import dataclasses
 
-    from innovwin import config
+    from innovwin import fieldspec
 
     for field in dataclasses.fields(RunConfig):
         meta = field.metadata
-        assert meta["group"] in config.GROUP_ORDER, field.name
+        assert meta["group"] in fieldspec.GROUP_ORDER, field.name
         assert isinstance(meta["help"], str) and meta["help"].strip(), field.name
-        assert meta["ensemble"] in config.ENSEMBLE_ROLES, field.name
-        assert meta["report"] in config.REPORT_ROLES, field.name
+        assert meta["ensemble"] in fieldspec.ENSEMBLE_ROLES, field.name
+        assert meta["report"] in fieldspec.REPORT_ROLES, field.name
         assert isinstance(meta["sampler"], bool) and isinstance(meta["added"], bool), field.name
         assert isinstance(meta["keyed"], bool), field.name
 

@@ -11,7 +11,7 @@ KERNELS = ROOT.parent / "kernels"  # installed as innovwin.kernels
 # Lowest first. ``config`` sits above tasks and objectives: it resolves task specs and checks architecture
 # names against the registry. ``train`` sits above ``analysis``: it summarizes a run with the clocks.
 LAYERS = [
-    {"naming", "tomlfile", "_native_loader", "runtime", "_native"},
+    {"naming", "tomlfile", "_native_loader", "runtime", "_native", "fieldspec"},
     {"bits"},
     {"tasks"},
     {"search", "kernels"},

@@ -57,28 +57,11 @@ def config_from_args(args) -> RunConfig:
         name, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        values[config_module.canonical_name(name.strip())] = parse_value(name.strip(), text.strip())
+        values[config_module.canonical_name(name.strip())] = config_module.parse_value(name.strip(), text.strip())
     for name, text in vars(args).items():
         if name.startswith("field_") and text is not None:
-            values[name[len("field_"):]] = parse_value(name[len("field_"):], text)
+            values[name[len("field_"):]] = config_module.parse_value(name[len("field_"):], text)
     return config.override(**values)
-
-
-def parse_value(name: str, text: str):
-    """Parse a command-line string into field ``name``'s type ("none" unsets an optional field)."""
-    name = config_module.canonical_name(name)
-    kind = config_module.FIELD_TYPES[name]
-    if config_module.optional(name) and text.strip().lower() in ("none", "null", ""):
-        return None
-    try:
-        if kind is bool:
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name} expects {kind.__name__}, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
