@@ -247,3 +247,9 @@ def test_sweep_console_snapshot(tmp_path, capsys, monkeypatch):
         return re.sub(r"\b\d+(h\d+m|m\d+s|s)\b", "T", text)
 
     assert (blanked(captured.err), blanked(captured.out)) == (SWEEP_LOG, SWEEP_FINDINGS * 2)
+
+
+def test_a_spec_naming_one_run_with_two_budgets_is_refused(tmp_path):
+    """steps is not part of a run: a grid over it names one run twice, and keeping the first would drop the other."""
+    with pytest.raises(ValueError, match="differ only in steps"):
+        parse_spec({"base": {"task": "parity:h=4,w=4,g=2"}, "grid": {"steps": [300, 1200]}}).expand()

@@ -67,8 +67,20 @@ def test_a_smaller_budget_is_answered_from_the_rows_without_training(tmp_path):
     before = (tmp_path / rundir.METRICS).read_bytes()
     summary = train(config.override(steps=30), tmp_path, quiet=True)
     assert (tmp_path / rundir.METRICS).read_bytes() == before and saved_step(tmp_path) == 60
-    assert summary["stop"] == {"reason": "budget", "step": 30, "trained": 60}
-    assert summary["final"]["step"] == max(row["step"] for row in rundir.read_metrics(tmp_path) if row["step"] <= 30)
+    answered = max(row["step"] for row in rundir.read_metrics(tmp_path) if row["step"] <= 30)
+    assert answered < 30  # the test means something: no evaluation at the budget asked
+    assert summary["stop"] == {"reason": "budget", "step": answered, "trained": 60}
+    assert summary["final"]["step"] == answered
+
+
+def test_a_run_answered_for_a_smaller_budget_reports_its_rows_up_to_its_stop(tmp_path):
+    from innovwin.analysis.records import load_rows, run_metrics, run_records
+
+    config = RunConfig(**TINY)
+    train(config.override(steps=60), tmp_path, quiet=True)
+    summary = train(config.override(steps=30), tmp_path, quiet=True)
+    (record,) = run_records(load_rows(tmp_path))
+    assert [row["step"] for row in run_metrics(record)][-1] == summary["stop"]["step"]
 
 
 def test_a_run_answered_from_its_rows_trains_on_when_asked_more(tmp_path):

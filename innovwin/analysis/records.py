@@ -162,13 +162,14 @@ def run_summary(row: dict) -> tuple[dict, str]:
 
 
 def run_metrics(record: RunRecord) -> list[dict]:
-    """A finished run's metrics rows, refused when they stop short of its summary's final row (a file cut at a row
-    boundary reads as a shorter history; rerunning the run's train restores it from state.pt)."""
+    """A finished run's metrics rows up to its summary's final row (a run answered for a smaller budget than it
+    trained keeps the later rows), refused when they stop short of it (a file cut at a row boundary reads as a
+    shorter history; rerunning the run's train restores it from state.pt)."""
     path = Path(record.run_dir) / rundir.METRICS
     if (path.parent / rundir.CONFIG).is_file() and not path.is_file():
         raise ValueError(f"{path} is missing: rerun the run's `innovwin train --out {path.parent}` to restore it "
                          f"from {rundir.STATE}")
-    rows = read_metrics(record.run_dir)
+    rows = [row for row in read_metrics(record.run_dir) if row["step"] <= record.last_step]
     if rows and rows[-1]["step"] != record.last_step:
         raise ValueError(f"{Path(record.run_dir) / 'metrics.jsonl'} ends at step {rows[-1]['step']} but the run's "
                          f"summary at step {record.last_step}: rerun the run's `innovwin train` to restore it")

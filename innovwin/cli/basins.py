@@ -52,10 +52,10 @@ def run_basins_command(args: argparse.Namespace) -> int:
     if not (Path(args.run_dir) / rundir.CONFIG).is_file():  # checked before the lock, which would leave a .lock
         raise ValueError(f"{args.run_dir} is not a run directory (no {rundir.CONFIG})")
     with rundir.locked(args.run_dir, "innovwin basins"):  # a train (or another basins) on it is refused meanwhile
+        summary = rundir.read_summary(args.run_dir)  # checked before measuring: the figures mark its clocks
         rows = measure_run(args.run_dir, n_probes=args.probes, sigmas=sigmas, draws=args.draws, steps=args.steps,
                            snapshots=args.snapshots, seed=args.seed, chunk=args.chunk, device=args.device,
                            progress=report)
-        summary_path = Path(args.run_dir) / rundir.SUMMARY
-        plot_all(args.run_dir, rows, rundir.read_json(summary_path) if summary_path.exists() else None)
+        plot_all(args.run_dir, rows, summary)
     print(f"[basins] wrote {rundir.BASINS} and {', '.join(FIGURES)} in {args.run_dir}")
     return 0

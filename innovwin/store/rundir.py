@@ -240,14 +240,14 @@ def basin_figures(run_dir) -> list[Path]:
     return sorted(path for path in Path(run_dir).glob(BASIN_FIGURES) if path.is_file())
 
 
-def start(run_dir, config, state: dict | None, evaluated: list[int], *, trains_on: bool = True) -> tuple[str, str | None]:
+def start(run_dir, config, state: dict | None, evaluated: list[int]) -> tuple[str, str | None]:
     """Write config.json, put back metrics.jsonl as the saved ``state`` knew it, and drop whatever a killed run
     wrote past the state's step. ``evaluated``: the evaluation steps up to that step (the rows it must have).
 
     Returns metrics.jsonl's text and a note when rows had to be restored. config.json comes first: a run killed
-    at any point after it leaves a directory that :func:`prepare` recognizes as this run's. A run that
-    ``trains_on`` past the state's step drops its old summary (of fewer steps), which no longer holds; a finished
-    run's summary.json is kept: its rerun replaces it atomically, so a step of the rerun that fails never loses it.
+    at any point after it leaves a directory that :func:`prepare` recognizes as this run's. summary.json is kept:
+    a finished run's rerun replaces it atomically, so a step of the rerun that fails never loses it (a run that
+    trains on drops it once its session has started, :meth:`innovwin.train.lifecycle.RunLife.open`).
     """
     run_dir = Path(run_dir)
     resume_step = state["step"] if state else 0
@@ -263,8 +263,6 @@ def start(run_dir, config, state: dict | None, evaluated: list[int], *, trains_o
             match = _STEP_FILE.match(path.name)
             if match is None or int(match.group(1)) > resume_step:
                 path.unlink()
-    if trains_on:
-        (run_dir / SUMMARY).unlink(missing_ok=True)
     return text, note
 
 

@@ -63,9 +63,14 @@ SUMMARY_OPTIONAL = {"final": (lambda value: _object(value) and _int(value.get("s
                     "refined": (lambda value: _object(value) and all(_list_of(_int)(one) for one in value.values()),
                                 "an object of step lists"),
                     "timing": (_optional(_object), "an object or null"),
-                    "memorization": (_optional(_object), "an object or null")}
+                    "memorization": (_optional(_object), "an object or null"),
+                    "stop": (lambda value: _object(value) and value.get("reason") in ("until", "budget")
+                             and _int(value.get("step")) and _int(value.get("trained")),
+                             "a stop {reason: until|budget, step, trained}"),
+                    "config": (_object, "an object")}
 PROVENANCE = {"sessions": (_list_of(_object), "a list of session objects")}
-PROGRESS = {"step": (_int, "an integer"), "steps": (_int, "an integer"), "updated": (_number, "a time")}
+PROGRESS = {"step": (_int, "an integer"), "steps": (lambda value: _int(value) and value >= 1, "an integer >= 1"),
+            "updated": (_number, "a time")}
 PROGRESS_OPTIONAL = {name: (_optional(_number), "a number or null")
                      for name in ("steps_per_s", "valid_frac", "copy_frac", "eval_step", "from_step")}
 BASINS_ROW = {"step": (_int, "an integer"), "sigmas": (_list_of(_number), "a list of numbers"),

@@ -98,7 +98,7 @@ def preflight(runs: dict[str, dict], *, devices: bool = True) -> None:
     checked_devices = set()
     for key, config in runs.items():
         try:
-            check_run(RunConfig.from_dict(config))
+            check_run(RunConfig.from_record(config))
             if devices and config["device"] not in checked_devices:
                 resolve_device(config["device"])
                 checked_devices.add(config["device"])

@@ -12,7 +12,7 @@
     width = [64, 128]
 
 Several zipped groups are written ``[[zip]]`` (one table per group). Expansion yields resolved
-RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one run.
+RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one run (twice with two budgets: refused).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from innovwin.config import SEED_FIELDS, RunConfig, differences, flatten
+from innovwin.config import SEED_FIELDS, UNKEYED, RunConfig, differences, flatten
 from innovwin.naming import did_you_mean
 from innovwin.tomlfile import parse_toml, read_toml
 
@@ -63,7 +63,11 @@ class SweepSpec:
             for part in parts:
                 values.update(part)
             config = RunConfig.from_dict(values).resolved()
-            runs.setdefault(config.key(), config.to_dict())
+            earlier = runs.setdefault(config.key(), config.to_dict())
+            stops = [name for name in UNKEYED if earlier[name] != getattr(config, name)]
+            if stops:  # one run with two budgets: silently keeping the first would drop the other
+                raise ValueError(f"two runs of the spec differ only in {', '.join(stops)}, which decide where a run "
+                                 "stops, not which run it is: give each run one value")
         return runs
 
 

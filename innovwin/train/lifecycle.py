@@ -61,7 +61,7 @@ class RunLife:
         step = state["step"] if state else 0
         if force:
             rundir.reset(self.out_dir)
-        self.metrics, note = rundir.start(self.out_dir, self.config, state, evaluated, trains_on=not self.ended(step))
+        self.metrics, note = rundir.start(self.out_dir, self.config, state, evaluated)
         if note:
             print(f"innovwin train: {note}", file=sys.stderr)
         truncate_loss(self.out_dir, step)
@@ -77,6 +77,8 @@ class RunLife:
             line = (f"start {self.out_dir}{member}: {config.arch} on {self.task.spec}, N = {config.n_train}, "
                     f"{config.steps} steps{until.budget_words(config)}, on {device}")
         self.log.line(line, echo=True)
+        if end is None:  # it trains on: its summary (of fewer steps) no longer holds, dropped once all above is
+            (self.out_dir / rundir.SUMMARY).unlink(missing_ok=True)  # written (a rerun that fails keeps it)
 
     def stepped(self, step: int, loss: float | None, evaluating: bool) -> None:
         """After a training step: loss.jsonl's row (when ``loss`` is one), progress.json (the evaluation's own

@@ -43,6 +43,7 @@ class StopRule:
         self.valid: list = []
         self.copy: list = []
         self.closed_at: int | None = None  # index of the row at which the awaited clocks were measured
+        self.evaluated: list[int] = []  # the steps of every training row (refined ones aside), in order
 
     def reads(self, row: dict) -> bool:
         """Whether the rule reads this row: a training row within the budget, when ``until`` waits for clocks."""
@@ -50,6 +51,8 @@ class StopRule:
 
     def add(self, row: dict, samples: dict | None) -> None:
         """One more row (and its per-sample arrays, where :meth:`reads` says the rule reads it)."""
+        if not row.get("refined"):
+            self.evaluated.append(row["step"])
         if not self.reads(row):
             return
         self.rows.append(row)
@@ -66,11 +69,15 @@ class StopRule:
 
     def end(self, trained: int) -> tuple[int, str] | None:
         """(the step the run ends at, why: "until" or "budget") once a run trained to step ``trained`` is done;
-        None while it must train on. An end before ``trained`` is answered from the rows up to it."""
+        None while it must train on. An end before ``trained`` is answered from the rows up to it: a budget asked
+        below the trained step ends at the last evaluation within it (the one its clocks can be read at)."""
         by_until = self.until_step()
         if by_until is not None:
             return by_until, "until"
-        return (self.config.steps, "budget") if trained >= self.config.steps else None
+        if trained < self.config.steps:
+            return None
+        within = [step for step in self.evaluated if step <= self.config.steps]
+        return (within[-1] if within and trained > self.config.steps else self.config.steps), "budget"
 
 
 def budget_words(config: RunConfig) -> str:
