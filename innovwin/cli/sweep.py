@@ -73,10 +73,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     check_sweep(runs, args.store, max_attempts=args.max_attempts, ensemble=ensemble, workers=args.workers,
                 executor=args.executor, ray_address=args.ray_address)
     if args.dry_run:
-        return print_dry_run(spec.name, runs, names, args)
+        return print_dry_run(spec.name, runs, names, args, spec.auto)
     with RunStore(args.store, write=True) as store:
         counts = run_sweep(store, runs, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-                           max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=ensemble)
+                           max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=ensemble,
+                           auto=spec.auto)
         rows = [row for row in store.rows() if row["key"] in runs]
     print_findings(rows)
     print(f"[sweep] {spec.name}: {counts['done']}/{len(runs)} runs done in {args.store}; "
@@ -84,31 +85,42 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def print_dry_run(name: str, runs: dict, names: dict, args) -> int:
-    """The grid as it expands, each run's state in the store (when it exists) and its directory."""
+def print_dry_run(name: str, runs: dict, names: dict, args, auto=None) -> int:
+    """The grid as it expands, each run's state in the store (when it exists) and its directory; under
+    ``steps = "auto"``, in the order the runs go and with the budget each would get now."""
     from pathlib import Path
 
     from innovwin.store.runstore import DB_NAME, RunStore, run_dir_name
+    from innovwin.sweeps.budgets import auto_order, is_upper_bound, predicted_budget
     from innovwin.sweeps.plan import estimate_cost
 
-    known = {}
+    known, records = {}, []
     dirs = {key: Path(args.store) / "runs" / run_dir_name(key, names[key]) for key in runs}
     if (Path(args.store) / DB_NAME).exists():
+        from innovwin.analysis.records import run_records
+
         with RunStore(args.store) as store:
-            known = {row["key"]: row for row in store.rows()}
+            rows = store.rows()
+            known = {row["key"]: row for row in rows}
             dirs = {key: store.run_dir(key, names[key]) for key in runs}
+        records = run_records(rows) if auto is not None else []
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     total = sum(costs.values()) or 1.0
     print(f"sweep {name}: {len(runs)} runs into {args.store} (dry run: nothing is trained or written)")
     todo = 0
-    for key in sorted(runs, key=lambda key: -costs[key]):
+    order = auto_order(runs, list(runs)) if auto is not None else sorted(runs, key=lambda key: -costs[key])
+    for key in order:
         row = known.get(key)
         state = row["status"] if row else "new"
         will_run = state in ("new", "queued", "running") or (state == "failed" and row["attempts"] < args.max_attempts)
         todo += will_run
-        print(f"  {'run ' if will_run else 'skip'}  {names[key] or key:<30} {state:<8} "
-              f"{100 * costs[key] / total:4.0f}% of the work  {dirs[key]}")
-    print(f"{todo} of {len(runs)} would run (longest first), retry limit {args.max_attempts}")
+        share = f"{'≤' if is_upper_bound(runs[key], auto) else ' '}{100 * costs[key] / total:3.0f}%"
+        print(f"  {'run ' if will_run else 'skip'}  {names[key] or key:<30} {state:<8} {share} of the work  {dirs[key]}")
+        if auto is not None and will_run and not (row and row["summary"]):
+            steps, source = predicted_budget(runs[key], records, auto)
+            print(f"        steps auto: {steps} now = {source}")
+    order_text = "in increasing N, complexity, depth; budgets as runs finish" if auto else "longest first"
+    print(f"{todo} of {len(runs)} would run ({order_text}), retry limit {args.max_attempts}")
     return 0
 
 

@@ -1,20 +1,23 @@
 """The sweep driver, the same for every executor: plan (:mod:`innovwin.sweeps.plan`), then drive: hand the jobs out
 longest first, write each run's outcome to the store the moment it returns, retry failed runs, show the live
-progress (:mod:`innovwin.sweeps.progress`), and queue unfinished runs again when stopped."""
+progress (:mod:`innovwin.sweeps.progress`), and queue unfinished runs again when stopped. Under ``steps = "auto"`` it
+gives each run its budget as it hands it out and extends a censored run once (:mod:`innovwin.sweeps.budgets`)."""
 from __future__ import annotations
 
 import signal
 
 from innovwin.store import RunStore
+from innovwin.sweeps.budgets import AutoBudget, extends, is_upper_bound, predicted_budget
 from innovwin.sweeps.executors import Executor, make_executor
-from innovwin.sweeps.jobs import Job, JobFn, Outcome, train_job
+from innovwin.sweeps.jobs import Job, JobFn, Outcome, Run, train_job
 from innovwin.sweeps.plan import Plan, plan_sweep
 from innovwin.sweeps.progress import SweepProgress
 
 
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, job_fn: JobFn = train_job,
-              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1,
+              auto: AutoBudget | None = None) -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``job_fn`` finds their training state in
@@ -22,10 +25,10 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
     ``ensemble`` > 1 trains up to that many runs of one shape as one job (a stacked ensemble); the store, the run
     directories and the summaries are the same. ``stream`` (e.g. sys.stderr) gets the live progress; None runs
     quietly. ``names`` (key -> readable name, default :func:`innovwin.sweeps.spec.run_names`) name the lines and the
-    new run directories.
+    new run directories. ``auto`` (the spec's ``steps = "auto"``): budgets predicted as runs finish.
     """
     plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names, workers=workers,
-                      executor=executor, ray_address=ray_address)
+                      executor=executor, ray_address=ray_address, auto=auto)
     if not plan.jobs:
         counts = store.counts(runs)
         if stream:
@@ -42,7 +45,8 @@ def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, str
     returns the final status counts. Closes ``pool``. Ctrl-C or SIGTERM stops the jobs out (each saves its state)
     and puts their runs back in the queue, their attempts not counted."""
     queue = list(plan.jobs)
-    progress = SweepProgress(stream, plan.costs, pool.capacity * plan.job_size, plan.names)
+    bounded = {key for key, config in plan.runs.items() if is_upper_bound(config, plan.auto)}
+    progress = SweepProgress(stream, plan.costs, pool.capacity * plan.job_size, plan.names, bounded)
     if stream:
         grouped = f" · stacked ensembles of up to {plan.job_size}" if plan.job_size > 1 else ""
         to_do = sum(len(job.runs) for job in queue)
@@ -53,6 +57,8 @@ def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, str
         while queue or out:
             while queue and len({job.id for job in out.values()}) < pool.capacity:
                 job = queue.pop(0)
+                if plan.auto is not None:
+                    job = budgeted(store, job, plan.auto, progress)
                 for run in job.runs:
                     store.claim(run.key)
                     progress.submitted(run.key, run.run_dir)
@@ -62,8 +68,11 @@ def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, str
             retries = {}  # job id -> its runs to try again
             for outcome in pool.wait(poll_s):
                 job = out.pop(outcome.key)
+                run, = (run for run in job.runs if run.key == outcome.key)
                 if not record(store, outcome, max_attempts, progress):
-                    retries.setdefault(job.id, []).extend(run for run in job.runs if run.key == outcome.key)
+                    retries.setdefault(job.id, []).append(run)
+                elif plan.auto is not None and extends(run.config, outcome.summary, plan.auto):
+                    queue.insert(0, extended(store, run, plan.auto, progress))
             queue.extend(Job(tuple(runs)) for runs in retries.values())
         counts = store.counts(plan.runs)
         progress.show(counts, [], final=True)
@@ -89,6 +98,35 @@ def record(store: RunStore, outcome: Outcome, max_attempts: int, progress: Sweep
     progress.finished(outcome.key, "failed", outcome.error, outcome.seconds,
                       f"attempt {attempts}, retry limit {max_attempts}" + (": stays failed" if settled else ""))
     return settled
+
+
+def budgeted(store: RunStore, job: Job, auto: AutoBudget, progress: SweepProgress) -> Job:
+    """``job`` with each run's budget: predicted from the runs finished in the store now, for a run never finished
+    (one that was keeps the budget it was given, or the cap it is extended to); recorded in the store's config and
+    said in the log."""
+    from innovwin.analysis.records import run_records
+
+    rows = store.rows()
+    finished = {row["key"] for row in rows if row["summary"] is not None}
+    records = run_records(rows) if any(run.key not in finished for run in job.runs) else []
+    runs = []
+    for run in job.runs:
+        if run.key not in finished:
+            steps, source = predicted_budget(run.config, records, auto)
+            run = Run(run.key, {**run.config, "steps": steps}, run.run_dir)
+            store.add({run.key: run.config})  # records the budget given (a changed stop updates the row)
+            progress.say(f"[sweep] budget {progress.name(run.key)}: steps {steps} = {source}")
+        runs.append(run)
+    return Job(tuple(runs))
+
+
+def extended(store: RunStore, run: Run, auto: AutoBudget, progress: SweepProgress) -> Job:
+    """The job that trains a censored run on to the cap (it resumes from its state), recorded in the store."""
+    config = auto.capped(run.config)
+    store.add({run.key: config})  # queues the done row again with the cap
+    progress.say(f"[sweep] extend {progress.name(run.key)}: censored at its budget {run.config['steps']}; "
+                 f"once more, up to max_steps {auto.max_steps}")
+    return Job((Run(run.key, config, run.run_dir),))
 
 
 def _raise_on_sigterm():

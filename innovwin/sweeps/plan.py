@@ -1,5 +1,7 @@
 """Planning a sweep, before anything runs: refuse runs that could never start, cost every run, record the runs in
-the store, and queue the ones still to do as jobs, longest first (:func:`innovwin.sweeps.driver.drive` runs them)."""
+the store, and queue the ones still to do as jobs, longest first (:func:`innovwin.sweeps.driver.drive` runs them).
+A sweep with ``steps = "auto"`` queues them in the order of :func:`innovwin.sweeps.budgets.auto_order` instead, and
+the driver decides each one's budget when it hands it out."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from innovwin.store import RunStore
+from innovwin.sweeps.budgets import AutoBudget, auto_order, extends
 from innovwin.sweeps.executors import EXECUTORS
 from innovwin.sweeps.jobs import Job, Run
 from innovwin.sweeps.spec import run_names
@@ -23,26 +26,44 @@ class Plan:
     costs: dict[str, float]
     jobs: list[Job]
     job_size: int  # the most runs one job trains together (``--ensemble``)
+    auto: AutoBudget | None = None  # steps = "auto": every run's budget is decided when it is handed out
 
 
 def plan_sweep(store: RunStore, runs: dict[str, dict], *, max_attempts: int, ensemble: int = 1,
                names: dict[str, str] | None = None, workers: int | None = None, executor: str = "local",
-               ray_address: str | None = None) -> Plan:
+               ray_address: str | None = None, auto: AutoBudget | None = None) -> Plan:
     """Check and cost ``runs`` (:func:`check_sweep`), add the new ones to the store (rows a dead driver left running
     are queued again) and group the runs still to do (queued, or failed with attempts left) into jobs of up to
     ``ensemble`` runs of one shape. ``names`` (key -> readable name, default :func:`run_names`) name new run
-    directories."""
+    directories. ``auto``: ``runs`` hold the cap as their steps; a stored run keeps the budget it was given, or is
+    extended to the cap (:func:`innovwin.sweeps.budgets.extends`), and the queue follows the auto order."""
     check_sweep(runs, store.path, max_attempts=max_attempts, ensemble=ensemble, workers=workers, executor=executor,
                 ray_address=ray_address)
     store.requeue_orphans()
     names = run_names(runs) if names is None else names
+    if auto is not None:
+        runs = given_budgets(store, runs, auto)
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     store.add(runs, costs)
     queue = store.pending(runs, max_attempts)
+    if auto is not None:
+        queue = auto_order(runs, queue)
     shapes = _shapes(runs, queue) if ensemble > 1 else dict.fromkeys(queue)
     jobs = [Job(tuple(Run(key, runs[key], str(store.run_dir(key, names.get(key, "")))) for key in group))
             for group in group_by_shape(queue, shapes, ensemble)]
-    return Plan(runs, names, costs, jobs, ensemble)
+    return Plan(runs, names, costs, jobs, ensemble, auto)
+
+
+def given_budgets(store: RunStore, runs: dict[str, dict], auto: AutoBudget) -> dict[str, dict]:
+    """``runs`` with each stored run's budget as it was given (a rerun of the sweep does not ask the cap of a done
+    run, which would train it on), or the cap for a finished run to extend; runs not tried yet keep the cap."""
+    stored = {row["key"]: row for row in store.rows() if row["key"] in runs}
+    given = dict(runs)
+    for key, row in stored.items():
+        if row["summary"] is not None:
+            kept = {**runs[key], "steps": row["config"]["steps"]}
+            given[key] = auto.capped(kept) if extends(kept, row["summary"], auto) else kept
+    return given
 
 
 def group_by_shape(keys: list[str], shapes: dict, size: int) -> list[list[str]]:

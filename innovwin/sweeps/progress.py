@@ -6,7 +6,9 @@ Each run writes its step, rate and last rates to ``progress.json`` in its run di
 Ray tasks on a shared filesystem. The time left is a schedule, not a ratio: every running run finishes after its
 remaining steps at its own measured rate, and each queued run (longest first) starts on the first worker free,
 lasting its cost times the seconds per unit of cost measured so far (finished runs and the running runs'
-projections). A terminal gets a block redrawn in place; a log file gets one line per change (a count changes, a run
+projections). Where a run's budget is an upper bound (it trains ``until`` its clocks are measured, or under
+``steps = "auto"``), the time left assumes the whole budget and says so: ``ETA ≤ 3m10s``, ``step 120/≤800``. A
+terminal gets a block redrawn in place; a log file gets one line per change (a count changes, a run
 starts, passes a quarter of its steps or finishes).
 """
 from __future__ import annotations
@@ -45,9 +47,11 @@ def schedule_eta(running_left: list[float], queued_seconds: list[float], capacit
 class SweepProgress:
     """The live display of one sweep (``stream`` None: silent)."""
 
-    def __init__(self, stream, costs: dict[str, float], capacity: int, names: dict[str, str]):
+    def __init__(self, stream, costs: dict[str, float], capacity: int, names: dict[str, str],
+                 bounded: set[str] = frozenset()):
         self.stream = stream
         self.costs, self.capacity, self.names = costs, capacity, names
+        self.bounded = bounded  # keys whose budget is the most they train, not what they train
         self.start = time.monotonic()
         self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
         self.finished_cost: list[tuple[float, float]] = []  # (seconds, cost) of runs finished here
@@ -119,9 +123,10 @@ class SweepProgress:
         progress = {key: state for key, since in self.started.items()  # a resumed run's old file is not news
                     if (state := read_progress(self.run_dirs[key])) and state.get("updated", 0) >= since}
         eta, left = self.eta(queue, progress)
+        at_most = "≤ " if eta is not None and not final and self.bounded & {*self.started, *queue} else ""
         summary = (f"[sweep] {counts['done']} done · {counts['running']} running · {counts['queued']} queued · "
                    f"{counts['failed']} failed · {duration(time.monotonic() - self.start)} elapsed · "
-                   f"ETA {'?' if eta is None else duration(0 if final else eta)}")
+                   f"ETA {'?' if eta is None else at_most + duration(0 if final else eta)}")
         runs = ["  " + self.run_line(key, progress.get(key), left[key]) for key in sorted(self.started, key=self.name)]
         if self.tty and not final:
             self._clear_block()
@@ -143,7 +148,7 @@ class SweepProgress:
     def run_line(self, key: str, state: dict | None, left: float | None) -> str:
         if not state or state.get("state") != "running" or state.get("step") is None:
             return f"{self.name(key)}: starting"
-        parts = [f"step {state['step']}/{state['steps']}"]
+        parts = [f"step {state['step']}/{'≤' * (key in self.bounded)}{state['steps']}"]
         if state.get("from_step"):
             parts[0] += f" (resumed at {state['from_step']})"
         if state.get("steps_per_s"):
@@ -152,7 +157,7 @@ class SweepProgress:
             parts.append(f"valid {state['valid_frac']:.2f} · copy {state['copy_frac']:.2f} "
                          f"(at step {state['eval_step']})")
         if left is not None:
-            parts.append(f"{duration(left)} left")
+            parts.append(f"{'at most ' * (key in self.bounded)}{duration(left)} left")
         return f"{self.name(key)}: {' · '.join(parts)}"
 
     @staticmethod

@@ -11,6 +11,10 @@
     depth = [2, 4]
     width = [64, 128]
 
+``steps = "auto"`` in [base] (with the spec-level ``max_steps``, the cap, required, and ``safety``, default that of
+``innovwin predict``) has each run's budget predicted as the sweep goes (:mod:`innovwin.sweeps.budgets`); its runs
+expand with the cap as their steps until the driver hands them out.
+
 Several zipped groups are written ``[[zip]]`` (one table per group). Expansion yields resolved
 RunConfig dicts keyed by ``RunConfig.key()``, so the same run named twice is one run (twice with two budgets: refused).
 """
@@ -23,11 +27,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from innovwin.analysis.predict import SAFETY
 from innovwin.config import SEED_FIELDS, UNKEYED, RunConfig, differences, flatten
 from innovwin.naming import did_you_mean
+from innovwin.sweeps.budgets import AutoBudget
 from innovwin.tomlfile import parse_toml, read_toml
 
-SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip")
+SPEC_KEYS = ("name", "description", "seeds", "base", "grid", "zip", "max_steps", "safety")
+AUTO = "auto"  # steps = "auto": budgets predicted as the sweep goes
 MAX_RUNS = 10_000  # the most runs a spec may name: expanding and checking each costs memory and time up front
 # (about 20 ms a run on one core: some minutes for this many)
 
@@ -39,6 +46,7 @@ class SweepSpec:
     grid: dict[str, list]
     zips: list[dict[str, list]] = field(default_factory=list)
     seeds: list[int] | None = None
+    auto: AutoBudget | None = None  # steps = "auto": the cap and safety factor
 
     def size(self) -> int:
         """How many runs the spec names (before runs named twice are merged), computed without expanding it."""
@@ -122,7 +130,10 @@ def parse_spec(values: dict, source: str = "spec") -> SweepSpec:
     name = values.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise ValueError(f"{source}: name must be a string, got {name!r}")
-    spec = SweepSpec(name=name, base=base, grid=grid, zips=zips, seeds=seeds)
+    auto = _auto(values, base, names, source)
+    if auto is not None:
+        base = {**base, "steps": auto.max_steps}
+    spec = SweepSpec(name=name, base=base, grid=grid, zips=zips, seeds=seeds, auto=auto)
     if spec.size() > MAX_RUNS:
         raise ValueError(f"{source}: the sweep names {spec.size()} runs, more than the {MAX_RUNS} a sweep expands to "
                          "(innovwin.sweeps.spec.MAX_RUNS); split it into several sweeps")
@@ -147,6 +158,26 @@ def load_preset(name: str) -> SweepSpec:
         raise ValueError(f"unknown preset {name!r}{did_you_mean(name, available)}; presets: {', '.join(available)}")
     data = resources.files("innovwin.sweeps.presets").joinpath(f"{name}.toml").read_bytes()
     return parse_spec(parse_toml(data, f"preset {name}"), f"preset {name}")
+
+
+def _auto(values: dict, base: dict, axes: list[str], source: str) -> AutoBudget | None:
+    """The spec's ``steps = "auto"`` with its cap and safety factor, or None; refused, named, when incomplete."""
+    if base.get("steps") != AUTO:
+        extra = [key for key in ("max_steps", "safety") if key in values]
+        if extra:
+            raise ValueError(f'{source}: {extra[0]} goes with steps = "auto" in [base]')
+        return None
+    if "steps" in axes:
+        raise ValueError(f'{source}: steps = "auto" in [base] and a steps axis: give one')
+    cap = values.get("max_steps")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise ValueError(f'{source}: steps = "auto" needs max_steps = N (the most a run may train, N >= 1), '
+                         f"got {cap!r}")
+    safety = values.get("safety", SAFETY)
+    if not isinstance(safety, (int, float)) or isinstance(safety, bool) or not safety >= 1:
+        raise ValueError(f"{source}: safety must be a number >= 1 (the budget is the predicted upper end times it), "
+                         f"got {safety!r}")
+    return AutoBudget(cap, float(safety))
 
 
 def _table(values: dict, key: str, source: str) -> dict:
