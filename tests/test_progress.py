@@ -75,3 +75,16 @@ def test_a_log_gets_one_line_per_change_and_a_terminal_a_block_redrawn(tmp_path)
     terminal.show(counts, [])
     terminal.show(counts, [])
     assert terminal.stream.getvalue().count("\033[2F\033[J") == 1  # the two-line block drawn over itself
+
+
+def test_budgets_that_are_upper_bounds_say_so(tmp_path):
+    """A run that trains until its clocks are measured (or under steps = "auto") may stop before its budget: its line
+    and the ETA say the time left is at most what the whole budget takes."""
+    (tmp_path / "a").mkdir()
+    view = SweepProgress(io.StringIO(), {"a": 1.0}, capacity=1, names={"a": "seed=0"}, bounded={"a"})
+    view.submitted("a", str(tmp_path / "a"))
+    running(tmp_path / "a", 500)
+    state = read_progress(tmp_path / "a")
+    assert view.run_line("a", state, 50.0) == "seed=0: step 500/≤1000 · 10.0 steps/s · at most 50s left"
+    view.show({"done": 0, "running": 1, "queued": 0, "failed": 0}, [])
+    assert "ETA ≤ 5" in view.stream.getvalue()
