@@ -128,3 +128,21 @@ def test_bad_auto_specs_are_refused(top, message):
 def test_a_cap_without_auto_is_refused():
     with pytest.raises(ValueError, match='max_steps goes with steps = "auto"'):
         parse_spec({"base": {"task": TASK, "steps": 100}, "grid": {"n_train": [8, 16]}, "max_steps": 100})
+
+
+def test_a_tiny_real_auto_sweep_records_each_budget_given(tmp_path):
+    """The real job function: two runs too few to fit train to the cap, which their config.json and store rows
+    record as their steps."""
+    from innovwin.store import rundir
+    from innovwin.sweeps.jobs import train_job
+
+    tiny = parse_spec({"base": {"task": TASK, "depth": 1, "width": 16, "heads": 2, "steps": "auto", "batch": 16,
+                                "first_eval": 10, "evals_per_decade": 2, "eval_samples": 16, "loss_samples": 16,
+                                "sampler_steps": 2, "bootstrap": 10, "snapshots": False, "device": "cpu"},
+                       "grid": {"n_train": [16, 32]}, "max_steps": 40})
+    with RunStore(tmp_path, write=True) as store:
+        plan = plan_sweep(store, tiny.expand(), max_attempts=1, auto=tiny.auto)
+        counts = drive(store, plan, InProcess(train_job), max_attempts=1)
+        rows = store.rows()
+    assert counts["done"] == 2
+    assert [(row["config"]["steps"], rundir.read_config(row["run_dir"]).steps) for row in rows] == [(40, 40)] * 2
