@@ -15,7 +15,7 @@ from innovwin.sweeps.driver import drive
 from innovwin.sweeps.plan import plan_sweep
 from innovwin.sweeps.spec import parse_spec
 
-TASK = "parity:h=4,w=4,g=2"
+TASK = "parity:h=6,w=6,g=2"
 CAP = 5000
 
 
@@ -89,6 +89,18 @@ def test_the_budget_is_the_predicted_upper_end_times_the_safety_factor(tmp_path)
     steps, source = budgets.predicted_budget(config, run_records(load_rows(tmp_path)), AutoBudget(CAP, 2.0))
     upper = float(source.split("upper end ")[1].split()[0])
     assert steps == pytest.approx(2 * upper, abs=2) and "τ_mem" in source
+
+
+def test_the_members_of_an_ensemble_share_the_largest_of_their_budgets(tmp_path):
+    job_fn = Measured()
+    wide = parse_spec({"base": {"task": TASK, "steps": "auto"}, "grid": {"n_train": [8, 16, 32, 64, 128, 256]},
+                       "max_steps": CAP})
+    with RunStore(tmp_path, write=True) as store:
+        plan = plan_sweep(store, wide.expand(), max_attempts=1, ensemble=2, auto=wide.auto)
+        drive(store, plan, InProcess(job_fn), max_attempts=1)
+    assert [n for n, _ in job_fn.budgets] == [8, 16, 32, 64, 128, 256]
+    last = {n: steps for n, steps in job_fn.budgets[4:]}
+    assert last[128] == last[256] and 512 * SAFETY < last[256] < CAP  # 256's budget, the larger
 
 
 def test_a_run_censored_at_its_budget_is_extended_once_to_the_cap(tmp_path):

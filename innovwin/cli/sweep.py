@@ -91,19 +91,16 @@ def print_dry_run(name: str, runs: dict, names: dict, args, auto=None) -> int:
     from pathlib import Path
 
     from innovwin.store.runstore import DB_NAME, RunStore, run_dir_name
-    from innovwin.sweeps.budgets import auto_order, is_upper_bound, predicted_budget
+    from innovwin.sweeps.budgets import auto_order, budget_for, is_upper_bound
     from innovwin.sweeps.plan import estimate_cost
 
-    known, records = {}, []
+    known, rows = {}, []
     dirs = {key: Path(args.store) / "runs" / run_dir_name(key, names[key]) for key in runs}
     if (Path(args.store) / DB_NAME).exists():
-        from innovwin.analysis.records import run_records
-
         with RunStore(args.store) as store:
             rows = store.rows()
             known = {row["key"]: row for row in rows}
             dirs = {key: store.run_dir(key, names[key]) for key in runs}
-        records = run_records(rows) if auto is not None else []
     costs = {key: estimate_cost(config) for key, config in runs.items()}
     total = sum(costs.values()) or 1.0
     print(f"sweep {name}: {len(runs)} runs into {args.store} (dry run: nothing is trained or written)")
@@ -117,7 +114,7 @@ def print_dry_run(name: str, runs: dict, names: dict, args, auto=None) -> int:
         share = f"{'≤' if is_upper_bound(runs[key], auto) else ' '}{100 * costs[key] / total:3.0f}%"
         print(f"  {'run ' if will_run else 'skip'}  {names[key] or key:<30} {state:<8} {share} of the work  {dirs[key]}")
         if auto is not None and will_run and not (row and row["summary"]):
-            steps, source = predicted_budget(runs[key], records, auto)
+            steps, source = budget_for(runs[key], rows, auto)
             print(f"        steps auto: {steps} now = {source}")
     order_text = "in increasing N, complexity, depth; budgets as runs finish" if auto else "longest first"
     print(f"{todo} of {len(runs)} would run ({order_text}), retry limit {args.max_attempts}")

@@ -47,6 +47,18 @@ def auto_order(runs: dict[str, dict], keys: list[str]) -> list[str]:
                                          index[key]))
 
 
+def budget_for(config: dict, rows: list[dict], auto: AutoBudget) -> tuple[int, str]:
+    """(steps, where they came from) for a run of ``config`` from the finished runs among the store's ``rows``; the
+    cap when they cannot be read (a malformed row stops no sweep)."""
+    from innovwin.analysis.records import run_records
+
+    try:
+        records = run_records(rows)
+    except ValueError as error:
+        return auto.max_steps, f"the cap, max_steps {auto.max_steps} ({error})"
+    return predicted_budget(config, records, auto)
+
+
 def predicted_budget(config: dict, records: list, auto: AutoBudget) -> tuple[int, str]:
     """(steps, where they came from) for a run of ``config`` from the finished runs ``records``."""
     from innovwin.analysis.predict import RECORD_FIELDS, predict, runs_note

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 
 from innovwin.store import RunStore
-from innovwin.sweeps.budgets import AutoBudget, extends, is_upper_bound, predicted_budget
+from innovwin.sweeps.budgets import AutoBudget, budget_for, extends, is_upper_bound
 from innovwin.sweeps.executors import Executor, make_executor
 from innovwin.sweeps.jobs import Job, JobFn, Outcome, Run, train_job
 from innovwin.sweeps.plan import Plan, plan_sweep
@@ -102,20 +102,21 @@ def record(store: RunStore, outcome: Outcome, max_attempts: int, progress: Sweep
 
 def budgeted(store: RunStore, job: Job, auto: AutoBudget, progress: SweepProgress) -> Job:
     """``job`` with each run's budget: predicted from the runs finished in the store now, for a run never finished
-    (one that was keeps the budget it was given, or the cap it is extended to); recorded in the store's config and
-    said in the log."""
-    from innovwin.analysis.records import run_records
-
+    (one that was keeps the budget it was given, or the cap it is extended to); the members of a stacked ensemble
+    share one budget (``steps`` is shared), the largest of theirs. Recorded in the store's config, said in the log."""
     rows = store.rows()
     finished = {row["key"] for row in rows if row["summary"] is not None}
-    records = run_records(rows) if any(run.key not in finished for run in job.runs) else []
+    found = {run.key: budget_for(run.config, rows, auto) if run.key not in finished else (run.config["steps"], "")
+             for run in job.runs}
+    shared = max(steps for steps, _ in found.values())
     runs = []
     for run in job.runs:
-        if run.key not in finished:
-            steps, source = predicted_budget(run.config, records, auto)
-            run = Run(run.key, {**run.config, "steps": steps}, run.run_dir)
-            store.add({run.key: run.config})  # records the budget given (a changed stop updates the row)
-            progress.say(f"[sweep] budget {progress.name(run.key)}: steps {steps} = {source}")
+        steps, source = found[run.key]
+        if source:
+            ensemble = f" (its ensemble's largest: {shared})" if shared != steps else ""
+            progress.say(f"[sweep] budget {progress.name(run.key)}: steps {steps} = {source}{ensemble}")
+        run = Run(run.key, {**run.config, "steps": shared}, run.run_dir)
+        store.add({run.key: run.config})  # records the budget given (a changed stop updates the row)
         runs.append(run)
     return Job(tuple(runs))
 
