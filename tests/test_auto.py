@@ -158,3 +158,15 @@ def test_a_tiny_real_auto_sweep_records_each_budget_given(tmp_path):
         rows = store.rows()
     assert counts["done"] == 2
     assert [(row["config"]["steps"], rundir.read_config(row["run_dir"]).steps) for row in rows] == [(40, 40)] * 2
+
+
+def test_a_dry_run_lists_auto_runs_in_their_order_with_the_budget_each_would_get(tmp_path, capsys):
+    from innovwin.cli import main
+
+    path = tmp_path / "spec.toml"
+    path.write_text(f'max_steps = {CAP}\n[base]\ntask = "{TASK}"\nsteps = "auto"\n[grid]\nn_train = [32, 8, 16]\n')
+    assert main(["sweep", str(path), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("  run")] == ["n_train=8", "n_train=16", "n_train=32"]
+    assert sum(line.strip().startswith(f"steps auto: {CAP} now = the cap") for line in lines) == 3
+    assert not (tmp_path / "store").exists()

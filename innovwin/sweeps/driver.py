@@ -10,7 +10,7 @@ from innovwin.store import RunStore
 from innovwin.sweeps.budgets import AutoBudget, budget_for, extends, is_upper_bound
 from innovwin.sweeps.executors import Executor, make_executor
 from innovwin.sweeps.jobs import Job, JobFn, Outcome, Run, train_job
-from innovwin.sweeps.plan import Plan, plan_sweep
+from innovwin.sweeps.plan import Plan, estimate_cost, plan_sweep
 from innovwin.sweeps.progress import SweepProgress
 
 
@@ -117,6 +117,7 @@ def budgeted(store: RunStore, job: Job, auto: AutoBudget, progress: SweepProgres
             progress.say(f"[sweep] budget {progress.name(run.key)}: steps {steps} = {source}{ensemble}")
         run = Run(run.key, {**run.config, "steps": shared}, run.run_dir)
         store.add({run.key: run.config})  # records the budget given (a changed stop updates the row)
+        progress.costs[run.key] = estimate_cost(run.config)  # the ETA from the budget given, not the cap
         runs.append(run)
     return Job(tuple(runs))
 

@@ -130,7 +130,9 @@ def preflight(runs: dict[str, dict], *, devices: bool = True) -> None:
 def estimate_cost(config: dict) -> float:
     """Relative cost of a run, for longest-first ordering and the ETA: tokens x parameters
     over training steps plus the evaluations' network calls (a DiT sample costs two calls per
-    Heun step, a GPT sample one pass: the objective says)."""
+    Heun step, a GPT sample one pass: the objective says). It assumes the whole budget: where ``steps`` is the most
+    a run trains (:func:`innovwin.sweeps.budgets.is_upper_bound`), the cost and the ETA are upper bounds, and the
+    sweep's view and dry run say so."""
     tokens = _n_cells(config["task"])
     params = config["depth"] * (4 + 2 * config["mlp_ratio"]) * config["width"] ** 2
     n_evals = 1 + config["evals_per_decade"] * math.log10(max(config["steps"] / config["first_eval"], 1.0))
