@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         "run a grid of runs into a store (skips done runs, resumes interrupted ones)",
         "Expand a sweep spec (TOML: [base], [grid], [zip], seeds) into runs and run the ones not done yet, showing "
         "each running run's progress and an ETA, and the findings at the end. Safe to kill and rerun: done runs "
-        "are kept, interrupted runs resume.")
+        "are kept, interrupted runs resume. steps = \"auto\" in [base], with max_steps = CAP (and safety = F) in "
+        "the spec, predicts each run's budget from the runs finished before it (docs/budgets.md).")
     sweep.add_argument("spec", nargs="?", help="sweep spec TOML file (or use --preset)")
     sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
     sweep.add_argument("--store", required=True, help="store directory (created if missing)")
