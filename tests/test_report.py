@@ -580,3 +580,18 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     assert result["images"] >= 4 + 6 and result["broken"] == []  # the figures and every run's curves
     assert "τ_mem ∝ N^" in result["headline"] and "windows:" in result["headline"]
     assert 0 <= result["top"] < result["viewport"] / 2  # the answer is the first thing on the page
+
+
+def test_a_run_stored_under_two_earlier_budgets_is_one_record(tmp_path):
+    """Rows keyed with steps (before it left the key) of one run trained to two budgets: the report counts it once."""
+    rows = synthetic_metrics(100.0, 500.0, chance=0.0)
+    with RunStore(tmp_path, write=True) as store:
+        for steps in (1000, STEPS):
+            config = RunConfig(n_train=64, steps=steps).resolved()
+            summary = {**clocks.summarize(rows, rule_threshold=config.rule_threshold,
+                                          mem_threshold=config.mem_threshold), "final": rows[-1]}
+            store.add({config.earlier_key(): config.to_dict()})
+            store.finish(config.earlier_key(), summary)
+        store.add({config.key(): config.to_dict()})
+        records = run_records(store.rows())
+    assert [record.key for record in records] == [config.key()]

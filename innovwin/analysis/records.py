@@ -107,10 +107,12 @@ def run_dir_row(path: Path) -> dict:
 
 
 def run_records(rows: list[dict]) -> list[RunRecord]:
-    """One record per finished run, sorted by family, complexity, task, arch, size, variant, N and seed."""
+    """One record per finished run, sorted by family, complexity, task, arch, size, variant, N and seed; a store
+    row superseded by another of the same run (an earlier budget, :func:`innovwin.store.runstore.mark_superseded`)
+    is left out, so a run counts once."""
     from innovwin.tasks import make
 
-    finished = [row for row in rows if row["status"] == "done" and row["summary"]]
+    finished = [row for row in rows if row["status"] == "done" and row["summary"] and not row.get("superseded_by")]
     configs = [row_config(row) for row in finished]
     flat = [config.to_dict() for config in configs]
     names = differences(flat, SEED_FIELDS)  # what sets each run apart
