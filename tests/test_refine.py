@@ -87,3 +87,10 @@ def test_bad_input_is_one_line_exit_2(finished, tmp_path, capsys, args, message)
     assert (run / rundir.METRICS).read_bytes() == metrics
     assert main(["refine", str(tmp_path / "missing")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_refine_keeps_an_ensemble_members_place_in_its_summary(finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    summary = json.loads((run / rundir.SUMMARY).read_text())
+    rundir.write_json(run / rundir.SUMMARY, {**summary, "ensemble": {"size": 2, "index": 1}})
+    assert refine(run, "mem", 2)["ensemble"] == {"size": 2, "index": 1}

@@ -29,6 +29,7 @@ from innovwin.train.lifecycle import RunLife
 from innovwin.train.members import Trainer
 
 CLOCK_CHOICES = {"rule": ("tau_rule",), "mem": ("tau_mem",), "both": clocks.CLOCKS}
+KEPT = ("ensemble",)  # what the summary it rewrites says of the run beside its stop and timing: a member's place
 
 
 def inner_steps(lo: float, hi: float, k: int) -> list[int]:
@@ -80,11 +81,9 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
         # always inserted, none or some: state.pt's copy of the rows catches up with metrics.jsonl even where a
         # refine killed between the two writes left it behind (else the next train would restore the older rows)
         run.insert(_replay(run, todo, progress) if todo else [])
-        summary = {**run.summarize(stop["step"] if stop else None), **({"stop": stop} if stop else {}),
-                   "timing": old.get("timing"),
-                   "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
-        rundir.write_json(run_dir / rundir.SUMMARY, summary)
-    return summary
+        kept = {name: old[name] for name in KEPT if name in old}
+        return run.write_summary(stop, old.get("timing"), **kept,
+                                 refined={name: steps for name, steps in planned.items() if steps})
 
 
 def _replay(run: RunLife, todo: list[int], progress) -> list[tuple]:
