@@ -12,7 +12,7 @@ from innovwin.cli import main
 from innovwin.config import RunConfig
 from innovwin.store import rundir
 from innovwin.train.driver import train
-from innovwin.train.refine import inner_steps, refine
+from innovwin.train.refine import check_request, inner_steps, refine
 
 # a tiny GPT that learns 4x4 G=2 parity (tau_rule near step 50) and starts to copy its 16 samples (near step 80)
 RUN = RunConfig(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=120, first_eval=10,
@@ -94,3 +94,8 @@ def test_refine_keeps_an_ensemble_members_place_in_its_summary(finished, tmp_pat
     summary = json.loads((run / rundir.SUMMARY).read_text())
     rundir.write_json(run / rundir.SUMMARY, {**summary, "ensemble": {"size": 2, "index": 1}})
     assert refine(run, "mem", 2)["ensemble"] == {"size": 2, "index": 1}
+
+
+def test_refine_refuses_a_clock_that_until_cannot_wait_for():
+    with pytest.raises(ValueError, match="--clock must be one of rule, mem, both, got 'budget'"):
+        check_request("budget", 8)
