@@ -99,3 +99,13 @@ def test_refine_keeps_an_ensemble_members_place_in_its_summary(finished, tmp_pat
 def test_refine_refuses_a_clock_that_until_cannot_wait_for():
     with pytest.raises(ValueError, match="--clock must be one of rule, mem, both, got 'budget'"):
         check_request("budget", 8)
+
+
+def test_a_damaged_refined_file_is_restored_and_its_note_counts_the_refined_rows(finished, tmp_path, capsys):
+    run = copy_of(finished, tmp_path)
+    refine(run, "mem", 2)
+    rows = rundir.read_metrics(run)
+    (run / rundir.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows[:-1]))
+    capsys.readouterr()
+    train(RUN, run, quiet=True)
+    assert f"its {len(rows)} rows up to step {RUN.steps} were restored" in capsys.readouterr().err
