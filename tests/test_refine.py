@@ -12,7 +12,7 @@ from innovwin.cli import main
 from innovwin.config import RunConfig
 from innovwin.store import rundir
 from innovwin.train.driver import train
-from innovwin.train.refine import inner_steps, refine
+from innovwin.train.refine import check_request, inner_steps, refine
 
 # a tiny GPT that learns 4x4 G=2 parity (tau_rule near step 50) and starts to copy its 16 samples (near step 80)
 RUN = RunConfig(task="parity:h=4,w=4,g=2", n_train=16, depth=1, width=32, heads=2, batch=16, steps=120, first_eval=10,
@@ -87,3 +87,25 @@ def test_bad_input_is_one_line_exit_2(finished, tmp_path, capsys, args, message)
     assert (run / rundir.METRICS).read_bytes() == metrics
     assert main(["refine", str(tmp_path / "missing")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_refine_keeps_an_ensemble_members_place_in_its_summary(finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    summary = json.loads((run / rundir.SUMMARY).read_text())
+    rundir.write_json(run / rundir.SUMMARY, {**summary, "ensemble": {"size": 2, "index": 1}})
+    assert refine(run, "mem", 2)["ensemble"] == {"size": 2, "index": 1}
+
+
+def test_refine_refuses_a_clock_that_until_cannot_wait_for():
+    with pytest.raises(ValueError, match="--clock must be one of rule, mem, both, got 'budget'"):
+        check_request("budget", 8)
+
+
+def test_a_damaged_refined_file_is_restored_and_its_note_counts_the_refined_rows(finished, tmp_path, capsys):
+    run = copy_of(finished, tmp_path)
+    refine(run, "mem", 2)
+    rows = rundir.read_metrics(run)
+    (run / rundir.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows[:-1]))
+    capsys.readouterr()
+    train(RUN, run, quiet=True)
+    assert f"its {len(rows)} rows up to step {RUN.steps} were restored" in capsys.readouterr().err

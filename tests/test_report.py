@@ -17,7 +17,7 @@ from matplotlib.markers import MarkerStyle
 
 from innovwin.analysis import clocks
 from innovwin.analysis.fits import fit_all, fit_groups, fit_power_law
-from innovwin.analysis.records import RunRecord, config_variants, run_records
+from innovwin.analysis.records import RunRecord, Stop, config_variants, run_records
 from innovwin.config import RunConfig
 from innovwin.report import seeds
 from innovwin.report.build import build_report, findings
@@ -580,3 +580,40 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     assert result["images"] >= 4 + 6 and result["broken"] == []  # the figures and every run's curves
     assert "τ_mem ∝ N^" in result["headline"] and "windows:" in result["headline"]
     assert 0 <= result["top"] < result["viewport"] / 2  # the answer is the first thing on the page
+
+
+def test_a_run_stored_under_two_earlier_budgets_is_one_record(tmp_path):
+    """Rows keyed with steps (before it left the key) of one run trained to two budgets: the report counts it once."""
+    rows = synthetic_metrics(100.0, 500.0, chance=0.0)
+    with RunStore(tmp_path, write=True) as store:
+        for steps in (1000, STEPS):
+            config = RunConfig(n_train=64, steps=steps).resolved()
+            summary = {**clocks.summarize(rows, rule_threshold=config.rule_threshold,
+                                          mem_threshold=config.mem_threshold), "final": rows[-1]}
+            store.add({config.earlier_key(): config.to_dict()})
+            store.finish(config.earlier_key(), summary)
+        store.add({config.key(): config.to_dict()})
+        records = run_records(store.rows())
+    assert [record.key for record in records] == [config.key()]
+
+
+def stopped_by_until():
+    """A run with a budget of STEPS that until stopped at step 562 (trained to 600)."""
+    config = RunConfig(task="parity:h=6,w=6,g=2", n_train=64, arch="gpt", steps=STEPS).resolved()
+    rows = [row for row in synthetic_metrics(100.0, 300.0, chance=0.0) if row["step"] <= 562]
+    return record_of(config, rows, stop={"reason": "until", "step": rows[-1]["step"], "trained": 600})
+
+
+def test_a_record_says_where_its_run_stopped():
+    record = stopped_by_until()
+    assert record.stop == Stop(reason="until", step=record.last_step, trained=600)
+
+
+def test_runs_csv_says_why_and_where_a_run_stopped():
+    record = stopped_by_until()
+    assert (run_row(record)["stop_reason"], run_row(record)["stop_step"]) == ("until", record.last_step)
+
+
+def test_the_runs_table_shows_a_stop_short_of_the_budget():
+    record = stopped_by_until()
+    assert rendered_run(record)["stopped"] == f"step {record.last_step} (until)"

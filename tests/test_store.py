@@ -218,3 +218,37 @@ def test_bad_executor_arguments(tmp_path):
         with pytest.raises(ValueError, match="unknown executor"):
             run_sweep(store, runs, executor="slurm", job_fn=counting_job, stream=None)
         assert store.rows() == []  # refused before the run was stored, let alone ran
+
+
+def store_with_two_earlier_budgets(path, adopt=True):
+    """A store holding one run trained to 300 and 600 steps under its earlier keys (steps keyed), asked again
+    today (``adopt``): returns today's key and the two earlier keys."""
+    short, long = (RunConfig(n_train=16, steps=steps).resolved() for steps in (300, 600))
+    with RunStore(path, write=True) as store:
+        for config in (short, long):
+            store.add({config.earlier_key(): config.to_dict()})
+            store.finish(config.earlier_key(), {"tau_rule": None, "tau_mem": None})
+        if adopt:
+            store.add({long.key(): long.to_dict()})
+    return long.key(), short.earlier_key(), long.earlier_key()
+
+
+def test_earlier_budget_rows_of_an_adopted_run_are_superseded_by_it(tmp_path):
+    key, short, _ = store_with_two_earlier_budgets(tmp_path)
+    with RunStore(tmp_path) as store:
+        marked = {row["key"]: row["superseded_by"] for row in store.rows()}
+    assert marked == {key: None, short: key}
+
+
+def test_earlier_budget_rows_not_adopted_yet_are_counted_once(tmp_path):
+    _, short, long = store_with_two_earlier_budgets(tmp_path, adopt=False)
+    with RunStore(tmp_path) as store:
+        marked = {row["key"]: row["superseded_by"] for row in store.rows()}
+    assert marked == {long: None, short: long}
+
+
+def test_runs_lists_a_run_with_earlier_budget_rows_once(tmp_path, capsys):
+    key, short, _ = store_with_two_earlier_budgets(tmp_path)
+    assert main(["runs", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.splitlines()[0].startswith(f"{tmp_path}: 1 runs, 1 done") and short not in listing

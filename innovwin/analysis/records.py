@@ -23,6 +23,16 @@ CLOCK_ATTRIBUTES = {"tau_rule": "rule", "tau_mem": "mem"}  # a clock's name in t
 
 
 @dataclasses.dataclass(frozen=True)
+class Stop:
+    """Where a run stopped (summary.json's ``stop``): at its budget or where ``until`` was met (``reason``), the step
+    its summary reads up to, and the step training reached (later where a run is answered for a smaller budget)."""
+
+    reason: str  # "budget" (censored by the budget when a clock did not cross) or "until"
+    step: int
+    trained: int
+
+
+@dataclasses.dataclass(frozen=True)
 class RunRecord:
     """One finished run: what it is (config, key, name, directory, axes) and what it measured."""
 
@@ -44,6 +54,7 @@ class RunRecord:
     mem: Clock
     window: Window
     last_step: int
+    stop: Stop | None  # None for a summary written before stops were recorded (the run trained to its budget)
     final_valid_frac: float | None
     final_copy_frac: float | None
     memorization: dict | None  # summary.json's held-out memorization test, when the run made one
@@ -107,10 +118,12 @@ def run_dir_row(path: Path) -> dict:
 
 
 def run_records(rows: list[dict]) -> list[RunRecord]:
-    """One record per finished run, sorted by family, complexity, task, arch, size, variant, N and seed."""
+    """One record per finished run, sorted by family, complexity, task, arch, size, variant, N and seed; a store
+    row superseded by another of the same run (an earlier budget, :func:`innovwin.store.runstore.mark_superseded`)
+    is left out, so a run counts once."""
     from innovwin.tasks import make
 
-    finished = [row for row in rows if row["status"] == "done" and row["summary"]]
+    finished = [row for row in rows if row["status"] == "done" and row["summary"] and not row.get("superseded_by")]
     configs = [row_config(row) for row in finished]
     flat = [config.to_dict() for config in configs]
     names = differences(flat, SEED_FIELDS)  # what sets each run apart
@@ -128,6 +141,7 @@ def run_records(rows: list[dict]) -> list[RunRecord]:
             complexity_label=", ".join(task.complexity_params or ("complexity",)), arch=config.arch,
             depth=config.depth, width=config.width, n_train=config.n_train, seed=config.seed, variant=variant,
             rule=rule, mem=mem, window=clocks.window(rule, mem), last_step=last_step,
+            stop=Stop(stop["reason"], stop["step"], stop["trained"]) if (stop := summary.get("stop")) else None,
             final_valid_frac=final.get("valid_frac"), final_copy_frac=final.get("copy_frac"),
             memorization=summary.get("memorization"), timing=summary.get("timing"), summary_check=check))
     return sorted(records, key=lambda r: (r.family, r.complexity, r.task, r.arch, r.depth, r.width, r.variant,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from innovwin.config import UNTIL
 from innovwin.store.runstore import DB_NAME
 
 
@@ -15,7 +16,7 @@ def add_parser(subparsers) -> None:
                     "every finished run whose window verdict is unresolved, both clocks. Run again to finish an "
                     "interrupted refinement; a finished one is not repeated.")
     parser.add_argument("path", metavar="RUN|STORE", help="a run directory, or a sweep store")
-    parser.add_argument("--clock", choices=("rule", "mem", "both"), default="both",
+    parser.add_argument("--clock", choices=[name for name in UNTIL if name != "budget"], default="both",
                         help="which clock's bracket to refine (default: both; a store always refines both)")
     parser.add_argument("--evals", type=int, default=8, metavar="K", help="evaluations per bracket (default: 8)")
     parser.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads for torch (default 1)")
@@ -26,12 +27,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from innovwin.analysis import clocks
-    from innovwin.train.refine import refine
+    from innovwin.train.refine import check_request, refine
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.evals < 1:
-        raise ValueError(f"--evals must be >= 1, got {args.evals}")
+    check_request(args.clock, args.evals)  # before a store is opened for writing
     torch.set_num_threads(args.threads)
     path = Path(args.path)
     if not (path / DB_NAME).exists():

@@ -7,7 +7,8 @@ from innovwin.cli import subcommand
 
 DESCRIPTION = ("One entry per run of a store: the grid values that set it apart (e.g. n_train=512 seed=0), its status "
                "and attempts, its clocks with their 95% intervals and window when done, its error's last line when "
-               "failed, and its run directory.")
+               "failed, and its run directory. Rows of a run trained to an earlier budget under its earlier key "
+               "count as that run and are not listed.")
 
 
 def add_parser(subparsers) -> None:
@@ -27,10 +28,13 @@ def run_runs_command(args: argparse.Namespace) -> int:
 
     with RunStore(args.store) as store:
         rows = store.rows()
+    superseded = sum(bool(row["superseded_by"]) for row in rows)
+    rows = [row for row in rows if not row["superseded_by"]]  # an earlier budget of a listed run
     names = run_names({row["key"]: row["config"] for row in rows})
     counts = Counter(row["status"] for row in rows)
     print(f"{args.store}: {len(rows)} runs, " + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "queued",
-                                                                                       "failed")))
+                                                                                       "failed"))
+          + (f" ({superseded} earlier-budget rows of the same runs not listed)" if superseded else ""))
     width = max([len(names[row["key"]] or row["key"]) for row in rows] + [4])
     for row in rows:
         if args.status and row["status"] != args.status:

@@ -73,9 +73,9 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
     parts.append("<h2>Runs</h2>")
     if not records:
         parts.append("<p>There is no finished run in this store yet: rerun the sweep, then the report.</p>")
-    parts.append(html_table([rendered_run(r) for r in records],
-                            ("run", "task", "arch", "depth", "width", "variant", "n_train", "seed", "τ_rule",
-                             "τ_mem", "window")))
+    runs = [rendered_run(r) for r in records]
+    parts.append(html_table(runs, ("run", "task", "arch", "depth", "width", "variant", "n_train", "seed", "τ_rule",
+                                   "τ_mem", "window", *(("stopped",) if any(row["stopped"] for row in runs) else ()))))
     checked = [r.key for r in records if r.summary_check]
     if checked:
         parts.append(f"<p><b>Check:</b> {len(checked)} run(s) whose stored summary disagrees with its run directory "
@@ -101,12 +101,19 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
 
 
 def rendered_run(record: RunRecord) -> dict:
-    """The runs table's row of a record: its name linked to its curves, its clocks and its window as text."""
+    """The runs table's row of a record: its name linked to its curves, its clocks, its window and where it stopped
+    short of its budget (:func:`stopped`) as text."""
     return {"run": f"<a href='#{record.key}' title='{record.key}'>{html.escape(record.name)}</a>",
             **{name: getattr(record, name) for name in ("task", "arch", "depth", "width", "variant", "n_train",
                                                         "seed")},
             "τ_rule": record.rule.render_interval(), "τ_mem": record.mem.render_interval(),
-            "window": record.window.render()}
+            "window": record.window.render(), "stopped": stopped(record)}
+
+
+def stopped(record: RunRecord) -> str:
+    """Where a run stopped short of its budget, e.g. ``step 562 (until)``; "" where it reads up to its budget."""
+    stop = record.stop
+    return f"step {stop.step} ({stop.reason})" if stop and stop.step != record.config.steps else ""
 
 
 def img(path: Path, folder: str = "") -> str:

@@ -11,6 +11,7 @@ from innovwin.analysis.fits import ML_COLUMNS
 from innovwin.analysis.records import RunRecord
 
 RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
+               "stop_reason", "stop_step",
                "tau_rule", "tau_rule_lo", "tau_rule_hi", "tau_rule_bracket_lo", "tau_rule_bracket_hi",
                "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
@@ -22,13 +23,15 @@ FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "
 
 
 def run_row(record: RunRecord) -> dict:
-    """runs.csv's row of a record: the axes, each clock's value, interval, bracket and censoring (as the two
-    columns ``_censored``, never crossed, and ``_at_first_eval``, crossed by the first evaluation), the window
-    (its width a lower bound where its reason says so) and the summary check."""
+    """runs.csv's row of a record: the axes, where the run stopped (``stop_reason`` budget or until, and
+    ``stop_step``; empty for a summary from before stops were recorded), each clock's value, interval, bracket and
+    censoring (as the two columns ``_censored``, never crossed, and ``_at_first_eval``, crossed by the first
+    evaluation), the window (its width a lower bound where its reason says so) and the summary check."""
     row = {name: getattr(record, name) for name in ("key", "name", "task", "arch", "depth", "width", "variant",
                                                      "n_train", "seed", "final_valid_frac", "final_copy_frac",
                                                      "summary_check")}
     row["steps"] = record.config.steps
+    row["stop_reason"], row["stop_step"] = (record.stop.reason, record.stop.step) if record.stop else ("", None)
     for name in CLOCKS:
         clock = record.clock(name)
         interval, bracket = clock.interval or (None, None), clock.bracket or (None, None)

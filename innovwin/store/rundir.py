@@ -277,7 +277,7 @@ def _metrics_to_resume(run_dir: Path, state: dict | None, evaluated: list[int]) 
         text = _with_refined_rows(run_dir, state, current)
         if current.startswith(text):  # rows past the saved step are a killed run's: dropped, written again
             return text, None
-        return text, (f"{path} was damaged (torn, garbled or shortened); its {len(evaluated)} rows up to step "
+        return text, (f"{path} was damaged (torn, garbled or shortened); its {len(text.splitlines())} rows up to step "
                       f"{state['step']} were restored from {STATE}")
     try:
         rows = [row for row in parse_metrics(current, path) if row["step"] <= state["step"]]

@@ -188,16 +188,18 @@ class RunStore:
     def _adopt(self, runs: dict[str, dict]) -> None:
         """Rekey the rows (and rename the run directories) that hold one of ``runs`` under an earlier key, from
         before the budget left the key: the one the same command made (:meth:`RunConfig.earlier_key`), else the one
-        with the largest budget. A row whose config cannot be read keeps its key (reports name it)."""
+        with the largest budget. A row whose config cannot be read keeps its key (reports name it); the other earlier
+        rows of the same run stay, superseded by the adopted one (:func:`mark_superseded`)."""
         present = {key for (key,) in self.db.execute("SELECT key FROM runs")}
         if all(key in present for key in runs):
             return
         earlier: dict[str, list] = {}  # today's key -> [(its earlier key, budget)]
         for key, text in self.db.execute("SELECT key, config FROM runs"):
-            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                config = RunConfig.from_record(json.loads(text))
-                if config.key() != key:
-                    earlier.setdefault(config.key(), []).append((key, config.steps))
+            with contextlib.suppress(ValueError, TypeError):
+                config = json.loads(text)
+                today = _today_key(config)
+                if today not in (None, key):
+                    earlier.setdefault(today, []).append((key, config.get("steps", 0)))
         for key, config in runs.items():
             if key in present or key not in earlier:
                 continue
@@ -254,8 +256,9 @@ class RunStore:
         return counts
 
     def rows(self) -> list[dict]:
-        """Every run as a dict (config and summary decoded), oldest first."""
-        return self._decoded("SELECT * FROM runs ORDER BY added, key")
+        """Every run as a dict (config and summary decoded), oldest first; ``superseded_by`` names the row that
+        stands for the same run where this one is an earlier budget of it (:func:`mark_superseded`), else None."""
+        return mark_superseded(self._decoded("SELECT * FROM runs ORDER BY added, key"))
 
     def get(self, key: str) -> dict | None:
         rows = self._decoded("SELECT * FROM runs WHERE key = ?", key)
@@ -283,6 +286,32 @@ class RunStore:
             row["run_dir"] = str(existing.get(row["key"]) or self.run_dir(row["key"]))
             rows.append(row)
         return rows
+
+
+def mark_superseded(rows: list[dict]) -> list[dict]:
+    """Set each row's ``superseded_by``: rows keyed before the budget left the key that now share one key are
+    one run trained to several budgets, counted once. The row under today's key stands for it (the one
+    :meth:`RunStore._adopt` rekeyed), else the one with the largest budget; the others name it."""
+    earlier: dict[str, list[dict]] = {}  # today's key -> the rows holding it under an earlier key
+    for row in rows:
+        row["superseded_by"] = None
+        today = _today_key(row["config"])
+        if today not in (None, row["key"]):
+            earlier.setdefault(today, []).append(row)
+    keys = {row["key"] for row in rows}
+    for today, found in earlier.items():
+        kept = today if today in keys else max(found, key=lambda row: row["config"].get("steps", 0))["key"]
+        for row in found:
+            if row["key"] != kept:
+                row["superseded_by"] = kept
+    return rows
+
+
+def _today_key(config: dict) -> str | None:
+    """The key today's code gives a stored config, or None where it cannot be read (reports name that row)."""
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        return RunConfig.from_record(config).key()
+    return None
 
 
 def _read_only_uri(db: Path) -> str:

@@ -122,20 +122,29 @@ class RunLife:
         """Write summary.json (the clocks of the rows up to the run's stop, the stop, the timing, and ``extra``),
         close the session and the log; the summary. ``trained``: the step training reached."""
         end, reason = self.stop.end(trained)
-        summary = self.summarize(end)
-        summary["stop"] = {"reason": reason, "step": end, "trained": trained}
         loop_s = timing["train_s"] + timing["eval_s"]
-        summary["timing"] = {
+        summary = self.write_summary({"reason": reason, "step": end, "trained": trained}, {
             "steps_per_s": trained / timing["train_s"] if timing["train_s"] else None,
             "eval_share": timing["eval_s"] / loop_s if loop_s else None,
             "wall_s": wall_s,
-        }
-        summary.update(extra, **rundir.carried_summary(self.out_dir))  # refine's planned steps outlive a rerun
-        rundir.write_json(self.out_dir / rundir.SUMMARY, summary)
+        }, **extra)
         provenance.end_session(self.out_dir, trained)
         self.log.progress(trained, state="done")
         for text in [*clocks.describe(summary).splitlines(), until.describe(summary)]:
             self.log.line(text)
+        return summary
+
+    def write_summary(self, stop: dict | None, timing: dict | None, *, refined: dict | None = None,
+                      **extra) -> dict:
+        """Write summary.json, whole, and return it: the clocks of the rows up to ``stop``'s step (every row where a
+        run summarized before stops were recorded has none), the stop, the ``timing``, ``extra`` (an ensemble
+        member's place), and the fields of the summary it replaces that a rewrite keeps (:data:`rundir.CARRIED`),
+        refine's planned steps merged with ``refined``."""
+        summary = {**self.summarize(stop["step"] if stop else None), **({"stop": stop} if stop else {}),
+                   "timing": timing, **extra, **rundir.carried_summary(self.out_dir)}
+        if refined is not None:
+            summary["refined"] = {**summary.get("refined", {}), **refined}
+        rundir.write_json(self.out_dir / rundir.SUMMARY, summary)
         return summary
 
     def summarize(self, end: int | None = None) -> dict:

@@ -25,10 +25,11 @@ from innovwin.runtime import resolve_device
 from innovwin.store import rundir
 from innovwin.tasks.dataset import run_dataset
 from innovwin.train.driver import check_run, eval_steps
+from innovwin.train import until
 from innovwin.train.lifecycle import RunLife
 from innovwin.train.members import Trainer
 
-CLOCK_CHOICES = {"rule": ("tau_rule",), "mem": ("tau_mem",), "both": clocks.CLOCKS}
+KEPT = ("ensemble",)  # what the summary it rewrites says of the run beside its stop and timing: a member's place
 
 
 def inner_steps(lo: float, hi: float, k: int) -> list[int]:
@@ -58,13 +59,19 @@ def plan(run_dir, config: RunConfig, names, k: int, end: int | None = None) -> d
     return steps
 
 
+def check_request(clock: str, evals: int) -> None:
+    """Refuse a clock that is not one ``until`` can wait for (rule, mem, both) or fewer than one evaluation."""
+    if not until.WAITS.get(clock):
+        raise ValueError(f"--clock must be one of {', '.join(name for name, waits in until.WAITS.items() if waits)}, "
+                         f"got {clock!r}")
+    if evals < 1:
+        raise ValueError(f"--evals must be >= 1, got {evals}")
+
+
 def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> dict:
     """Evaluate ``evals`` more times inside the bracket of ``clock`` (rule, mem or both); returns the summary,
     also written to summary.json (with ``refined``: each clock's planned steps)."""
-    if clock not in CLOCK_CHOICES:
-        raise ValueError(f"--clock must be one of {', '.join(CLOCK_CHOICES)}, got {clock!r}")
-    if evals < 1:
-        raise ValueError(f"--evals must be >= 1, got {evals}")
+    check_request(clock, evals)
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CONFIG).is_file():  # checked before the lock, which would leave a .lock behind
         raise ValueError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
@@ -73,18 +80,16 @@ def refine(run_dir, clock: str = "both", evals: int = 8, *, progress=None) -> di
         rundir.load_state(run_dir, config.key())  # a state of another run, or a corrupt one: refused before any write
         old = rundir.read_summary(run_dir) or {}
         stop = old.get("stop")  # where `until` stopped the run (or the budget asked) answers; else its budget
-        planned = plan(run_dir, config, CLOCK_CHOICES[clock], evals, stop["step"] if stop else None)
+        planned = plan(run_dir, config, until.WAITS[clock], evals, stop["step"] if stop else None)
         done = {row["step"] for row in rundir.read_metrics(run_dir)}
         todo = sorted({step for steps in planned.values() for step in steps} - done)
         run = RunLife(run_dir, config, task)
         # always inserted, none or some: state.pt's copy of the rows catches up with metrics.jsonl even where a
         # refine killed between the two writes left it behind (else the next train would restore the older rows)
         run.insert(_replay(run, todo, progress) if todo else [])
-        summary = {**run.summarize(stop["step"] if stop else None), **({"stop": stop} if stop else {}),
-                   "timing": old.get("timing"),
-                   "refined": {**old.get("refined", {}), **{name: steps for name, steps in planned.items() if steps}}}
-        rundir.write_json(run_dir / rundir.SUMMARY, summary)
-    return summary
+        kept = {name: old[name] for name in KEPT if name in old}
+        return run.write_summary(stop, old.get("timing"), **kept,
+                                 refined={name: steps for name, steps in planned.items() if steps})
 
 
 def _replay(run: RunLife, todo: list[int], progress) -> list[tuple]:
