@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 from innovwin.analysis.clocks import CLOCKS, read_clock
-from innovwin.analysis.fits import CLOCK_SYMBOLS
 from innovwin.config import POOLED
 
 
@@ -61,6 +60,7 @@ def budget_for(config: dict, rows: list[dict], auto: AutoBudget) -> tuple[int, s
 
 def predicted_budget(config: dict, records: list, auto: AutoBudget) -> tuple[int, str]:
     """(steps, where they came from) for a run of ``config`` from the finished runs ``records``."""
+    from innovwin.analysis.fits import CLOCK_SYMBOLS
     from innovwin.analysis.predict import RECORD_FIELDS, predict, runs_note
 
     settings = {name: str(value) for name, value in config.items() if name in RECORD_FIELDS or name not in POOLED}

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from innovwin.analysis.predict import SAFETY
 from innovwin.config import SEED_FIELDS, UNKEYED, RunConfig, differences, flatten
 from innovwin.naming import did_you_mean
 from innovwin.sweeps.budgets import AutoBudget
@@ -173,6 +172,8 @@ def _auto(values: dict, base: dict, axes: list[str], source: str) -> AutoBudget 
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         raise ValueError(f'{source}: steps = "auto" needs max_steps = N (the most a run may train, N >= 1), '
                          f"got {cap!r}")
+    from innovwin.analysis.predict import SAFETY  # here: `innovwin --help` lists the presets without torch
+
     safety = values.get("safety", SAFETY)
     if not isinstance(safety, (int, float)) or isinstance(safety, bool) or not safety >= 1:
         raise ValueError(f"{source}: safety must be a number >= 1 (the budget is the predicted upper end times it), "
