@@ -35,6 +35,18 @@ def subcommand(subparsers, name: str, func, summary: str, description: str) -> a
     return parser
 
 
+def set_items(items: list[str]) -> dict[str, str]:
+    """``--set FIELD=VALUE`` items (train's, predict's) as field name -> value text, in order; the caller checks
+    the names and parses the values."""
+    found = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        found[name.strip()] = text.strip()
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="innovwin",

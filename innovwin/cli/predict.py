@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from innovwin.cli import subcommand
+from innovwin.cli import set_items, subcommand
 
 def add_parser(subparsers) -> None:
     parser = subcommand(
@@ -26,17 +26,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def settings(items: list[str]) -> dict[str, str]:
-    """``FIELD=VALUE`` items as a mapping of their texts (parsed and checked by analysis.predict.target)."""
-    found = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        found[name.strip()] = text.strip()
-    return found
-
-
 def run_predict_command(args: argparse.Namespace) -> int:
     from innovwin.analysis import predict
     from innovwin.analysis.records import load_rows, run_records
@@ -51,6 +40,6 @@ def run_predict_command(args: argparse.Namespace) -> int:
               else "\n".join(predict.check_lines(summary)))
         return 0
     safety = predict.SAFETY if args.safety is None else args.safety
-    result = predict.predict(records, settings(args.set), safety=safety)
+    result = predict.predict(records, set_items(args.set), safety=safety)
     print(json.dumps(predict.to_json(result), indent=1) if args.json else "\n".join(predict.render(result)))
     return 0

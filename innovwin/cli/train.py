@@ -9,7 +9,7 @@ import dataclasses
 
 from innovwin import config as config_module
 from innovwin import objectives
-from innovwin.cli import subcommand
+from innovwin.cli import set_items, subcommand
 from innovwin.config import RunConfig
 
 # Fields whose values are a closed set, listed as the flag's metavar ({dit,gpt}); the config refuses others in one
@@ -53,11 +53,8 @@ def field_flag(name: str, default) -> dict:
 def config_from_args(args) -> RunConfig:
     config = RunConfig.from_toml(args.config) if args.config else RunConfig()
     values = {}
-    for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        values[config_module.canonical_name(name.strip())] = config_module.parse_value(name.strip(), text.strip())
+    for name, text in set_items(args.set).items():
+        values[config_module.canonical_name(name)] = config_module.parse_value(name, text)
     for name, text in vars(args).items():
         if name.startswith("field_") and text is not None:
             values[name[len("field_"):]] = config_module.parse_value(name[len("field_"):], text)
