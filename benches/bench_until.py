@@ -1,13 +1,18 @@
-"""Training until the clocks are measured against fixed budgets: the quick preset as it was (steps = 2000 for every
-N, until = budget) and as it ships now (until = "both", a generous steps = 8000), one after the other in one session.
+"""Training until the clocks are measured against fixed budgets: a preset as it was before issue 27 (``fixed``: its
+hand-set steps, until = budget), as it ships now (``until``: until = "both", a generous steps) and with budgets the
+sweep predicts (``auto``: steps = "auto", max_steps = the largest generous steps, safety 1.5), one after the other
+in one session.
 
-Each variant is the command a user runs (``innovwin sweep SPEC --store DIR``, default workers) into a fresh store.
+Each variant is the command a user runs (``innovwin sweep SPEC --store DIR --workers W``) into a fresh store.
 Recorded per variant: the total training steps (each run's ``stop.trained``), the wall time, the load before and
 after (the machine is shared), the runs censored per clock, every run's clocks with their intervals, and the fitted
 alpha of tau_rule and tau_mem against N (least squares on crossed runs, and the censored maximum-likelihood fit on
 every run); then whether the two variants agree (each clock's intervals overlap, each alpha's intervals overlap).
 
-    python benches/bench_until.py [--out benches/results/bench_until-cpu-2core-shared.json]
+    python benches/bench_until.py --preset quick [--workers W] [--keep DIR] [--out FILE]
+    python benches/bench_until.py --preset mem-vs-n --keep stores/bench   # ~1 h on 2 cores
+
+``--keep DIR`` keeps the three stores (DIR/PRESET-VARIANT) for ``innovwin predict STORE --check`` and the report.
 """
 from __future__ import annotations
 
@@ -29,15 +34,29 @@ from record import RESULTS, machine  # noqa: E402
 from innovwin.analysis.fits import fit_all  # noqa: E402
 from innovwin.analysis.records import load_rows, run_records  # noqa: E402
 
-FIXED = {"until": '"budget"', "steps": "2000"}  # the quick preset before issue 27
+# Each preset's lines before issue 27 (``fixed``) and with budgets the sweep predicts (``auto``): TOML lines that
+# replace the preset's line of the same field (the first one; a None value deletes it), then lines added at the top.
+VARIANTS = {
+    "quick": {
+        "fixed": ({"until": '"budget"', "steps": "2000"}, []),
+        "until": ({}, []),
+        "auto": ({"steps": '"auto"'}, ["max_steps = 8000", "safety = 1.5"]),
+    },
+    "mem-vs-n": {
+        "fixed": ({"until": '"budget"', "steps": "[800, 1000, 1500, 2500, 4000, 7000]"}, []),
+        "until": ({}, []),
+        "auto": ({"steps": None, "device": '"cpu"\nsteps = "auto"'}, ["max_steps = 16000", "safety = 1.5"]),
+    },
+}
 
 
-def spec_text(changes: dict) -> str:
-    """The quick preset with ``changes`` (field -> TOML value) in its [base]."""
-    text = resources.files("innovwin.sweeps.presets").joinpath("quick.toml").read_text()
+def spec_text(preset: str, variant: str) -> str:
+    """The preset's TOML with the variant's changes."""
+    text = resources.files("innovwin.sweeps.presets").joinpath(f"{preset}.toml").read_text()
+    changes, top = VARIANTS[preset][variant]
     for name, value in changes.items():
-        text = re.sub(rf"^{name} = .*$", f"{name} = {value}", text, count=1, flags=re.M)
-    return text
+        text = re.sub(rf"^{name} = .*$\n?", "" if value is None else f"{name} = {value}\n", text, count=1, flags=re.M)
+    return "\n".join(top + [text])
 
 
 def load() -> dict:
@@ -45,13 +64,15 @@ def load() -> dict:
                                                                        text=True).stdout.strip()}
 
 
-def measure(name: str, changes: dict, root: Path) -> dict:
-    spec, store = root / f"{name}.toml", root / name
-    spec.write_text(spec_text(changes))
+def measure(preset: str, variant: str, root: Path, workers: int | None) -> dict:
+    spec, store = root / f"{preset}-{variant}.toml", root / f"{preset}-{variant}"
+    spec.write_text(spec_text(preset, variant))
     before = load()
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(root / f"{preset}-{variant}.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store)]
+                       + ([] if workers is None else ["--workers", str(workers)]), check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
     wall_s = time.perf_counter() - start
     rows = {row["key"]: row for row in load_rows(store)}
     runs = []
@@ -65,7 +86,7 @@ def measure(name: str, changes: dict, root: Path) -> dict:
                                             "n_censored", "ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_n",
                                             "ml_n_right")}
             for row in fit_all(run_records(list(rows.values()))) if row["against"] == "n_train"]
-    return {"spec": spec.read_text(), "wall_s": wall_s, "load_before": before, "load_after": load(),
+    return {"spec": spec.read_text(), "workers": workers or os.cpu_count(), "wall_s": wall_s, "load_before": before, "load_after": load(),
             "total_steps": sum(run["trained"] for run in runs),
             "censored": {name: sum(run[name]["censored"] == "right" for run in runs) for name in ("tau_rule", "tau_mem")},
             "runs": runs, "fits": fits}
@@ -78,30 +99,37 @@ def overlap(a, b) -> bool:
     return max(lo_a, lo_b) <= min(hi_a, hi_b)
 
 
-def agreement(fixed: dict, until: dict) -> dict:
+def agreement(fixed: dict, other: dict) -> dict:
+    """Whether ``other``'s clocks and alphas overlap ``fixed``'s, and the share of training steps it saves."""
     by_n = {run["n_train"]: run for run in fixed["runs"]}
     clocks = {f"{name} N={run['n_train']}": overlap(by_n[run["n_train"]][name]["bounds"], run[name]["bounds"])
-              for run in until["runs"] for name in ("tau_rule", "tau_mem")}
+              for run in other["runs"] for name in ("tau_rule", "tau_mem")}
     fits = {}
-    for a, b in zip(fixed["fits"], until["fits"]):
+    for a, b in zip(fixed["fits"], other["fits"]):
         for kind in ("", "ml_"):
             if a[f"{kind}alpha"] is not None and b[f"{kind}alpha"] is not None:
                 fits[f"{kind or 'ls_'}alpha {a['clock']}"] = overlap(
                     (a[f"{kind}alpha_lo"], a[f"{kind}alpha_hi"]), (b[f"{kind}alpha_lo"], b[f"{kind}alpha_hi"]))
     return {"clocks_overlap": clocks, "alphas_overlap": fits,
-            "steps_saved": 1 - until["total_steps"] / fixed["total_steps"]}
+            "steps_saved": 1 - other["total_steps"] / fixed["total_steps"]}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(RESULTS / "bench_until-cpu-2core-shared.json"))
+    parser.add_argument("--preset", choices=sorted(VARIANTS), default="quick")
+    parser.add_argument("--workers", type=int, help="runs at a time (default: the sweep's, one per core)")
+    parser.add_argument("--keep", help="keep the stores here (default: a temporary directory)")
+    parser.add_argument("--out", help="default: benches/results/bench_until-PRESET-cpu-2core-shared.json")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as root:
-        fixed = measure("fixed", FIXED, Path(root))
-        until = measure("until", {}, Path(root))
-    result = {"machine": machine(), "variants": {"fixed": fixed, "until": until},
-              "agreement": agreement(fixed, until)}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    out = Path(args.out or RESULTS / f"bench_until-{args.preset}-cpu-2core-shared.json")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.keep or scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        variants = {variant: measure(args.preset, variant, root, args.workers) for variant in VARIANTS[args.preset]}
+    result = {"machine": machine(), "preset": args.preset, "variants": variants,
+              "agreement": {variant: agreement(variants["fixed"], variants[variant])
+                            for variant in variants if variant != "fixed"}}
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({name: {k: v[k] for k in ("wall_s", "total_steps", "censored")}
                       for name, v in result["variants"].items()}, indent=1))
     print(json.dumps(result["agreement"], indent=1))
