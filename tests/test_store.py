@@ -252,3 +252,38 @@ def test_runs_lists_a_run_with_earlier_budget_rows_once(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 0
     listing = capsys.readouterr().out
     assert listing.splitlines()[0].startswith(f"{tmp_path}: 1 runs, 1 done") and short not in listing
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /mnt/nfs nfs4 rw,relatime 0 0
+/dev/sdb1 /mnt/nfs/local\\040disk xfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize("path, kind", [("/home/me/store", "ext4"), ("/mnt/nfs/store", "nfs4"),
+                                        ("/mnt/nfs", "nfs4"), ("/mnt/nfsx/store", "ext4"),
+                                        ("/mnt/nfs/local disk/store", "xfs")])
+def test_filesystem_type_is_the_longest_mount_above_the_path(path, kind):
+    from innovwin.store.runstore import filesystem_type, on_network_filesystem
+
+    assert filesystem_type(path, MOUNTS) == kind
+    assert on_network_filesystem(path, MOUNTS) == (kind == "nfs4")
+
+
+def test_a_store_on_a_network_filesystem_uses_the_rollback_journal(tmp_path, monkeypatch):
+    """WAL (local disk) until the store is opened for writing on a network file system, which switches the file to
+    the rollback journal; a reader opened meanwhile (as from another host) reads the committed rows."""
+    import innovwin.store.runstore as runstore
+
+    with RunStore(tmp_path, write=True) as store:
+        store.add(configs(seed=[0]))
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    monkeypatch.setattr(runstore, "on_network_filesystem", lambda path: True)
+    with RunStore(tmp_path, write=True) as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        store.add(configs(seed=[1]))
+        with RunStore(tmp_path) as reader:
+            assert len(reader.rows()) == 2
+    assert not (tmp_path / "runs.sqlite-wal").exists()

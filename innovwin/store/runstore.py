@@ -12,6 +12,12 @@ any moment loses no finished run; the next driver finds rows left ``running`` by
 driver and queues them again, and ``train`` resumes them from their own training state.
 A store on a read-only mount opens for reading (as an immutable file). A SQLite error carries the
 store's path as a note, for the command line's one-line message.
+
+The table is kept in SQLite's write-ahead-log mode on a local disk (readers never block the driver). On a network
+file system (NFS, SMB, Lustre, ...: :func:`on_network_filesystem`) WAL cannot work: its shared-memory index only
+coordinates processes of one host, so a reader on another host could read a torn table. There the driver switches
+the file to the rollback journal (``journal_mode=DELETE``, ``synchronous=FULL``), whose file locks the network file
+system carries between hosts, so ``report`` and ``runs`` from another host while a sweep runs are safe.
 """
 from __future__ import annotations
 
@@ -106,8 +112,9 @@ class RunStore:
             if not tables:
                 raise ValueError(f"{self.path} is not a run store yet (its run table is not created)")
             return
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        network = on_network_filesystem(self.path)
+        self.db.execute(f"PRAGMA journal_mode={'DELETE' if network else 'WAL'}")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if network else 'NORMAL'}")
         if not tables:
             with self._transaction():  # a reader never sees the table without its version
                 self.db.execute(_SCHEMA)
@@ -312,6 +319,37 @@ def _today_key(config: dict) -> str | None:
     with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
         return RunConfig.from_record(config).key()
     return None
+
+
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "fuse.glusterfs", "lustre", "gpfs",
+    "beegfs", "panfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.rclone", "fuse.cephfs"})
+
+
+def filesystem_type(path, mounts: str | None = None) -> str:
+    """The type of the file system ``path`` lies on: the longest mount point above it in ``mounts`` (the text of
+    /proc/self/mounts; read here when None). "unknown" where the mount table cannot be read (not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return "unknown"
+    target = os.path.realpath(path)
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # \040 is a space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def on_network_filesystem(path, mounts: str | None = None) -> bool:
+    """Whether ``path`` is on a file system shared over the network (where SQLite's WAL mode is unsafe)."""
+    return filesystem_type(path, mounts) in NETWORK_FILESYSTEMS
 
 
 def _read_only_uri(db: Path) -> str:
