@@ -215,3 +215,28 @@ def test_observations_of_each_censoring():
     assert clocks.tau_rule(STEPS, [0.95] * 6).observation() == (0.0, 10.0)
     assert clocks.tau_rule(STEPS, [0.0] * 6).observation() == (320.0, math.inf)
     assert clocks.Clock(20.0, None, 320).observation() == (20.0, 20.0)  # an older summary kept no bracket
+
+
+def exact_rows(copy_prob, copy_frac=None):
+    steps = [10, 20, 40, 80, 160]
+    return [{"step": s, "valid_frac": 1.0, "copy_frac": (copy_frac or copy_prob)[i], "chance_copy": 0.01,
+             "copy_prob": copy_prob[i] if copy_prob else None} for i, s in enumerate(steps)]
+
+
+def test_exact_mem_clock_crosses_the_expected_copy_rate_and_its_interval_is_its_bracket():
+    """The expected copy rate has no sampling noise: the clock's interval is the evaluations around the crossing,
+    and it may differ from the sampled clock of the same rows."""
+    rows = exact_rows([0.01, 0.02, 0.06, 0.21, 0.5], copy_frac=[0.01, 0.02, 0.15, 0.2, 0.5])
+    exact = clocks.tau_mem_exact(rows, threshold=0.1)
+    assert exact.bracket == exact.interval == (40.0, 80.0) and exact.censoring is None
+    assert 40 < exact.value < 80
+    summary = clocks.summarize(rows, mem_threshold=0.1)
+    assert summary["tau_mem"]["bracket"] == [20.0, 40.0]  # the sampled copy rate crossed one evaluation earlier
+    assert clocks.read_clock(summary, "tau_mem_exact", last_step=160) == exact
+
+
+def test_exact_mem_clock_is_absent_without_copy_probabilities():
+    rows = exact_rows(None, copy_frac=[0.0, 0.0, 0.2, 0.3, 0.5])
+    assert clocks.tau_mem_exact(rows) is None
+    assert "tau_mem_exact" not in clocks.summarize(rows)
+    assert clocks.tau_mem_exact(exact_rows([0.01, 0.02, 0.03, 0.04, 0.05])).censoring == "right"

@@ -4,6 +4,9 @@
   the next evaluation. A crossing at the last evaluation has no next one to confirm it, so it does not
   count: the clock stays censored. (Otherwise one lucky final evaluation would end a run with a clock.)
 - ``tau_mem``: the first evaluation whose copy rate above chance (copy_frac - chance_copy) is >= the threshold.
+- ``tau_mem_exact`` (an objective with exact sample probabilities, the GPT's): the same crossing of the *expected*
+  copy rate above chance (copy_prob - chance_copy: the probability mass the model puts on the training set,
+  computed by teacher forcing at every evaluation). It carries no sampling noise, so its interval is its bracket.
 - The *estimate* is interpolated in log(step) between the evaluation before the crossing and the crossing one.
   Where the crossing lies between those two evaluations is not measured: they are the clock's *bracket*.
   A curve already above the threshold at the first evaluation is *left-censored* (bracket [0, first step]; the
@@ -183,6 +186,14 @@ def tau_mem(steps, copy_frac, chance_copy, threshold: float = 0.1) -> Clock:
     return _clock(steps, excess, threshold, confirm=False)
 
 
+def tau_mem_exact(rows: list[dict], threshold: float = 0.1) -> Clock | None:
+    """First step with expected copy rate above chance >= threshold; None where a row has no ``copy_prob``."""
+    if any(row.get("copy_prob") is None for row in rows):
+        return None
+    return tau_mem([row["step"] for row in rows], [row["copy_prob"] for row in rows],
+                   [row["chance_copy"] or 0.0 for row in rows], threshold)
+
+
 def with_bootstrap(clock: Clock, boot: list | None) -> Clock:
     """``clock`` with its interval widened to the bootstrap's ``[lo, hi]`` (hi None: open); never below the
     bracket. A right-censored clock keeps [last step, open]."""
@@ -269,8 +280,10 @@ def summarize(rows: list[dict], valid=None, copy=None, *, rule_threshold=0.9, me
                                               mem_threshold=mem_threshold, n_resamples=n_resamples, seed=seed)
         rule, mem = with_bootstrap(rule, rule_ci), with_bootstrap(mem, mem_ci)
     found = window(rule, mem)
+    exact = tau_mem_exact(rows, mem_threshold)
     return {"tau_rule": rule.to_json(), "tau_mem": mem.to_json(), "window": found.span and list(found.span),
-            "window_state": found.state, "window_reason": found.reason}
+            "window_state": found.state, "window_reason": found.reason,
+            **({} if exact is None else {"tau_mem_exact": exact.to_json()})}
 
 
 def read_clock(summary: dict, name: str, last_step: int | None = None) -> Clock:

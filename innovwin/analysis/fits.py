@@ -254,7 +254,7 @@ def _profile_end(drop, alpha: float, direction: float, cut: float, *, reach: flo
     return float(alpha + direction * (inner + outer) / 2)
 
 
-CLOCK_SYMBOLS = {"tau_rule": "τ_rule", "tau_mem": "τ_mem"}
+CLOCK_SYMBOLS = {"tau_rule": "τ_rule", "tau_mem": "τ_mem", "tau_mem_exact": "τ_mem (exact copy rate)"}
 
 
 def law_text(clock: str, x: str, alpha: float, lo: float | None, hi: float | None, note: str = "") -> str:
@@ -274,10 +274,17 @@ def law_text(clock: str, x: str, alpha: float, lo: float | None, hi: float | Non
 # the other config fields that vary in the store (innovwin.analysis.records.config_variants): "" when none does.
 FIT_PLAN = (
     ("tau_mem", "n_train", ("task", "arch", "depth", "width", "variant")),
+    ("tau_mem_exact", "n_train", ("task", "arch", "depth", "width", "variant")),
     ("tau_rule", "n_train", ("task", "arch", "depth", "width", "variant")),
     ("tau_rule", "complexity", ("family", "arch", "depth", "width", "variant")),
     ("tau_rule", "depth", ("task", "arch", "width", "variant")),
 )
+
+
+def having(records: list[RunRecord], clock: str) -> list[RunRecord]:
+    """The records that measured ``clock`` (every run measures tau_rule and tau_mem; only those with exact sample
+    probabilities, the GPT's, tau_mem_exact)."""
+    return [record for record in records if record.clock(clock) is not None]
 
 
 def varying_groups(records: list[RunRecord], against: str, by: tuple) -> list[tuple[dict, list[RunRecord]]]:
@@ -296,7 +303,8 @@ def fit_groups(records: list[RunRecord], clock: str, against: str, by: tuple[str
     left out.
     """
     rows = []
-    for group, members in sorted(varying_groups(records, against, by), key=lambda item: str(tuple(item[0].values()))):
+    for group, members in sorted(varying_groups(having(records, clock), against, by),
+                                 key=lambda item: str(tuple(item[0].values()))):
         found = [member.clock(clock) for member in members]
         measured = [(getattr(m, against), c.value) for m, c in zip(members, found) if c.measured]
         early = sum(c.censoring == "left" for c in found)

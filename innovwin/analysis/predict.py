@@ -33,6 +33,7 @@ from innovwin.analysis.fits import (
     CensoredMaximum,
     censored_log_terms,
     fit_censored_power_law,
+    having,
     law_text,
     maximize_censored,
     student_t_quantile,
@@ -160,7 +161,7 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
     for planned, against, by in FIT_PLAN:
         if planned != clock:
             continue
-        groups = [(g, m) for g, m in varying_groups(records, against, by) if matches(g, m, new)]
+        groups = [(g, m) for g, m in varying_groups(having(records, clock), against, by) if matches(g, m, new)]
         axis = AXIS_NAMES[against]
         if not groups:
             continue
@@ -226,7 +227,7 @@ def leave_one_out(records: list[RunRecord], *, level: float = CI_LEVEL) -> list[
     small without the run says why instead."""
     rows = []
     for clock, against, by in FIT_PLAN:
-        for group, members in varying_groups(records, against, by):
+        for group, members in varying_groups(having(records, clock), against, by):
             for index, record in enumerate(members):
                 others = members[:index] + members[index + 1:]
                 row = {"key": record.key, "name": record.name, "clock": clock, "against": against,

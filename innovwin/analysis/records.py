@@ -19,7 +19,8 @@ from innovwin.store.rundir import SUMMARY, read_metrics
 from innovwin.store.runstore import DB_NAME, RunStore
 
 RECORD_CONFIG = ("task", "arch", "depth", "width", "n_train", "seed", "steps", "rule_threshold", "mem_threshold")
-CLOCK_ATTRIBUTES = {"tau_rule": "rule", "tau_mem": "mem"}  # a clock's name in tables and fits -> its attribute
+# a clock's name in tables and fits -> its attribute
+CLOCK_ATTRIBUTES = {"tau_rule": "rule", "tau_mem": "mem", "tau_mem_exact": "mem_exact"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunRecord:
     variant: str  # the non-pooled config fields that differ among the runs (config_variants), "" when none
     rule: Clock
     mem: Clock
+    mem_exact: Clock | None  # tau_mem from the exact expected copy rate, where the objective has it (the GPT)
     window: Window
     last_step: int
     stop: Stop | None  # None for a summary written before stops were recorded (the run trained to its budget)
@@ -62,7 +64,8 @@ class RunRecord:
     summary_check: str  # "" or why the store's summary was not the one used
 
     def clock(self, name: str) -> Clock:
-        """The clock named as tables and fits name it: ``tau_rule`` or ``tau_mem``."""
+        """The clock named as tables and fits name it: ``tau_rule``, ``tau_mem`` or ``tau_mem_exact`` (None where
+        the run has no exact copy rate)."""
         return getattr(self, CLOCK_ATTRIBUTES[name])
 
     def with_clock(self, name: str, clock: Clock) -> "RunRecord":
@@ -141,6 +144,7 @@ def run_records(rows: list[dict]) -> list[RunRecord]:
             complexity_label=", ".join(task.complexity_params or ("complexity",)), arch=config.arch,
             depth=config.depth, width=config.width, n_train=config.n_train, seed=config.seed, variant=variant,
             rule=rule, mem=mem, window=clocks.window(rule, mem), last_step=last_step,
+            mem_exact=clocks.read_clock(summary, "tau_mem_exact", last_step) if "tau_mem_exact" in summary else None,
             stop=Stop(stop["reason"], stop["step"], stop["trained"]) if (stop := summary.get("stop")) else None,
             final_valid_frac=final.get("valid_frac"), final_copy_frac=final.get("copy_frac"),
             memorization=summary.get("memorization"), timing=summary.get("timing"), summary_check=check))

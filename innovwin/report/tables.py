@@ -16,6 +16,7 @@ RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_tr
                "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
                "tau_mem_censored", "tau_mem_at_first_eval",
+               "tau_mem_exact", "tau_mem_exact_lo", "tau_mem_exact_hi", "tau_mem_exact_censored",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac",
                "summary_check")
 FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
@@ -26,7 +27,8 @@ def run_row(record: RunRecord) -> dict:
     """runs.csv's row of a record: the axes, where the run stopped (``stop_reason`` budget or until, and
     ``stop_step``; empty for a summary from before stops were recorded), each clock's value, interval, bracket and
     censoring (as the two columns ``_censored``, never crossed, and ``_at_first_eval``, crossed by the first
-    evaluation), the window (its width a lower bound where its reason says so) and the summary check."""
+    evaluation), tau_mem from the exact copy rate where the run has it (its interval is its bracket), the window
+    (its width a lower bound where its reason says so) and the summary check."""
     row = {name: getattr(record, name) for name in ("key", "name", "task", "arch", "depth", "width", "variant",
                                                      "n_train", "seed", "final_valid_frac", "final_copy_frac",
                                                      "summary_check")}
@@ -38,6 +40,11 @@ def run_row(record: RunRecord) -> dict:
         row.update({name: clock.value, f"{name}_lo": interval[0], f"{name}_hi": interval[1],
                     f"{name}_bracket_lo": bracket[0], f"{name}_bracket_hi": bracket[1],
                     f"{name}_censored": clock.censoring == "right", f"{name}_at_first_eval": clock.censoring == "left"})
+    if record.mem_exact is not None:
+        exact = record.mem_exact
+        row.update(tau_mem_exact=exact.value, tau_mem_exact_lo=(exact.interval or (None, None))[0],
+                   tau_mem_exact_hi=(exact.interval or (None, None))[1],
+                   tau_mem_exact_censored=exact.censoring == "right")
     row.update(window_state=record.window.state, window_width_decades=record.window.width,
                window_reason=record.window.reason or "")
     return row

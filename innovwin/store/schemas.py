@@ -64,6 +64,7 @@ SUMMARY_OPTIONAL = {"final": (lambda value: _object(value) and _int(value.get("s
                                 "an object of step lists"),
                     "timing": (_optional(_object), "an object or null"),
                     "memorization": (_optional(_object), "an object or null"),
+                    "tau_mem_exact": CLOCK,
                     "stop": (lambda value: _object(value) and value.get("reason") in ("until", "budget")
                              and _int(value.get("step")) and _int(value.get("trained")),
                              "a stop {reason: until|budget, step, trained}"),
