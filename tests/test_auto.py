@@ -170,3 +170,25 @@ def test_a_dry_run_lists_auto_runs_in_their_order_with_the_budget_each_would_get
     assert [line.split()[1] for line in lines if line.startswith("  run")] == ["n_train=8", "n_train=16", "n_train=32"]
     assert sum(line.strip().startswith(f"steps auto: {CAP} now = the cap") for line in lines) == 3
     assert not (tmp_path / "store").exists()
+
+
+def test_a_dry_run_shows_a_done_run_that_a_changed_budget_queues_again(tmp_path, capsys):
+    """Asked more steps, a done run trains on: the dry run must not say "skip" for it."""
+    from innovwin.cli import main
+    from innovwin.sweeps.spec import load_spec
+
+    path = tmp_path / "spec.toml"
+    path.write_text(f'[base]\ntask = "{TASK}"\nsteps = 100\n[grid]\nn_train = [8, 16]\n')
+    runs = load_spec(path).expand()
+    with RunStore(tmp_path / "store", write=True) as store:
+        store.add(runs)
+        for key in runs:
+            store.claim(key)
+            store.finish(key, {"tau_rule": clock(20, 100), "tau_mem": clock(200, 100)})
+    assert main(["sweep", str(path), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    assert "0 of 2 would run" in capsys.readouterr().out
+    path.write_text(path.read_text().replace("steps = 100", "steps = 400"))
+    assert main(["sweep", str(path), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("  run ") and " again " in line for line in lines) == 2
+    assert "2 of 2 would run" in lines[-1]

@@ -109,3 +109,26 @@ def test_a_damaged_refined_file_is_restored_and_its_note_counts_the_refined_rows
     capsys.readouterr()
     train(RUN, run, quiet=True)
     assert f"its {len(rows)} rows up to step {RUN.steps} were restored" in capsys.readouterr().err
+
+
+def test_refining_a_store_visits_a_run_once_though_rows_of_its_earlier_budgets_remain(tmp_path, monkeypatch, capsys):
+    """Two rows keyed before the budget left the key (one run at steps 100 and 200) are one run: refined once."""
+    import json
+
+    import innovwin.train.refine as refine_module
+    from innovwin.cli import main
+    from innovwin.config import RunConfig
+    from innovwin.store.runstore import RunStore
+
+    unresolved = {"tau_rule": {"estimate": 50.0, "bracket": [40.0, 60.0], "interval": [30.0, 90.0], "censored": None},
+                  "tau_mem": {"estimate": 70.0, "bracket": [60.0, 80.0], "interval": [50.0, 100.0], "censored": None}}
+    with RunStore(tmp_path, write=True) as store:
+        for steps, key in ((100, "a" * 16), (200, "b" * 16)):
+            config = RunConfig(n_train=8, steps=steps).resolved().to_dict()
+            store.db.execute("INSERT INTO runs (key, config, status, attempts, summary, cost, added) "
+                             "VALUES (?, ?, 'done', 1, ?, 1.0, ?)", (key, json.dumps(config), json.dumps(unresolved),
+                                                                     float(steps)))
+    visited = []
+    monkeypatch.setattr(refine_module, "refine", lambda run_dir, clock, evals: visited.append(run_dir) or unresolved)
+    assert main(["refine", str(tmp_path)]) == 0
+    assert len(visited) == 1 and "refined 1 unresolved run(s)" in capsys.readouterr().out

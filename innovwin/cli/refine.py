@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         "refine", help="narrow the clocks' brackets of a run, or of a store's unresolved runs",
         description="Replay a finished run's training from step 0 (checked to reproduce its stored evaluations) "
                     "and evaluate K more times between the two evaluations around a clock's crossing. On a store: "
-                    "every finished run whose window verdict is unresolved, both clocks. Run again to finish an "
+                    "every finished run whose window verdict is unresolved (an earlier budget of a run counts once), "
+                    "both clocks. Run again to finish an "
                     "interrupted refinement; a finished one is not repeated.")
     parser.add_argument("path", metavar="RUN|STORE", help="a run directory, or a sweep store")
     parser.add_argument("--clock", choices=[name for name in UNTIL if name != "budget"], default="both",
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     with RunStore(path, write=True) as store:
         unresolved = [row for row in store.rows() if row["status"] == "done" and row["summary"]
-                      and clocks.window(*clocks.read_clocks(row["summary"])).state == "unresolved"]
+                      and not row["superseded_by"] and clocks.window(*clocks.read_clocks(row["summary"])).state == "unresolved"]
         for row in unresolved:
             summary = refine(store.run_dir(row["key"]), "both", args.evals)
             store.finish(row["key"], summary)  # the store's copy is the run's summary.json

@@ -110,7 +110,10 @@ def print_dry_run(name: str, runs: dict, names: dict, args, auto=None) -> int:
     for key in order:
         row = known.get(key)
         state = row["status"] if row else "new"
-        will_run = state in ("new", "queued", "running") or (state == "failed" and row["attempts"] < args.max_attempts)
+        if state == "done" and asked_again(row["config"], runs[key], auto):
+            state = "again"  # a done run asked with another stop: it trains on, or answers from its rows
+        will_run = state in ("new", "queued", "running", "again") or (
+            state == "failed" and row["attempts"] < args.max_attempts)
         todo += will_run
         share = f"{'≤' if is_upper_bound(runs[key], auto) else ' '}{100 * costs[key] / total:3.0f}%"
         print(f"  {'run ' if will_run else 'skip'}  {names[key] or key:<30} {state:<8} {share} of the work  {dirs[key]}")
@@ -120,6 +123,14 @@ def print_dry_run(name: str, runs: dict, names: dict, args, auto=None) -> int:
     order_text = "in increasing N, complexity, depth; budgets as runs finish" if auto else "longest first"
     print(f"{todo} of {len(runs)} would run ({order_text}), retry limit {args.max_attempts}")
     return 0
+
+
+def asked_again(stored: dict, asked: dict, auto) -> bool:
+    """Whether a done run's stop (steps, until, margin) is asked otherwise than it was made, which queues it again
+    (:meth:`innovwin.store.runstore.RunStore.add`); under ``steps = "auto"`` a finished run keeps its budget."""
+    from innovwin.config import UNKEYED
+
+    return any(stored.get(name) != asked.get(name) for name in UNKEYED if not (auto is not None and name == "steps"))
 
 
 def print_findings(rows: list[dict]) -> None:
