@@ -8,7 +8,8 @@ Each saved prediction (``innovwin predict --json``) is matched to every finished
 predicted settings (its seeds, each a row), and judged as ``innovwin predict --check`` judges a left-out run
 (:func:`innovwin.analysis.predict.judged`): inside the 95% prediction interval or not (a censored clock: whether what
 is known of it meets the interval), and the |log10 error| of a measured clock. Prints a Markdown table with the hit
-rate; ``--out`` also writes it with the rows as JSON.
+rate over measured clocks (a censored one is counted apart: a bound that meets the interval does not test it);
+``--out`` also writes it with the rows as JSON.
 """
 from __future__ import annotations
 
@@ -50,10 +51,15 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {row['prediction']} | {row['run']} | {row['seed']} | {CLOCK_SYMBOLS[row['clock']]} "
                      f"| {row['estimate']:.0f} [{row['lo']:.0f}, {row['hi']:.0f}] | {row['observed']} "
                      f"| {'yes' if row['covered'] else '**no**'} | {error} |")
-    hits = sum(row["covered"] for row in rows)
-    errors = [row["log10_error"] for row in rows if row["log10_error"] is not None]
-    error = f"; median |log10 error| {median(errors):.2f} over {len(errors)} measured clocks" if errors else ""
-    lines.append(f"\nHit rate: {hits} of {len(rows)} inside their 95% prediction interval{error}.")
+    measured = [row for row in rows if row["log10_error"] is not None]
+    bounds = [row for row in rows if row["log10_error"] is None]
+    text = f"\nHit rate: {sum(row['covered'] for row in measured)} of {len(measured)} measured clocks inside their 95% " \
+           f"prediction interval"
+    if measured:
+        text += f" (median |log10 error| {median(row['log10_error'] for row in measured):.2f})"
+    if bounds:  # a bound that meets the interval is no test of it; one past it is a miss
+        text += f"; {sum(row['covered'] for row in bounds)} of {len(bounds)} censored clocks consistent with theirs"
+    lines.append(text + ".")
     return "\n".join(lines)
 
 
