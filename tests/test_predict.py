@@ -191,3 +191,56 @@ PREDICT_OUT = (
     "over 15 measured runs\n"
     "τ_rule against N: 14 of 15 runs inside their 95% prediction interval (93%); median |log10 error| 0.05 (x1.11) "
     "over 15 measured runs\n")
+
+
+def study(name):
+    """A script of docs/studies, imported by path."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "studies" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_predictions_saved_before_runs_are_judged_against_the_runs(store, tmp_path, capsys):
+    """A prediction of N = 1024 saved as `predict --json` prints, then three seeds of it measured: every row is
+    judged, and a clock placed far outside the interval is a miss."""
+    assert main(["predict", str(store), "--set", "n_train=1024", "--json"]) == 0
+    saved = tmp_path / "n1024.json"
+    saved.write_text(capsys.readouterr().out)
+    later = write_store(tmp_path / "later", ns=(1024,), seed=5)
+    assert study("predicted_vs_measured").main([str(saved), "--store", str(later), "--out", str(tmp_path / "t")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert len(rows) == 6 and {row["clock"] for row in rows} == {"tau_rule", "tau_mem"}
+    hits = sum(row["covered"] for row in rows)
+    assert f"Hit rate: {hits} of 6 measured clocks" in (tmp_path / "t.md").read_text()
+
+    far = tmp_path / "far.json"  # the same prediction, its tau_mem interval moved a decade up: every run misses it
+    found = json.loads(saved.read_text())
+    for prediction in found["predictions"]:
+        if prediction["clock"] == "tau_mem":
+            prediction.update(estimate=prediction["estimate"] * 10, lo=prediction["lo"] * 10, hi=prediction["hi"] * 10)
+    far.write_text(json.dumps(found))
+    study("predicted_vs_measured").main([str(far), "--store", str(later), "--out", str(tmp_path / "f")])
+    rows = json.loads((tmp_path / "f.json").read_text())
+    assert [row["covered"] for row in rows if row["clock"] == "tau_mem"] == [False] * 3
+
+
+def test_the_exact_copy_study_fits_tau_mem_both_ways(tmp_path):
+    """Runs whose summaries hold tau_mem_exact: both clocks per run and one censored fit per clock."""
+    with RunStore(tmp_path / "s", write=True) as writer:
+        for n in (32, 64, 128, 256):
+            config = RunConfig(task="parity:h=4,w=4,g=2", n_train=n, steps=STEPS).resolved()
+            summary = {"tau_rule": clock_json(50), "tau_mem": clock_json(4 * n), "tau_mem_exact": clock_json(3 * n),
+                       "final": {"step": STEPS}}
+            writer.add({config.key(): config.to_dict()})
+            writer.claim(config.key())
+            writer.finish(config.key(), summary)
+    assert study("exact_copy").main([str(tmp_path / "s"), "--out", str(tmp_path / "e")]) == 0
+    found = json.loads((tmp_path / "e.json").read_text())
+    assert len(found["runs"]) == 4
+    assert {fit["clock"] for fit in found["fits"]} == {"tau_mem", "tau_mem_exact"}
+    assert all(0.5 < fit["ml_alpha"] < 1.5 for fit in found["fits"])
