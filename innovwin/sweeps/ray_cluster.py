@@ -1,0 +1,184 @@
+"""Attaching a sweep to a Ray cluster and checking its nodes before any run goes there.
+
+- :func:`connect`: the address (``--ray-address``, else ``RAY_ADDRESS``, else a private local Ray), checked by a TCP
+  connect first so that a wrong one is one line within seconds; the runtime env (``--ray-runtime-env``, default: ship
+  the installed innovwin package to an existing cluster).
+- :func:`probe_nodes`: a preflight task pinned to each new node reports its innovwin (version, commit, native
+  extension), torch, GPUs and whether it sees the store (a token file the driver wrote). A node that differs from the
+  driver, lacks innovwin or a device the runs need, or (``--ray-storage shared``) does not see the store is refused
+  with one line and gets no runs, so it spends no attempts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+STORAGES = ("auto", "shared", "sync")  # --ray-storage: per node by the preflight, asserted shared, always synced
+CONNECT_TIMEOUT_S = 5.0  # the TCP check of an address
+PROBE_TIMEOUT_S = 60.0  # a node that cannot run the preflight by then is refused
+TOKEN = ".ray-preflight"  # the file in the store that a node sharing the store's disk sees
+
+
+@dataclass(frozen=True)
+class Node:
+    """An alive node that passed the preflight: its Ray id, a readable name, its slots and whether it shares the
+    store's disk (tasks write the store directly) or not (tasks sync through the writer, innovwin.sweeps.ray_sync)."""
+
+    id: str
+    name: str
+    cpus: int
+    gpus: int
+    shared: bool
+
+
+def cluster_address(address: str | None) -> str:
+    """``--ray-address``, else ``RAY_ADDRESS`` (``ray job submit`` sets it), else "local" (a private Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def connect(ray, address: str | None, runtime_env: str | dict | None) -> bool:
+    """``ray.init`` on the cluster at ``address`` (:func:`cluster_address`); False when Ray was up already (the
+    caller's). ValueError, one line, for an unreachable address or a bad runtime env."""
+    if ray.is_initialized():
+        return False
+    address = cluster_address(address)
+    if address not in ("local", "auto"):
+        check_reachable(address)
+    env = parse_runtime_env(runtime_env, remote=address != "local")
+    try:
+        ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"cannot attach to the Ray cluster at {address!r}: {first}") from None
+    return True
+
+
+def check_reachable(address: str) -> None:
+    """A TCP connect to HOST:PORT (of ``HOST:PORT`` or ``ray://HOST:PORT``): Ray itself retries a wrong address for
+    minutes, printing C++ warnings."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ValueError(f"cannot reach a Ray cluster at {hostport} ({error.strerror or error}); is the head node "
+                         "up (ray start --head) and the address right?") from None
+
+
+def parse_runtime_env(text: str | dict | None, *, remote: bool) -> dict | None:
+    """``--ray-runtime-env``: JSON text, or a JSON/YAML file. Default: on an existing cluster, the installed
+    innovwin package as ``py_modules`` (its native extension works only on nodes of the driver's platform and
+    Python), so nodes need only Python, torch and numpy; a private local Ray needs nothing."""
+    if isinstance(text, dict):
+        return text
+    if text is None:
+        import innovwin
+
+        return {"py_modules": [str(Path(innovwin.__file__).parent)]} if remote else None
+    path = Path(text)
+    try:
+        if path.is_file():
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                env = yaml.safe_load(path.read_text())
+            else:
+                env = json.loads(path.read_text())
+        else:
+            env = json.loads(text)
+    except (ValueError, ImportError) as error:
+        raise ValueError(f"--ray-runtime-env: not JSON text or a JSON/YAML file ({error})") from None
+    if not isinstance(env, dict):
+        raise ValueError(f"--ray-runtime-env must be a mapping (runtime_env fields), got {type(env).__name__}")
+    return env
+
+
+def write_token(store_path) -> str:
+    """Put a fresh token in the store: a node that reads it back shares the store's disk."""
+    token = secrets.token_hex(8)
+    (Path(store_path) / TOKEN).write_text(token)
+    return token
+
+
+def remove_token(store_path) -> None:
+    (Path(store_path) / TOKEN).unlink(missing_ok=True)
+
+
+def node_facts(token_path: str, token: str) -> dict:
+    """The preflight task's report of the node it runs on (it imports innovwin, so a node without it fails here)."""
+    import torch
+
+    import innovwin
+    from innovwin.store.provenance import git_commit
+
+    try:
+        sees = Path(token_path).read_text() == token
+    except OSError:
+        sees = False
+    return {"innovwin": innovwin.__version__, "git": (git_commit() or {}).get("commit"),
+            "native": innovwin.native_available(), "torch": torch.__version__, "gpus": torch.cuda.device_count(),
+            "sees_store": sees, "host": socket.gethostname()}
+
+
+def probe_nodes(ray, nodes: list[dict], store_path, token: str, storage: str, needs_gpu: bool
+                ) -> tuple[list[Node], list[tuple[str, bool]]]:
+    """Run :func:`node_facts` on each of ``nodes`` (Ray's node records) at once; the nodes that pass, and one line
+    per node refused (with whether it was refused for not seeing the store)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(node_facts)
+    refs = {probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(str(Path(store_path) / TOKEN), token): node for node in nodes}
+    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
+    here = node_facts(str(Path(store_path) / TOKEN), token)
+    passed, refused = [], []
+    for ref in refs:
+        node = refs[ref]
+        name = node_name(node)
+        if ref in late:
+            ray.cancel(ref, force=True)
+            refused.append((f"node {name}: refused: the preflight did not finish in {PROBE_TIMEOUT_S:.0f} s", False))
+            continue
+        try:
+            facts = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            refused.append((f"node {name}: refused: innovwin cannot run there ({last_line(error)})", False))
+            continue
+        problem = mismatch(here, facts, storage, needs_gpu)
+        if problem:
+            refused.append((f"node {name}: refused: {problem}", not facts["sees_store"] and storage == "shared"))
+            continue
+        resources = node.get("Resources") or {}
+        passed.append(Node(node["NodeID"], name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)),
+                           facts["sees_store"] and storage != "sync"))
+    return passed, refused
+
+
+def mismatch(driver: dict, node: dict, storage: str, needs_gpu: bool) -> str | None:
+    """Why a node's facts (:func:`node_facts`) rule it out, or None: results must not depend on where a run ran."""
+    for field in ("innovwin", "torch", "native"):
+        if node[field] != driver[field]:
+            return f"{field} {node[field]} there, {driver[field]} here"
+    if driver["git"] and node["git"] and node["git"] != driver["git"]:
+        return f"innovwin commit {node['git'][:12]} there, {driver['git'][:12]} here"
+    if needs_gpu and not node["gpus"]:
+        return "the runs need a GPU and it has none"
+    if storage == "shared" and not node["sees_store"]:
+        return "it does not see the store's directory (--ray-storage shared); mount it there or use --ray-storage sync"
+    return None
+
+
+def node_name(node: dict) -> str:
+    return f"{node.get('NodeName') or node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
+
+
+def last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
