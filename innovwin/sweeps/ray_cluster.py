@@ -148,6 +148,8 @@ def probe_nodes(ray, nodes: list[dict], store_path, token: str, storage: str, ne
             continue
         try:
             facts = ray.get(ref)
+        except ray.exceptions.TaskUnschedulableError:
+            continue  # it left the cluster before its preflight ran
         except ray.exceptions.RayError as error:
             refused.append((f"node {name}: refused: innovwin cannot run there ({last_line(error)})", False))
             continue

@@ -47,19 +47,22 @@ class RunDirWriter:
             if self.current.get(run_dir) == attempt:
                 del self.current[run_dir]
 
-    def pull(self, run_dir: str, attempt: str) -> dict[str, bytes] | None:
-        """The run directory's files (relative path -> bytes), None when ``attempt`` is fenced off."""
+    def pull(self, run_dir: str, attempt: str) -> dict[str, bytes | None] | None:
+        """The run directory's files (relative path -> bytes, None for a folder), None when ``attempt`` is fenced
+        off."""
         if self.current.get(run_dir) != attempt:
             return None
         root = Path(run_dir)
         files = {}
         for path in sorted(root.rglob("*")) if root.is_dir() else []:
-            if path.is_file() and path.name not in SKIPPED and not path.name.endswith(".tmp"):
+            if path.is_dir():
+                files[str(path.relative_to(root))] = None
+            elif path.is_file() and path.name not in SKIPPED and not path.name.endswith(".tmp"):
                 files[str(path.relative_to(root))] = path.read_bytes()
         return files
 
     def push(self, run_dir: str, attempt: str, changes: list[tuple[str, str, bytes]]) -> bool:
-        """Apply ``changes`` ((relative path, "append" | "write" | "delete", bytes), in order); False (nothing
+        """Apply ``changes`` ((relative path, "mkdir" | "append" | "write" | "delete", bytes), in order); False (nothing
         written) when ``attempt`` is fenced off."""
         if self.current.get(run_dir) != attempt:
             return False
@@ -67,13 +70,17 @@ class RunDirWriter:
         for name, how, data in changes:
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            if how == "append":
+            if how == "mkdir":
+                path.mkdir(exist_ok=True)
+            elif how == "append":
                 with open(path, "ab") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
             elif how == "write":
                 write_atomic(path, data)
+            elif path.is_dir():
+                shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
         return True
@@ -121,8 +128,8 @@ class Syncer:
             self.sent[scratch] = seen
 
 
-def scan(root: Path) -> dict[str, tuple]:
-    """relative path -> (inode, size, mtime) of the files worth sending."""
+def scan(root: Path) -> dict[str, tuple | None]:
+    """relative path -> (inode, size, mtime) of the files worth sending, None for a folder."""
     found = {}
     for path in root.rglob("*"):
         if path.name in SKIPPED or path.name.endswith(".tmp"):
@@ -131,7 +138,9 @@ def scan(root: Path) -> dict[str, tuple]:
             stat = path.stat()
         except FileNotFoundError:
             continue
-        if path.is_file():
+        if path.is_dir():
+            found[str(path.relative_to(root))] = None
+        elif path.is_file():
             found[str(path.relative_to(root))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     return found
 
@@ -152,7 +161,11 @@ def changed(root: Path, sent: dict[str, tuple]) -> tuple[list[tuple[str, str, by
         if name in LAST:
             continue
         before = sent.get(name)
-        if name in APPENDED:
+        if key is None:  # a folder
+            if name not in sent:
+                changes.append((name, "mkdir", b""))
+            seen[name] = None
+        elif name in APPENDED:
             data = read(root / name)
             if data is None:
                 continue
@@ -207,7 +220,10 @@ def synced_job(ray, writer, attempt: str, job, run) -> list:
                 raise Fenced(f"{each.run_dir} was handed to another attempt before this one started")
             for name, data in files.items():
                 (scratch / name).parent.mkdir(parents=True, exist_ok=True)
-                (scratch / name).write_bytes(data)
+                if data is None:
+                    (scratch / name).mkdir(exist_ok=True)
+                else:
+                    (scratch / name).write_bytes(data)
             scratch.mkdir(parents=True, exist_ok=True)
             dirs[scratch] = each.run_dir
         syncer = Syncer(ray, writer, attempt, dirs).start()
