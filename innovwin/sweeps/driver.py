@@ -5,6 +5,7 @@ gives each run its budget as it hands it out and extends a censored run once (:m
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from innovwin.store import RunStore
 from innovwin.store.runlog import RunLog
@@ -110,7 +111,8 @@ def record(store: RunStore, outcome: Outcome, max_attempts: int, progress: Sweep
     if outcome.preempted:  # queued again, its attempt not counted; said in the sweep's log and the run's
         store.release(outcome.key)
         line = f"preempted: {outcome.error}; queued again, its attempt not counted"
-        RunLog(progress.run_dirs[outcome.key], 0, 0).line(line)
+        if Path(progress.run_dirs[outcome.key]).is_dir():  # lost before it wrote anything: said only here
+            RunLog(progress.run_dirs[outcome.key], 0, 0).line(line)
         progress.started.pop(outcome.key, None)
         progress.say(f"[sweep] {line.replace('preempted', f'preempted {progress.name(outcome.key)}', 1)}")
         return False
