@@ -110,27 +110,36 @@ def cluster(tmp_path):
     cluster = Cluster(tmp_path)
     try:
         cluster.start_head()
+        cluster.wait_for_nodes(1)
         yield cluster
     finally:
         cluster.stop()
 
 
 def sweep(spec: Path, store: Path, *extra: str, address: str | None = None, cwd: Path) -> subprocess.Popen:
+    """`innovwin sweep` in its own session, its console in cwd/sweep.log (see :func:`finish`)."""
     env = {**os.environ, **ENV}
     env.pop("RAY_ADDRESS", None)
     if address:
         env["RAY_ADDRESS"] = address
-    return subprocess.Popen([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
-                            start_new_session=True)
+    with open(cwd / "sweep.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store),
+                                   *extra], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                  start_new_session=True)
+    driver.log = cwd / "sweep.log"
+    return driver
 
 
 def finish(driver: subprocess.Popen, timeout: float) -> str:
+    """The sweep's console once it ended (killed, with whatever it left, after ``timeout``)."""
     try:
-        output, _ = driver.communicate(timeout=timeout)
+        driver.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         kill_session(driver.pid)
-    return output
+        driver.wait()
+    return driver.log.read_text()
 
 
 def synced_state_step(store: Path) -> tuple[Path, int] | None:
@@ -167,15 +176,19 @@ def comparable(store: Path) -> dict:
 
 @pytest.mark.slow
 def test_sweep_on_a_cluster_without_shared_disk_survives_a_lost_node(cluster, tmp_path):
-    """Kill the second node while its run is mid-way: the run resumes on the head from the state it synced, no
-    attempt is spent, every run directory is complete in the driver's store and the results equal a local sweep's."""
+    """The second node joins the sweep under way and gets a run; kill it while that run is mid-way: the run resumes
+    on the head from the state it synced, no attempt is spent, every run directory is complete in the driver's store
+    and the results equal a local sweep's."""
     shared = tmp_path / "shared"  # the store's parent: another (empty) directory on the second node
     shared.mkdir()
     spec, store = tmp_path / "spec.toml", shared / "store"
     spec.write_text(CLUSTER_SPEC)
-    cluster.start_node("node2", hide=[shared])
-    cluster.wait_for_nodes(2)
     driver = sweep(spec, Path(os.path.relpath(store, tmp_path)), address=cluster.address, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "runs to do" not in driver.log.read_text() and driver.poll() is None:
+        time.sleep(0.2)
+    assert "on 1 nodes" in driver.log.read_text(), finish(driver, 5) + cluster.logs()
+    cluster.start_node("node2", hide=[shared])  # joins the sweep under way
     deadline, found = time.monotonic() + 120, None
     while time.monotonic() < deadline and driver.poll() is None:
         found = synced_state_step(store)
