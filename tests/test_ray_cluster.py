@@ -117,16 +117,16 @@ def cluster(tmp_path):
 
 
 def sweep(spec: Path, store: Path, *extra: str, address: str | None = None, cwd: Path) -> subprocess.Popen:
-    """`innovwin sweep` in its own session, its console in cwd/sweep.log (see :func:`finish`)."""
+    """`innovwin sweep` in its own session, its console in cwd/STORE_NAME.log (see :func:`finish`)."""
     env = {**os.environ, **ENV}
     env.pop("RAY_ADDRESS", None)
     if address:
         env["RAY_ADDRESS"] = address
-    with open(cwd / "sweep.log", "w") as log:
+    with open(cwd / f"{store.name}.log", "w") as log:
         driver = subprocess.Popen([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(store),
                                    *extra], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                   start_new_session=True)
-    driver.log = cwd / "sweep.log"
+    driver.log = cwd / f"{store.name}.log"
     return driver
 
 

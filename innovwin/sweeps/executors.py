@@ -296,7 +296,7 @@ class RayExecutor:
         running = [node for _, node, _ in self._busy.values()]
         node = max(self.nodes.values(), key=lambda node: self._slots(node) - running.count(node.id))
         if self.gpus:
-            options = {"num_gpus": 1 / self._slots(node) * node.gpus, "num_cpus": 1}
+            options = {"num_gpus": node.gpus / self._slots(node), "num_cpus": 1}  # its share of one GPU
         else:
             options = {"num_cpus": self.threads}
         remote = self.ray.remote(_ray_task).options(
@@ -351,7 +351,6 @@ class RayExecutor:
             alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
             if isinstance(error, self.ray.exceptions.NodeDiedError) or node_id not in alive:
                 self.nodes.pop(node_id, None)
-                self.refused.discard(node_id)
                 return job.preempted(f"node {name} was lost")
             if not isinstance(error, self.ray.exceptions.WorkerCrashedError) or time.monotonic() > deadline:
                 return job.failed(f"ray task failed on node {name}: {error}", 0.0)

@@ -209,6 +209,7 @@ def synced_job(ray, writer, attempt: str, job, run) -> list:
 
     from innovwin.store.files import write_json
     from innovwin.store.rundir import SUMMARY
+    from innovwin.sweeps.jobs import Job
 
     scratch_root = Path(tempfile.mkdtemp(prefix="innovwin-run-"))
     try:
@@ -229,7 +230,7 @@ def synced_job(ray, writer, attempt: str, job, run) -> list:
         syncer = Syncer(ray, writer, attempt, dirs).start()
         local = {each.key: str(scratch) for scratch, each in zip(dirs, job.runs)}
         try:
-            outcomes = run(type(job)(tuple(replace(each, run_dir=local[each.key]) for each in job.runs)))
+            outcomes = run(Job(tuple(replace(each, run_dir=local[each.key]) for each in job.runs)))
             for outcome in outcomes:  # the summary names the store's run directory, as a local sweep's does
                 if outcome.summary is not None:
                     outcome.summary["out_dir"] = dirs[Path(local[outcome.key])]
