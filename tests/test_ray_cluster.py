@@ -218,17 +218,26 @@ def test_sweep_on_a_cluster_without_shared_disk_survives_a_lost_node(cluster, tm
 
 @pytest.mark.slow
 def test_a_node_without_innovwin_is_refused_by_the_preflight(cluster, tmp_path):
-    """A node whose Python cannot import innovwin (its source hidden there, nothing shipped) is refused in one line
-    and gets no run: no attempt is spent on it."""
+    """A node whose Python cannot import innovwin (its source hidden there) and that does not see the store: with
+    innovwin shipped (the default) it runs the preflight, so a sweep that asserts a shared store refuses before
+    training, naming it; with nothing shipped it is refused in one line and gets no run: no attempt is spent on it."""
     import innovwin
 
-    spec, store = tmp_path / "spec.toml", tmp_path / "store"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    spec, store = tmp_path / "spec.toml", shared / "store"
     spec.write_text(REAL_SPEC.replace("n_train = [16, 32, 64]", "n_train = [16, 32]").replace("steps = 100",
                                                                                               "steps = 40"))
-    cluster.start_node("bare", hide=[Path(innovwin.__file__).parent])
+    cluster.start_node("bare", hide=[Path(innovwin.__file__).parent, shared])
     cluster.wait_for_nodes(2)
-    output = finish(sweep(spec, store, "--ray-runtime-env", "{}", address=cluster.address, cwd=tmp_path), 180)
+    driver = sweep(spec, store, "--ray-storage", "shared", address=cluster.address, cwd=tmp_path)
+    output = finish(driver, 120)
+    assert driver.returncode == 2 and "does not see the store's directory" in output, output
+    with RunStore(store) as reader:
+        assert reader.rows() == []
+
+    output = finish(sweep(spec, store, "--ray-runtime-env", "{}", address=cluster.address, cwd=tmp_path), 120)
     refused = [line for line in output.splitlines() if "refused" in line]
-    assert len(refused) == 1 and "innovwin cannot run there" in refused[0], output
+    assert len(refused) == 1 and "innovwin cannot run there (ModuleNotFoundError" in refused[0], output
     with RunStore(store) as reader:
         assert [(row["status"], row["attempts"]) for row in reader.rows()] == [("done", 1)] * 2, output
