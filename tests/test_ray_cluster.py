@@ -157,7 +157,7 @@ def synced_state_step(store: Path) -> tuple[Path, int] | None:
 
 
 def comparable(store: Path) -> dict:
-    """Each run's summary less what depends on time or place, and its evaluation rows less their timings."""
+    """Each run's summary less what depends on time or place, its evaluation rows less their timings, its files."""
     with RunStore(store) as reader:
         rows = reader.rows()
     found = {}
@@ -169,8 +169,8 @@ def comparable(store: Path) -> dict:
         summary["final"] = {k: v for k, v in summary["final"].items() if "seconds" not in k}
         metrics = [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
                    for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        found[row["key"]] = (summary, metrics, sorted(p.name for p in (run_dir / "evals").iterdir()),
-                             row["status"], row["attempts"])
+        files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.name != ".lock")
+        found[row["key"]] = (summary, metrics, files, row["status"], row["attempts"])
     return found
 
 
@@ -197,6 +197,8 @@ def test_sweep_on_a_cluster_without_shared_disk_survives_a_lost_node(cluster, tm
         time.sleep(0.2)
     assert found and found[1] >= 112, finish(driver, 5) + cluster.logs()
     killed_dir, killed_step = found
+    live = json.loads((killed_dir / "progress.json").read_text())  # its live progress reached the store too
+    assert live["state"] == "running" and live["step"] >= killed_step
     kill_session(cluster.nodes[1].pid)
     output = finish(driver, 240)
     assert driver.returncode == 0, output + cluster.logs()
@@ -211,9 +213,9 @@ def test_sweep_on_a_cluster_without_shared_disk_survives_a_lost_node(cluster, tm
     assert finish(sweep(spec, local, "--workers", "2", cwd=tmp_path), 240)
     cluster_runs, local_runs = comparable(store), comparable(local)
     assert set(cluster_runs) == set(local_runs) and len(local_runs) == 3
-    for key, (summary, metrics, evals, status, attempts) in cluster_runs.items():
-        assert (status, attempts) == ("done", 1)
-        assert (summary, metrics, evals) == local_runs[key][:3], key
+    for key, (summary, metrics, files, status, attempts) in cluster_runs.items():
+        assert (status, attempts) == ("done", 1)  # the node's loss spent no attempt
+        assert (summary, metrics, files) == local_runs[key][:3], key  # every file there, the same results
 
 
 @pytest.mark.slow

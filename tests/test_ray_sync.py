@@ -3,6 +3,8 @@ the runtime env, the preflight's verdicts, RAY_ADDRESS on the command line, and 
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +88,24 @@ def test_an_unreachable_address_is_one_line_within_seconds(tmp_path, monkeypatch
     assert time.monotonic() - start < 15 and len(err) == 1 and f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err[0]
     with pytest.raises(ValueError, match="expected auto, HOST:PORT"):
         ray_cluster.check_reachable("headnode")
+
+
+def test_a_port_that_is_not_a_ray_cluster_is_one_line_within_seconds(tmp_path):
+    """A port that takes the connection but never answers as Ray does (another service; a missing auth token acts
+    alike): ray.init would wait for minutes; the sweep gives up after ATTACH_TIMEOUT_S (in its own process, as
+    Ray's attempt goes on in a thread until the process ends)."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[base]\ntask = "parity:h=4,w=4,g=2"\nsteps = 20\n[grid]\nseed = [0]\n')
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "innovwin", "sweep", str(spec), "--store", str(tmp_path / "s"),
+                                 "--executor", "ray", "--ray-address", address], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert result.returncode == 2 and time.monotonic() - start < 30
+    assert f"innovwin sweep: error: no Ray cluster answered at '{address}' within" in result.stderr
 
 
 def test_ray_options_need_the_ray_executor(tmp_path, monkeypatch, capsys):

@@ -14,11 +14,13 @@ import json
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 STORAGES = ("auto", "shared", "sync")  # --ray-storage: per node by the preflight, asserted shared, always synced
 CONNECT_TIMEOUT_S = 5.0  # the TCP check of an address
+ATTACH_TIMEOUT_S = 10.0  # then ray.init's, on an existing cluster
 PROBE_TIMEOUT_S = 60.0  # a node that cannot run the preflight by then is refused
 TOKEN = ".ray-preflight"  # the file in the store that a node sharing the store's disk sees
 
@@ -49,11 +51,26 @@ def connect(ray, address: str | None, runtime_env: str | dict | None) -> bool:
     if address not in ("local", "auto"):
         check_reachable(address)
     env = parse_runtime_env(runtime_env, remote=address != "local")
-    try:
-        ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    ended, failed = threading.Event(), []
+
+    def attach():
+        try:
+            ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            ended.set()
+
+    if address == "local":  # a private Ray starts here (and only from the main thread)
+        attach()
+    else:  # in a thread: a port that takes the connection but never answers as Ray would hang it for minutes
+        threading.Thread(target=attach, name="innovwin-ray-attach", daemon=True).start()
+        if not ended.wait(ATTACH_TIMEOUT_S):
+            raise ValueError(f"no Ray cluster answered at {address!r} within {ATTACH_TIMEOUT_S:.0f} s (a port of "
+                             "something else? the cluster's auth token missing here?)")
+    if failed:
+        first = (str(failed[0]).strip().splitlines() or [type(failed[0]).__name__])[0]
         raise ValueError(f"cannot attach to the Ray cluster at {address!r}: {first}") from None
     return True
 
