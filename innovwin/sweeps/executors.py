@@ -263,9 +263,10 @@ class RayExecutor:
 
     @property
     def threads(self) -> int:
-        """Threads per run on CPU: one (a run per core), or the cores over ``--workers`` (no more than a node has)."""
+        """Threads per run on CPU: one (a run per core), or the cores over ``--workers`` (no more than a node has);
+        one beside a GPU."""
         cpus = sum(node.cpus for node in self.nodes.values())
-        if self.workers is None or not cpus:
+        if self.gpus or self.workers is None or not cpus:
             return 1
         return max(1, min(cpus // self.workers, max(node.cpus for node in self.nodes.values())))
 
