@@ -224,7 +224,8 @@ class RayExecutor:
         self._writer = None
         self._checked = 0.0
         try:
-            refused = self._refresh()
+            self._preflight = ray_cluster.Preflight(ray, self.store_path, self.token, storage, needs_gpu)
+            refused = self._refresh(wait=ray_cluster.PROBE_TIMEOUT_S)  # the nodes there now, before anything runs
             if storage == "shared" and any(store for _, store in refused):
                 raise ValueError(next(line for line, store in refused if store))
             if not self.nodes:
@@ -235,25 +236,21 @@ class RayExecutor:
             raise
 
     # --- the cluster as it is now ------------------------------------------------------------------------
-    def _refresh(self) -> list[tuple[str, bool]]:
-        """Read the alive nodes; preflight the new ones. Returns the lines of the nodes refused now (and whether it
-        was for not seeing the store)."""
-        from innovwin.sweeps import ray_cluster
-
+    def _refresh(self, wait: float = 0.0) -> list[tuple[str, bool]]:
+        """Read the alive nodes, start the preflight of new ones and take in the preflights ended (within ``wait``
+        seconds). Returns the lines of the nodes refused now (and whether it was for not seeing the store)."""
         self._checked = time.monotonic()
         alive = [node for node in self.ray.nodes() if node.get("Alive")]
         for gone in set(self.nodes) - {node["NodeID"] for node in alive}:
             self._notes.append(f"[sweep] node {self.nodes.pop(gone).name} left the cluster")
-        new = [node for node in alive if node["NodeID"] not in self.nodes and node["NodeID"] not in self.refused]
-        if not new:
-            return []
-        passed, refused = ray_cluster.probe_nodes(self.ray, new, self.store_path, self.token, self.storage,
-                                                  self.needs_gpu)
+        known = {*self.nodes, *self.refused, *self._preflight.probing()}
+        self._preflight.start([node for node in alive if node["NodeID"] not in known])
+        passed, refused, settled = self._preflight.results(wait)
         for node in passed:
             self.nodes[node.id] = node
             how = "writes the store" if node.shared else "syncs to the store (no shared disk)"
             self._notes.append(f"[sweep] node {node.name}: {node.cpus} CPUs, {node.gpus} GPUs, {how}")
-        self.refused |= {node["NodeID"] for node in new} - {node.id for node in passed}
+        self.refused |= settled - {node.id for node in passed}
         self._notes += [f"[sweep] {line}" for line, _ in refused]
         return refused
 

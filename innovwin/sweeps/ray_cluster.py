@@ -3,7 +3,7 @@
 - :func:`connect`: the address (``--ray-address``, else ``RAY_ADDRESS``, else a private local Ray), checked by a TCP
   connect first so that a wrong one is one line within seconds; the runtime env (``--ray-runtime-env``, default: ship
   the installed innovwin package to an existing cluster).
-- :func:`probe_nodes`: a preflight task pinned to each new node reports its innovwin (version, commit, native
+- :class:`Preflight`: a preflight task pinned to each new node reports its innovwin (version, commit, native
   extension), torch, GPUs and whether it sees the store (a token file the driver wrote). A node that differs from the
   driver, lacks innovwin or a device the runs need, or (``--ray-storage shared``) does not see the store is refused
   with one line and gets no runs, so it spends no attempts.
@@ -15,13 +15,14 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 STORAGES = ("auto", "shared", "sync")  # --ray-storage: per node by the preflight, asserted shared, always synced
 CONNECT_TIMEOUT_S = 5.0  # the TCP check of an address
 ATTACH_TIMEOUT_S = 10.0  # then ray.init's, on an existing cluster
-PROBE_TIMEOUT_S = 60.0  # a node that cannot run the preflight by then is refused
+PROBE_TIMEOUT_S = 60.0  # a node that has not run its preflight by then is refused
 TOKEN = ".ray-preflight"  # the file in the store that a node sharing the store's disk sees
 
 
@@ -144,40 +145,67 @@ def node_facts(token_path: str, token: str) -> dict:
             "sees_store": sees, "host": socket.gethostname()}
 
 
-def probe_nodes(ray, nodes: list[dict], store_path, token: str, storage: str, needs_gpu: bool
-                ) -> tuple[list[Node], list[tuple[str, bool]]]:
-    """Run :func:`node_facts` on each of ``nodes`` (Ray's node records) at once; the nodes that pass, and one line
-    per node refused (with whether it was refused for not seeing the store)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class Preflight:
+    """The preflight of nodes as they appear (:func:`node_facts` pinned to each): started at once, read when done;
+    only the sweep's start waits for it, a node that joins later is read by the driver's next look."""
 
-    probe = ray.remote(node_facts)
-    refs = {probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node["NodeID"], soft=False)).remote(str(Path(store_path) / TOKEN), token): node for node in nodes}
-    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
-    here = node_facts(str(Path(store_path) / TOKEN), token)
-    passed, refused = [], []
-    for ref in refs:
-        node = refs[ref]
+    def __init__(self, ray, store_path, token: str, storage: str, needs_gpu: bool):
+        self.ray, self.storage, self.needs_gpu = ray, storage, needs_gpu
+        self.args = (str(Path(store_path) / TOKEN), token)
+        self.here = node_facts(*self.args)
+        self.pending: dict = {}  # object ref -> (the node's record, when its preflight started)
+
+    def start(self, nodes: list[dict]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = self.ray.remote(node_facts)
+        for node in nodes:
+            ref = probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node["NodeID"], soft=False)).remote(*self.args)
+            self.pending[ref] = (node, time.monotonic())
+
+    def probing(self) -> set[str]:
+        return {node["NodeID"] for node, _ in self.pending.values()}
+
+    def results(self, timeout: float = 0.0) -> tuple[list[Node], list[tuple[str, bool]], set[str]]:
+        """The preflights ended within ``timeout`` seconds: the nodes that pass, one line per node refused (with
+        whether it was for not seeing the store), and the ids of every node settled (a node that left counts)."""
+        if not self.pending:
+            return [], [], set()
+        ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
+        passed, refused, settled = [], [], set()
+        for ref in list(self.pending):
+            node, started = self.pending[ref]
+            if ref not in ready and time.monotonic() - started < PROBE_TIMEOUT_S:
+                continue
+            del self.pending[ref]
+            settled.add(node["NodeID"])
+            if ref in ready:
+                verdict = self._verdict(ref, node)
+            else:
+                self.ray.cancel(ref, force=True)
+                verdict = (f"node {node_name(node)}: refused: its preflight did not finish in "
+                           f"{PROBE_TIMEOUT_S:.0f} s", False)
+            if isinstance(verdict, Node):
+                passed.append(verdict)
+            elif verdict is not None:
+                refused.append(verdict)
+        return passed, refused, settled
+
+    def _verdict(self, ref, node: dict) -> Node | tuple[str, bool] | None:
         name = node_name(node)
-        if ref in late:
-            ray.cancel(ref, force=True)
-            refused.append((f"node {name}: refused: the preflight did not finish in {PROBE_TIMEOUT_S:.0f} s", False))
-            continue
         try:
-            facts = ray.get(ref)
-        except ray.exceptions.TaskUnschedulableError:
-            continue  # it left the cluster before its preflight ran
-        except ray.exceptions.RayError as error:
-            refused.append((f"node {name}: refused: innovwin cannot run there ({last_line(error)})", False))
-            continue
-        problem = mismatch(here, facts, storage, needs_gpu)
+            facts = self.ray.get(ref)
+        except self.ray.exceptions.TaskUnschedulableError:
+            return None  # it left the cluster before its preflight ran
+        except self.ray.exceptions.RayError as error:
+            return f"node {name}: refused: innovwin cannot run there ({last_line(error)})", False
+        problem = mismatch(self.here, facts, self.storage, self.needs_gpu)
         if problem:
-            refused.append((f"node {name}: refused: {problem}", not facts["sees_store"] and storage == "shared"))
-            continue
+            return f"node {name}: refused: {problem}", not facts["sees_store"] and self.storage == "shared"
         resources = node.get("Resources") or {}
-        passed.append(Node(node["NodeID"], name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)),
-                           facts["sees_store"] and storage != "sync"))
-    return passed, refused
+        return Node(node["NodeID"], name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)),
+                    facts["sees_store"] and self.storage != "sync")
 
 
 def mismatch(driver: dict, node: dict, storage: str, needs_gpu: bool) -> str | None:
