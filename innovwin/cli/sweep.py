@@ -26,8 +26,8 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
     sweep.add_argument("--store", required=True, help="store directory (created if missing)")
     sweep.add_argument("--executor", choices=EXECUTORS,
-                       help="local processes, or Ray tasks (default: ray where RAY_ADDRESS is set, as under "
-                            "`ray job submit`, else local)")
+                       help="local processes, or Ray tasks (default: ray with --ray-address or where RAY_ADDRESS "
+                            "is set, as under `ray job submit`; else local)")
     sweep.add_argument("--workers", type=int,
                        help="runs at a time (default: one per GPU, else one per core; "
                             "more than the GPUs puts several runs on each)")
@@ -74,7 +74,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
     runs = spec.expand()
     names = run_names(runs)
-    executor = args.executor or ("ray" if os.environ.get("RAY_ADDRESS") else "local")
+    executor = args.executor or ("ray" if args.ray_address or os.environ.get("RAY_ADDRESS") else "local")
     if executor != "ray" and (args.ray_storage != "auto" or args.ray_runtime_env is not None):
         raise ValueError("--ray-storage and --ray-runtime-env need --executor ray")
     # the sweep's own checks, before the store is created (and in a dry run, which must refuse what the sweep would)
