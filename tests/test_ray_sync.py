@@ -193,3 +193,19 @@ def test_a_preempted_run_is_queued_again_without_spending_an_attempt(tmp_path, m
     assert counts["done"] == 1 and row["attempts"] == 1  # one attempt, though it was handed out twice
     assert "preempted: node n2 was lost; queued again, its attempt not counted" in log
 
+
+
+def test_a_dead_tasks_scratch_is_removed_by_the_next_task_on_its_node(tmp_path, monkeypatch):
+    import tempfile
+
+    from innovwin.sweeps.ray_sync import scratch_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    living, held = scratch_dir()
+    dead, lost = scratch_dir()
+    lost.close()  # its worker died: the kernel let go of its lock
+    (dead / "0").mkdir()
+    third, mine = scratch_dir()
+    assert living.is_dir() and not dead.exists() and third.is_dir()
+    held.close()
+    mine.close()

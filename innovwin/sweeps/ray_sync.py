@@ -14,6 +14,7 @@ state.pt that arrived. The summary names the store's run directory, not the scra
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from innovwin.store.metrics import METRICS, STATE
 from innovwin.store.runlog import LOG, LOSS
 
 SYNC_EVERY_S = 1.0
+SCRATCH = "innovwin-scratch"  # the folder of the node's temp dir that holds the synced tasks' scratch directories
+HELD = ".held"
 APPENDED = (METRICS, LOSS, LOG)  # appended by training; rewritten whole (a new file) only when a run resumes
 LAST = (STATE, "state.next.pt")  # read first, sent last
 SKIPPED = (".lock",)
@@ -211,7 +214,7 @@ def synced_job(ray, writer, attempt: str, job, run) -> list:
     from innovwin.store.rundir import SUMMARY
     from innovwin.sweeps.jobs import Job
 
-    scratch_root = Path(tempfile.mkdtemp(prefix="innovwin-run-"))
+    scratch_root, held = scratch_dir()
     try:
         dirs = {}
         for index, each in enumerate(job.runs):
@@ -240,3 +243,26 @@ def synced_job(ray, writer, attempt: str, job, run) -> list:
         return outcomes
     finally:
         shutil.rmtree(scratch_root, ignore_errors=True)
+        held.close()
+
+
+def scratch_dir():
+    """A new scratch directory in this node's temp dir, and the open file whose lock (flock) says its task lives.
+    Those of tasks that died (a lost worker leaves its scratch behind, unlocked by the kernel) are removed first."""
+    root = Path(tempfile.gettempdir()) / SCRATCH
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        if old.name.startswith("."):
+            continue  # being made (locked, then named)
+        try:
+            with open(old / HELD, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # its task lives (or it went meanwhile)
+            continue
+    made = Path(tempfile.mkdtemp(prefix=".", dir=root))
+    held = open(made / HELD, "a")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    scratch = made.with_name(made.name[1:])
+    made.rename(scratch)
+    return scratch, held
