@@ -52,6 +52,9 @@ class InProcess:
     def describe(self):
         return "in process"
 
+    def notes(self):
+        return []
+
     def close(self):
         self.closed = True
 

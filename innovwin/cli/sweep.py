@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from innovwin.cli import subcommand
 
 MIN_BOOT = 100  # report --n-boot: with fewer, a 95% interval's ends are set by a handful of resamples
-GPU_ENSEMBLE = 8  # the default --ensemble on a machine with a GPU (an estimate until measured: benches/gpu_ensemble.py)
 
 
 def add_parser(subparsers) -> None:
-    from innovwin.sweeps.executors import EXECUTORS
+    from innovwin.sweeps.executors import EXECUTORS, GPU_ENSEMBLE
+    from innovwin.sweeps.ray_cluster import STORAGES
     from innovwin.sweeps.spec import presets
 
     sweep = subcommand(
@@ -24,19 +25,27 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("spec", nargs="?", help="sweep spec TOML file (or use --preset)")
     sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(presets())}")
     sweep.add_argument("--store", required=True, help="store directory (created if missing)")
-    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local processes (default) or Ray tasks")
+    sweep.add_argument("--executor", choices=EXECUTORS,
+                       help="local processes, or Ray tasks (default: ray with --ray-address or where RAY_ADDRESS "
+                            "is set, as under `ray job submit`; else local)")
     sweep.add_argument("--workers", type=int,
                        help="runs at a time (default: one per GPU, else one per core; "
                             "more than the GPUs puts several runs on each)")
     sweep.add_argument("--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
-                                             "(default: start a local Ray instance)")
+                                             "(default: RAY_ADDRESS, else start a local Ray instance)")
+    sweep.add_argument("--ray-storage", choices=STORAGES, default="auto",
+                       help="how runs on Ray nodes reach the store: auto (each node writes it directly where it "
+                            "sees the store's directory, else syncs through the driver), shared (every node must "
+                            "see it: a node that does not is refused before training), sync (every node syncs)")
+    sweep.add_argument("--ray-runtime-env", metavar="JSON_OR_FILE",
+                       help="Ray runtime_env (JSON text, or a JSON/YAML file) for the sweep's tasks (default on an "
+                            "existing cluster: ship the installed innovwin as py_modules; '{}' ships nothing)")
     sweep.add_argument("--max-attempts", type=int, default=3, metavar="N",
                        help="retry limit: tries per run (a failed run is retried until it has had N)")
     sweep.add_argument("--ensemble", type=int, metavar="K",
                        help="train up to K runs of one shape as one stacked ensemble in one process (default: "
-                            f"{GPU_ENSEMBLE} with a GPU, where one tiny run leaves it idle; 1 on CPU, where it does "
-                            "not pay)")
+                            f"{GPU_ENSEMBLE} where the runs go has a GPU (the cluster's, for Ray), where one tiny run "
+                            "leaves it idle; 1 on CPU, where it does not pay)")
     sweep.add_argument("--dry-run", action="store_true",
                        help="print the expanded grid and what would run (nothing is trained or written)")
 
@@ -65,20 +74,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else load_preset(args.preset)
     runs = spec.expand()
     names = run_names(runs)
-    ensemble = args.ensemble
-    if ensemble is None:
-        from innovwin.sweeps.executors import visible_gpus
-
-        ensemble = GPU_ENSEMBLE if visible_gpus() else 1
+    executor = args.executor or ("ray" if args.ray_address or os.environ.get("RAY_ADDRESS") else "local")
+    if executor != "ray" and (args.ray_storage != "auto" or args.ray_runtime_env is not None):
+        raise ValueError("--ray-storage and --ray-runtime-env need --executor ray")
     # the sweep's own checks, before the store is created (and in a dry run, which must refuse what the sweep would)
-    check_sweep(runs, args.store, max_attempts=args.max_attempts, ensemble=ensemble, workers=args.workers,
-                executor=args.executor, ray_address=args.ray_address)
+    check_sweep(runs, args.store, max_attempts=args.max_attempts, ensemble=args.ensemble or 1, workers=args.workers,
+                executor=executor, ray_address=args.ray_address)
     if args.dry_run:
         return print_dry_run(spec.name, runs, names, args, spec.auto)
-    with RunStore(args.store, write=True) as store:
-        counts = run_sweep(store, runs, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-                           max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=ensemble,
-                           auto=spec.auto)
+    store_path = os.path.abspath(args.store)  # what Ray's nodes are sent: their working directories are not ours
+    with RunStore(store_path, write=True) as store:
+        counts = run_sweep(store, runs, executor=executor, workers=args.workers, ray_address=args.ray_address,
+                           max_attempts=args.max_attempts, stream=sys.stderr, names=names, ensemble=args.ensemble,
+                           auto=spec.auto, ray_runtime_env=args.ray_runtime_env, ray_storage=args.ray_storage)
         rows = [row for row in store.rows() if row["key"] in runs]
     print_findings(rows)
     print(f"[sweep] {spec.name}: {counts['done']}/{len(runs)} runs done in {args.store}; "

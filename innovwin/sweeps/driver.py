@@ -5,10 +5,12 @@ gives each run its budget as it hands it out and extends a censored run once (:m
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from innovwin.store import RunStore
+from innovwin.store.runlog import RunLog
 from innovwin.sweeps.budgets import AutoBudget, budget_for, extends, is_upper_bound
-from innovwin.sweeps.executors import Executor, make_executor
+from innovwin.sweeps.executors import GPU_ENSEMBLE, Executor, make_executor, visible_gpus
 from innovwin.sweeps.jobs import Job, JobFn, Outcome, Run, train_job
 from innovwin.sweeps.plan import Plan, estimate_cost, plan_sweep
 from innovwin.sweeps.progress import SweepProgress
@@ -16,8 +18,8 @@ from innovwin.sweeps.progress import SweepProgress
 
 def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, max_attempts: int = 3, job_fn: JobFn = train_job,
-              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int = 1,
-              auto: AutoBudget | None = None) -> dict[str, int]:
+              stream=None, poll_s: float = 1.0, names: dict[str, str] | None = None, ensemble: int | None = 1,
+              auto: AutoBudget | None = None, ray_runtime_env=None, ray_storage: str = "auto") -> dict[str, int]:
     """Run every run of ``runs`` not done yet; returns the final status counts of these runs.
 
     Done runs are skipped, interrupted ones resume (``job_fn`` finds their training state in
@@ -25,17 +27,33 @@ def run_sweep(store: RunStore, runs: dict[str, dict], *, executor: str = "local"
     ``ensemble`` > 1 trains up to that many runs of one shape as one job (a stacked ensemble); the store, the run
     directories and the summaries are the same. ``stream`` (e.g. sys.stderr) gets the live progress; None runs
     quietly. ``names`` (key -> readable name, default :func:`innovwin.sweeps.spec.run_names`) name the lines and the
-    new run directories. ``auto`` (the spec's ``steps = "auto"``): budgets predicted as runs finish.
+    new run directories. ``auto`` (the spec's ``steps = "auto"``): budgets predicted as runs finish. ``ensemble``
+    None: :data:`GPU_ENSEMBLE` where the runs go has GPUs (the cluster, for Ray), else 1. ``ray_runtime_env`` and
+    ``ray_storage``: see :mod:`innovwin.sweeps.ray_cluster`.
     """
-    plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names, workers=workers,
-                      executor=executor, ray_address=ray_address, auto=auto)
+    pool = None
+    if executor == "ray":  # the cluster first: its devices set the default ensemble, its nodes the capacity
+        pool = make_executor(executor, job_fn, workers=workers, ray_address=ray_address, store_path=store.path,
+                             ray_runtime_env=ray_runtime_env, ray_storage=ray_storage,
+                             needs_gpu=any(config["device"].startswith("cuda") for config in runs.values()))
+    try:
+        if ensemble is None:
+            ensemble = GPU_ENSEMBLE if (pool.gpus if pool else visible_gpus()) else 1
+        plan = plan_sweep(store, runs, max_attempts=max_attempts, ensemble=ensemble, names=names, workers=workers,
+                          executor=executor, ray_address=ray_address, auto=auto)
+    except BaseException:
+        if pool:
+            pool.close()
+        raise
     if not plan.jobs:
+        if pool:
+            pool.close()
         counts = store.counts(runs)
         if stream:
             limit = f" (retry limit {max_attempts} reached)" if counts["failed"] else ""
             stream.write(f"[sweep] nothing to run: {counts['done']} done, {counts['failed']} failed{limit}\n")
         return counts
-    pool = make_executor(executor, job_fn, workers=workers, ray_address=ray_address, n_jobs=len(plan.jobs))
+    pool = pool or make_executor(executor, job_fn, workers=workers, n_jobs=len(plan.jobs))
     return drive(store, plan, pool, max_attempts=max_attempts, stream=stream, poll_s=poll_s)
 
 
@@ -64,6 +82,8 @@ def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, str
                     progress.submitted(run.key, run.run_dir)
                     out[run.key] = job
                 pool.submit(job)
+            for line in pool.notes():
+                progress.say(line)
             progress.show(store.counts(plan.runs), [key for job in queue for key in job.keys])
             retries = {}  # job id -> its runs to try again
             for outcome in pool.wait(poll_s):
@@ -86,8 +106,16 @@ def drive(store: RunStore, plan: Plan, pool: Executor, *, max_attempts: int, str
 
 
 def record(store: RunStore, outcome: Outcome, max_attempts: int, progress: SweepProgress) -> bool:
-    """Write one run's outcome to the store and show its line; False when the run failed with attempts left (to be
-    tried again)."""
+    """Write one run's outcome to the store and show its line; False when the run failed with attempts left, or was
+    preempted (to be tried again)."""
+    if outcome.preempted:  # queued again, its attempt not counted; said in the sweep's log and the run's
+        store.release(outcome.key)
+        line = f"preempted: {outcome.error}; queued again, its attempt not counted"
+        if Path(progress.run_dirs[outcome.key]).is_dir():  # lost before it wrote anything: said only here
+            RunLog(progress.run_dirs[outcome.key], 0, 0).line(line)
+        progress.started.pop(outcome.key, None)
+        progress.say(f"[sweep] {line.replace('preempted', f'preempted {progress.name(outcome.key)}', 1)}")
+        return False
     if outcome.error is None:
         store.finish(outcome.key, outcome.summary)
         progress.finished(outcome.key, "done", outcome.summary, outcome.seconds)

@@ -45,20 +45,25 @@ class Job:
         """Every run of the job failed with ``error`` (a job trains or fails as one)."""
         return [Outcome(run.key, None, error, seconds / len(self.runs)) for run in self.runs]
 
+    def preempted(self, reason: str) -> list["Outcome"]:
+        """Every run of the job lost with its node or worker: queued again, no attempt spent."""
+        return [Outcome(run.key, None, reason, 0.0, preempted=True) for run in self.runs]
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one run of a job ended: done with its summary, or failed with its error (a traceback); ``seconds`` is
-    its share of its job's time."""
+    """How one run of a job ended: done with its summary, failed with its error (a traceback), or preempted (its
+    node or worker was lost, ``error`` says how: not the run's fault); ``seconds`` is its share of its job's time."""
 
     key: str
     summary: dict | None
     error: str | None
     seconds: float
+    preempted: bool = False
 
     @property
     def status(self) -> str:
-        return "done" if self.error is None else "failed"
+        return "done" if self.error is None else "preempted" if self.preempted else "failed"
 
 
 JobFn = Callable[[Job], dict]  # key -> summary dict, or an error (str)

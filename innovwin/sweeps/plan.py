@@ -49,7 +49,7 @@ def plan_sweep(store: RunStore, runs: dict[str, dict], *, max_attempts: int, ens
     if auto is not None:
         queue = auto_order(runs, queue)
     shapes = _shapes(runs, queue) if ensemble > 1 else dict.fromkeys(queue)
-    jobs = [Job(tuple(Run(key, runs[key], str(store.run_dir(key, names.get(key, "")))) for key in group))
+    jobs = [Job(tuple(Run(key, runs[key], str(store.run_dir(key, names.get(key, "")).absolute())) for key in group))
             for group in group_by_shape(queue, shapes, ensemble)]
     return Plan(runs, names, costs, jobs, ensemble, auto)
 
