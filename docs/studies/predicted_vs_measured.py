@@ -4,8 +4,9 @@
     innovwin sweep ...                                                           # the run
     python docs/studies/predicted_vs_measured.py predictions/*.json --store STORE [--store ...] [--out FILE]
 
-Each saved prediction (``innovwin predict --json``) is matched to every finished run of the stores that has the
-predicted settings (its seeds, each a row), and judged as ``innovwin predict --check`` judges a left-out run
+Each saved prediction (``innovwin predict --json``) is matched to every finished run of the stores it is for (its
+fitted group at its x, and any other setting it names, e.g. a seed; each seed a row; a run found in several stores
+counts once), and judged as ``innovwin predict --check`` judges a left-out run
 (:func:`innovwin.analysis.predict.judged`): inside the 95% prediction interval or not (a censored clock: whether what
 is known of it meets the interval), and the |log10 error| of a measured clock. Prints a Markdown table with the hit
 rate over measured clocks (a censored one is counted apart: a bound that meets the interval does not test it);
@@ -23,12 +24,17 @@ from innovwin.analysis.predict import Prediction, judged, target
 from innovwin.analysis.records import load_rows, run_records
 
 
-def matching(records, settings: dict) -> list:
-    """The records with every known value of the predicted run (``variant`` fields compared on the config)."""
-    new = target(settings)
+def matching(records, saved: dict, found: dict) -> list:
+    """The records a prediction is for: in its fitted group (task, arch, depth, width, ...), at its x (the N,
+    complexity or depth it was made at), and equal in every other setting it names (a seed among them)."""
+    settings = target(saved["settings"])
+    wanted = {**{name: value for name, value in found["group"].items() if name != "variant"},
+              found["against"]: found["x"], **{name: value for name, value in settings.items() if name != "variant"}}
+    seed = saved["settings"].get("seed")
     return [r for r in records
-            if all(getattr(r, name) == value for name, value in new.items() if name != "variant")
-            and all(getattr(r.config, name) == value for name, value in new["variant"].items())]
+            if all(getattr(r, name) == value for name, value in wanted.items())
+            and all(getattr(r.config, name) == value for name, value in settings["variant"].items())
+            and (seed is None or r.seed == int(seed))]
 
 
 def rows_for(path: Path, records) -> list[dict]:
@@ -36,11 +42,21 @@ def rows_for(path: Path, records) -> list[dict]:
     rows = []
     for found in saved["predictions"]:
         prediction = Prediction(**{**found, "fit": None})
-        for record in matching(records, saved["settings"]):
+        for record in matching(records, saved, found):
             clock = record.clock(prediction.clock)
             rows.append({"prediction": path.name, "run": record.name, "seed": record.seed, "clock": prediction.clock,
                          "observed": clock.render_interval(), **judged(clock, prediction)})
     return rows
+
+
+def distinct(records) -> list:
+    """One record per run: the same key in several stores is one run (trained identically), the one trained
+    furthest kept."""
+    kept = {}
+    for record in records:
+        if record.key not in kept or record.last_step > kept[record.key].last_step:
+            kept[record.key] = record
+    return list(kept.values())
 
 
 def table(rows: list[dict]) -> str:
@@ -69,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--store", action="append", required=True)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    records = [record for store in args.store for record in run_records(load_rows(store))]
+    records = distinct([record for store in args.store for record in run_records(load_rows(store))])
     rows = [row for path in args.predictions for row in rows_for(path, records)]
     if not rows:
         raise SystemExit("no finished run of these stores has the predicted settings")
