@@ -6,9 +6,8 @@ import csv
 import html
 from pathlib import Path
 
-from innovwin.analysis.clocks import CLOCKS
 from innovwin.analysis.fits import ML_COLUMNS
-from innovwin.analysis.records import RunRecord
+from innovwin.analysis.records import CLOCK_ATTRIBUTES, RunRecord
 
 RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_train", "seed", "steps",
                "stop_reason", "stop_step",
@@ -16,7 +15,8 @@ RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_tr
                "tau_rule_censored", "tau_rule_at_first_eval",
                "tau_mem", "tau_mem_lo", "tau_mem_hi", "tau_mem_bracket_lo", "tau_mem_bracket_hi",
                "tau_mem_censored", "tau_mem_at_first_eval",
-               "tau_mem_exact", "tau_mem_exact_lo", "tau_mem_exact_hi", "tau_mem_exact_censored",
+               "tau_mem_exact", "tau_mem_exact_lo", "tau_mem_exact_hi", "tau_mem_exact_bracket_lo",
+               "tau_mem_exact_bracket_hi", "tau_mem_exact_censored", "tau_mem_exact_at_first_eval",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac",
                "summary_check")
 FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
@@ -34,17 +34,14 @@ def run_row(record: RunRecord) -> dict:
                                                      "summary_check")}
     row["steps"] = record.config.steps
     row["stop_reason"], row["stop_step"] = (record.stop.reason, record.stop.step) if record.stop else ("", None)
-    for name in CLOCKS:
+    for name in CLOCK_ATTRIBUTES:
         clock = record.clock(name)
+        if clock is None:  # tau_mem_exact of a run without exact probabilities (a DiT): empty cells
+            continue
         interval, bracket = clock.interval or (None, None), clock.bracket or (None, None)
         row.update({name: clock.value, f"{name}_lo": interval[0], f"{name}_hi": interval[1],
                     f"{name}_bracket_lo": bracket[0], f"{name}_bracket_hi": bracket[1],
                     f"{name}_censored": clock.censoring == "right", f"{name}_at_first_eval": clock.censoring == "left"})
-    if record.mem_exact is not None:
-        exact = record.mem_exact
-        row.update(tau_mem_exact=exact.value, tau_mem_exact_lo=(exact.interval or (None, None))[0],
-                   tau_mem_exact_hi=(exact.interval or (None, None))[1],
-                   tau_mem_exact_censored=exact.censoring == "right")
     row.update(window_state=record.window.state, window_width_decades=record.window.width,
                window_reason=record.window.reason or "")
     return row
