@@ -83,10 +83,21 @@ def test_every_study_spec_in_the_docs_expands_and_passes_the_sweeps_checks(tmp_p
     from innovwin.sweeps.plan import check_sweep
     from innovwin.sweeps.spec import load_spec
 
-    specs = sorted((REPO / "docs" / "studies").glob("*.toml"))
+    specs = sorted((REPO / "docs" / "studies").rglob("*.toml"))
     assert specs
     for path in specs:
         runs = load_spec(path).expand()
         assert runs, path
         check_sweep(runs, tmp_path / path.stem, max_attempts=3, ensemble=1, workers=None, executor="local",
                     ray_address=None)
+
+
+def test_a_study_run_in_steps_is_the_union_of_its_steps():
+    """docs/studies/NAME/*.toml are the steps NAME.toml was run in: together the same runs, no run twice."""
+    from innovwin.sweeps.spec import load_spec
+
+    for folder in (path for path in (REPO / "docs" / "studies").iterdir() if path.is_dir()):
+        whole = load_spec(folder.with_suffix(".toml")).expand()
+        steps = [load_spec(path).expand() for path in sorted(folder.glob("*.toml"))]
+        assert sum(len(step) for step in steps) == len(whole), folder
+        assert {key for step in steps for key in step} == set(whole), folder
