@@ -3,6 +3,7 @@ evaluation grid: tau_mem = 4 N^0.9 and tau_rule = 50, each times log-normal scat
 The prediction interval must cover a new run's clock at about its stated rate, the budget must follow from it, and
 what cannot be predicted must be refused in one line."""
 import dataclasses
+import itertools
 import json
 import math
 
@@ -38,18 +39,19 @@ def clock_json(tau: float) -> dict:
     return {"estimate": float(tau), "bracket": [lo, hi], "interval": [lo, hi], "censored": None if lo else "left"}
 
 
-def write_store(path, ns=NS, seeds=(0, 1, 2), seed=0):
+def write_store(path, ns=NS, seeds=(0, 1, 2), seed=0, widths=(64,)):
+    """tau_mem = 4 N^0.9 (64 / width): at width 64 the module's law; a narrower model memorizes later."""
     rng = np.random.default_rng(seed)
     with RunStore(path, write=True) as store:
-        for n in ns:
-            for run_seed in seeds:
-                config = RunConfig(task="parity:h=4,w=4,g=2", n_train=n, seed=run_seed, steps=STEPS).resolved()
-                summary = {"tau_rule": clock_json(50 * math.exp(rng.normal(0, 0.2))),
-                           "tau_mem": clock_json(4 * n**0.9 * math.exp(rng.normal(0, 0.2))),
-                           "final": {"step": STEPS}}
-                store.add({config.key(): config.to_dict()})
-                store.claim(config.key())
-                store.finish(config.key(), summary)
+        for n, width, run_seed in itertools.product(ns, widths, seeds):
+            config = RunConfig(task="parity:h=4,w=4,g=2", n_train=n, width=width, seed=run_seed,
+                               steps=STEPS).resolved()
+            summary = {"tau_rule": clock_json(50 * math.exp(rng.normal(0, 0.2))),
+                       "tau_mem": clock_json(4 * n**0.9 * 64 / width * math.exp(rng.normal(0, 0.2))),
+                       "final": {"step": STEPS}}
+            store.add({config.key(): config.to_dict()})
+            store.claim(config.key())
+            store.finish(config.key(), summary)
     return path
 
 
@@ -129,7 +131,17 @@ def test_what_cannot_be_predicted_is_refused_in_one_line(store, capsys, argv, me
 def test_a_store_whose_runs_share_one_n_has_no_fit_to_predict_from(tmp_path, capsys):
     write_store(tmp_path / "store", ns=(64,))
     assert main(["predict", str(tmp_path / "store"), "--set", "n_train=1024"]) == 2
-    assert "no group of runs has more than one value of N, complexity or depth" in capsys.readouterr().err
+    assert "no group of runs has more than one value of N, complexity, depth or width" in capsys.readouterr().err
+
+
+def test_a_width_not_run_yet_is_predicted_from_the_other_widths_at_its_n(tmp_path):
+    records = run_records(load_rows(write_store(tmp_path / "store", ns=(32, 64), widths=(16, 32, 64))))
+    result = predict.predict(records, {"n_train": "64", "width": "128"})
+    mem = result["predictions"][1]
+    assert (mem.clock, mem.against, mem.x, mem.group["n_train"]) == ("tau_mem", "width", 128, 64)
+    assert mem.fit.alpha_hi < 0 and mem.lo <= 4 * 64**0.9 / 2 <= mem.hi
+    # a width that has runs is predicted along N first, the plan's first axis
+    assert predict.predict(records, {"n_train": "128", "width": "64"})["predictions"][1].against == "n_train"
 
 
 def test_a_store_with_no_finished_run_is_refused(tmp_path, capsys):

@@ -8,9 +8,11 @@
 
 x is the training-set size N for tau_mem (the paper's claim: alpha close to 1), and the rule
 complexity or the depth for tau_rule (alpha is then the clock's elasticity: how many times
-later the rule is learned per doubling of complexity, as 2^alpha). The least-squares fit takes measured clocks
-only (:attr:`Clock.measured`): a clock that never crossed (a lower bound) or crossed by the first evaluation (an
-upper bound) is left out and counted, never silently fitted as if it were measured.
+later the rule is learned per doubling of complexity, as 2^alpha); both clocks are also fitted against the
+model's width at fixed N (does a wider model memorize or learn sooner; it predicts a width not run yet). The
+least-squares fit takes measured clocks only (:attr:`Clock.measured`): a clock that never crossed (a lower bound)
+or crossed by the first evaluation (an upper bound) is left out and counted, never silently fitted as if it were
+measured.
 """
 from __future__ import annotations
 
@@ -278,6 +280,8 @@ FIT_PLAN = (
     ("tau_rule", "n_train", ("task", "arch", "depth", "width", "variant")),
     ("tau_rule", "complexity", ("family", "arch", "depth", "width", "variant")),
     ("tau_rule", "depth", ("task", "arch", "width", "variant")),
+    ("tau_mem", "width", ("task", "arch", "depth", "n_train", "variant")),
+    ("tau_rule", "width", ("task", "arch", "depth", "n_train", "variant")),
 )
 
 

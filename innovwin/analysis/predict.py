@@ -3,9 +3,10 @@
 A new run is described by the config fields it sets (``n_train=4096``, ``task=parity:h=6,w=6,g=4``, ``depth=8``).
 Its clock is predicted from the first fit of :data:`innovwin.analysis.fits.FIT_PLAN` that applies: the group of
 runs (equal in the plan's fields, every run and seed, censored ones included) that the new run belongs to, fitted
-against the axis the plan names (N for both clocks, then rule complexity, then depth), at the new run's value of
-that axis. A field the new run leaves unset matches any value; where that leaves more than one group, the
-prediction is refused and says what to set.
+against the axis the plan names (N for both clocks, then rule complexity, then depth, then width), at the new run's
+value of that axis (a width not run yet: from the runs of the other widths at the same N). A field the new run
+leaves unset matches any value; where that leaves more than one group, the prediction is refused and says what to
+set.
 
 The 95% interval is a *prediction* interval for the new run's clock, not a confidence interval for the law: it
 adds the uncertainty of the fitted line at x (the inverse of the observed Fisher information of log a and alpha at
@@ -44,7 +45,7 @@ from innovwin.config import POOLED, canonical_name, parse_value
 
 MIN_RUNS = 4  # a prediction interval needs n - 2 >= 2 degrees of freedom
 SAFETY = 1.5  # the suggested budget: the later clock's upper end times this
-AXIS_NAMES = {"n_train": "N", "complexity": "complexity", "depth": "depth"}
+AXIS_NAMES = {"n_train": "N", "complexity": "complexity", "depth": "depth", "width": "width"}
 RECORD_FIELDS = ("task", "arch", "depth", "width", "n_train")  # config fields a record holds as its own axes
 
 
@@ -177,9 +178,10 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
                 reasons.append(f"against {axis}: {error}")
     if not reasons:
         tasks = ", ".join(sorted({r.task for r in records})[:3])
-        reasons.append(f"no group of runs that varies N, complexity or depth matches the new run's task and settings "
-                       f"(the store's tasks: {tasks})" if any(varying_groups(records, a, b) for _, a, b in FIT_PLAN)
-                       else "no group of runs has more than one value of N, complexity or depth to fit")
+        varied = any(varying_groups(records, against, by) for _, against, by in FIT_PLAN)
+        reasons.append(f"no group of runs that varies N, complexity, depth or width matches the new run's task and "
+                       f"settings (the store's tasks: {tasks})" if varied
+                       else "no group of runs has more than one value of N, complexity, depth or width to fit")
     raise ValueError(f"no prediction of {CLOCK_SYMBOLS[clock]}: {'; '.join(reasons)}")
 
 
@@ -276,7 +278,7 @@ def check_lines(summary: list[dict], level: float = CI_LEVEL) -> list[str]:
     """One line per fit: ``τ_mem against N: 70 of 72 runs inside their 95% prediction interval (97%); median
     |log10 error| 0.05 (x1.12) over 60 measured runs``."""
     if not summary:
-        return ["no check: no group of runs varies N, complexity or depth"]
+        return ["no check: no group of runs varies N, complexity, depth or width"]
     lines = []
     for item in summary:
         head = f"{CLOCK_SYMBOLS[item['clock']]} against {AXIS_NAMES[item['against']]}: "

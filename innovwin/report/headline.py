@@ -30,13 +30,14 @@ def fit_text(fit: dict, x: str) -> str:
 
 def group_text(fit: dict) -> str:
     parts = [fit.get("task") or fit.get("family"), fit["arch"], f"depth {fit['depth']}" if "depth" in fit else None,
-             f"width {fit['width']}", fit.get("variant")]
+             f"width {fit['width']}" if "width" in fit else None, f"N {fit['n_train']}" if "n_train" in fit else None,
+             fit.get("variant")]
     return ", ".join(str(part) for part in parts if part)
 
 
 def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pending: int = 0) -> list[str]:
-    """A few lines: α of the censored fit with its interval per group, τ_rule's range and trend, the windows,
-    what did not finish."""
+    """A few lines: α of the censored fit with its interval per group, τ_rule's range and trend (and both clocks'
+    against width where a store varies it), the windows, what did not finish."""
     if not records:
         return [f"no finished run yet ({pending} to run, {failed} failed)"]
     if len(records) == 1:
@@ -53,8 +54,8 @@ def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pen
                      + (f" ({never} never crossed)" if never else ""))
     else:
         lines.append(f"τ_rule never crossed in any of {len(records)} runs")
-    lines += [f"{fit_text(fit, {'n_train': 'N'}.get(fit['against'], fit['against']))}  "
-              f"[{group_text(fit)}]" for fit in fits if fit["clock"] == "tau_rule"]
+    lines += [f"{fit_text(fit, {'n_train': 'N'}.get(fit['against'], fit['against']))}  [{group_text(fit)}]"
+              for fit in fits if fit["clock"] == "tau_rule" or (fit["clock"], fit["against"]) == ("tau_mem", "width")]
     kinds = [r.window.kind for r in records]
     widths = [r.window.width for r in records if r.window.kind == "open"]
     window = ", ".join(f"{kinds.count(kind)} {kind}" for kind in WINDOW_KINDS)

@@ -64,11 +64,11 @@ def render_index(source, rows: list[dict], records: list[RunRecord], fits: list[
                  "profile-likelihood interval; ml_sigma is the spread of log τ about the line, seeds included, at "
                  "least what the evaluation grid resolves). Least squares on the measured clocks only (alpha, 95% "
                  "bootstrap interval over runs; censored runs left out) stays in fits.csv for comparison.</p>")
-    parts.append(html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "variant",
-                                   "ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_sigma", "ml_n", "ml_n_right",
-                                   "ml_n_left", "ml_note", "alpha", "alpha_lo", "alpha_hi", "n_points", "n_censored",
-                                   "note"))
-                 if fits else "<p>No fits: no axis (N, complexity, depth) varies with at least two values.</p>")
+    parts.append(html_table(fits, ("clock", "against", "task", "family", "arch", "depth", "width", "n_train",
+                                   "variant", "ml_alpha", "ml_alpha_lo", "ml_alpha_hi", "ml_sigma", "ml_n",
+                                   "ml_n_right", "ml_n_left", "ml_note", "alpha", "alpha_lo", "alpha_hi", "n_points",
+                                   "n_censored", "note"))
+                 if fits else "<p>No fits: no axis (N, complexity, depth, width) varies with at least two values.</p>")
     parts.append(check_html)
     parts.append("<h2>Runs</h2>")
     if not records:

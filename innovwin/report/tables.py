@@ -19,8 +19,8 @@ RUN_COLUMNS = ("key", "name", "task", "arch", "depth", "width", "variant", "n_tr
                "tau_mem_exact_bracket_hi", "tau_mem_exact_censored", "tau_mem_exact_at_first_eval",
                "window_state", "window_width_decades", "window_reason", "final_valid_frac", "final_copy_frac",
                "summary_check")
-FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "variant", "alpha", "alpha_lo",
-               "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note", *ML_COLUMNS)
+FIT_COLUMNS = ("clock", "against", "task", "family", "arch", "depth", "width", "n_train", "variant", "alpha",
+               "alpha_lo", "alpha_hi", "a", "n_points", "n_censored", "x_min", "x_max", "note", *ML_COLUMNS)
 
 
 def run_row(record: RunRecord) -> dict:
