@@ -256,3 +256,28 @@ def test_the_exact_copy_study_fits_tau_mem_both_ways(tmp_path):
     assert len(found["runs"]) == 4
     assert {fit["clock"] for fit in found["fits"]} == {"tau_mem", "tau_mem_exact"}
     assert all(0.5 < fit["ml_alpha"] < 1.5 for fit in found["fits"])
+
+
+def test_the_dit_width_study_fits_alpha_per_width_and_its_trend(tmp_path):
+    """DiT runs whose tau_mem = 20 N^alpha(W), alpha(W) = 1 + 0.3 log2(W / 32), with scatter: one fit per width and
+    per N, alpha rising by about 0.3 a doubling, the figure written."""
+    rng = np.random.default_rng(3)
+    with RunStore(tmp_path / "s", write=True) as writer:
+        for n, width, seed in itertools.product((4, 8, 16, 32), (32, 64, 128), (0, 1, 2)):
+            config = RunConfig(arch="dit", task="parity:h=4,w=4,g=2", n_train=n, width=width, seed=seed,
+                               steps=STEPS).resolved()
+            alpha = 1 + 0.3 * math.log2(width / 32)
+            summary = {"tau_rule": clock_json(STEPS * 2), "final": {"step": STEPS},
+                       "tau_mem": clock_json(20 * n**alpha * math.exp(rng.normal(0, 0.1)))}
+            writer.add({config.key(): config.to_dict()})
+            writer.claim(config.key())
+            writer.finish(config.key(), summary)
+    assert study("dit_width").main([str(tmp_path / "s"), "--out", str(tmp_path / "w")]) == 0
+    found = json.loads((tmp_path / "w.json").read_text())
+    alphas = {fit["width"]: fit["ml_alpha"] for fit in found["against_n"]}
+    assert sorted(alphas) == [32, 64, 128] and alphas[32] < alphas[64] < alphas[128]
+    assert len(found["against_width"]) == 4  # one per N
+    trend = found["trend"]
+    assert trend["per_doubling_lo"] < 0.3 < trend["per_doubling_hi"] and trend["per_doubling_lo"] > 0
+    assert trend["alpha_lo"] < 1.9 < trend["alpha_hi"]  # alpha(256) = 1 + 0.3 * 3
+    assert (tmp_path / "w.png").stat().st_size > 0 and "per doubling" in (tmp_path / "w.md").read_text()

@@ -63,6 +63,7 @@ def draw(records, by_width, trend, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     colours = dict(zip(sorted(by_width), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -80,6 +81,9 @@ def draw(records, by_width, trend, out: Path) -> None:
                   label=f"width {width}: α {interval(fit)}")
     left.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="τ_mem (steps)",
              title="τ_mem against N (bars: 95% interval; ▲ never crossed)")
+    ns = sorted({r.n_train for r in records})
+    left.set_xticks(ns, [str(n) for n in ns])
+    left.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     left.legend(fontsize=8)
     widths = sorted(w for w, f in by_width.items() if f["ml_alpha"] is not None)
     for width in widths:
@@ -98,6 +102,9 @@ def draw(records, by_width, trend, out: Path) -> None:
     right.axhline(1.0, color="grey", lw=0.8, ls=":")
     right.set(xscale="log", xlabel="DiT width", ylabel="α of τ_mem ∝ N^α (censored ML, 95%)",
               title="α against width")
+    shown = widths + ([int(trend["width"])] if trend is not None else [])
+    right.set_xticks(shown, [str(w) for w in shown])
+    right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     right.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out.with_suffix(".png"), dpi=120)
