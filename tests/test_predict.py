@@ -206,13 +206,15 @@ PREDICT_OUT = (
 
 
 def study(name):
-    """A script of docs/studies, imported by path."""
+    """A script of docs/studies, imported by path (and registered, as its dataclasses need)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "docs" / "studies" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(f"studies_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -281,3 +283,21 @@ def test_the_dit_width_study_fits_alpha_per_width_and_its_trend(tmp_path):
     assert trend["per_doubling_lo"] < 0.3 < trend["per_doubling_hi"] and trend["per_doubling_lo"] > 0
     assert trend["alpha_lo"] < 1.9 < trend["alpha_hi"]  # alpha(256) = 1 + 0.3 * 3
     assert (tmp_path / "w.png").stat().st_size > 0 and "per doubling" in (tmp_path / "w.md").read_text()
+
+
+def test_the_depth_study_compares_censored_runs_exactly(tmp_path):
+    """Every run at one depth learns, none at the other: the exact log-rank p is the two most extreme splits of
+    the twelve runs (2 / C(12, 6)) and the deeper depth 'falls'; the same runs at both depths are 'unresolved'."""
+    module = study("depth_verdict")
+    never = [module.Run(1, seed, None, 6000, 6000.0, math.inf, "test") for seed in range(6)]
+    learned = [module.Run(2, seed, 1000.0 + 100 * seed, 6000, 900.0, 1100.0 + 100 * seed, "test")
+               for seed in range(6)]
+    row = module.compare(never, learned)
+    assert row["p_exact"] == pytest.approx(2 / math.comb(12, 6)) and row["verdict"] == "falls"
+    assert row["learned_by_budget"] == [0, 6] and row["alpha"] is None  # no fit where a depth never learned
+    same = module.compare([dataclasses.replace(r, depth=1) for r in learned], learned)
+    assert same["p_exact"] == 1.0 and same["verdict"] == "unresolved" and same["alpha_lo"] < 0 < same["alpha_hi"]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps([{"depth": 3, "seed": 0, "tau_rule": 1716, "last_step": 6000}]))
+    (run,) = module.earlier_runs(earlier)
+    assert run.lo < 1716 <= run.hi and run.hi / run.lo < 10 ** (1 / 8) + 1e-9  # the grid's bracket
