@@ -92,12 +92,14 @@ def test_every_study_spec_in_the_docs_expands_and_passes_the_sweeps_checks(tmp_p
                     ray_address=None)
 
 
-def test_a_study_run_in_steps_is_the_union_of_its_steps():
-    """docs/studies/NAME/*.toml are the steps NAME.toml was run in: together the same runs, no run twice."""
+def test_a_study_run_in_steps_is_made_of_its_specs_runs():
+    """docs/studies/NAME/*.toml are the steps NAME.toml was run in so far: runs of NAME.toml (the same keys, the
+    same configs), none run twice."""
     from innovwin.sweeps.spec import load_spec
 
     for folder in (path for path in (REPO / "docs" / "studies").iterdir() if path.is_dir()):
         whole = load_spec(folder.with_suffix(".toml")).expand()
         steps = [load_spec(path).expand() for path in sorted(folder.glob("*.toml"))]
-        assert sum(len(step) for step in steps) == len(whole), folder
-        assert {key for step in steps for key in step} == set(whole), folder
+        keys = [key for step in steps for key in step]
+        assert len(keys) == len(set(keys)) and set(keys) <= set(whole), folder
+        assert all(config == whole[key] for step in steps for key, config in step.items()), folder
