@@ -230,7 +230,8 @@ def test_predictions_saved_before_runs_are_judged_against_the_runs(store, tmp_pa
     rows = json.loads((tmp_path / "t.json").read_text())
     assert len(rows) == 6 and {row["clock"] for row in rows} == {"tau_rule", "tau_mem"}
     hits = sum(row["covered"] for row in rows)
-    assert f"Hit rate: {hits} of 6 measured clocks" in (tmp_path / "t.md").read_text()
+    text = (tmp_path / "t.md").read_text()
+    assert f"Hit rate: {hits} of 6 measured clocks" in text and "- predicted along N: " in text
 
     far = tmp_path / "far.json"  # the same prediction, its tau_mem interval moved a decade up: every run misses it
     found = json.loads(saved.read_text())

@@ -20,8 +20,8 @@ from pathlib import Path
 from statistics import median
 
 from innovwin.analysis.fits import CLOCK_SYMBOLS
-from innovwin.analysis.predict import Prediction, judged, target
-from innovwin.analysis.records import load_rows, run_records
+from innovwin.analysis.predict import AXIS_NAMES, Prediction, judged, target
+from innovwin.analysis.records import group_by, load_rows, run_records
 
 
 def matching(records, saved: dict, found: dict) -> list:
@@ -45,6 +45,7 @@ def rows_for(path: Path, records) -> list[dict]:
         for record in matching(records, saved, found):
             clock = record.clock(prediction.clock)
             rows.append({"prediction": path.name, "run": record.name, "seed": record.seed, "clock": prediction.clock,
+                         "against": prediction.against,
                          "observed": clock.render_interval(), **judged(clock, prediction)})
     return rows
 
@@ -67,16 +68,24 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {row['prediction']} | {row['run']} | {row['seed']} | {CLOCK_SYMBOLS[row['clock']]} "
                      f"| {row['estimate']:.0f} [{row['lo']:.0f}, {row['hi']:.0f}] | {row['observed']} "
                      f"| {'yes' if row['covered'] else '**no**'} | {error} |")
+    lines.append(f"\nHit rate: {hit_rate(rows)}.")
+    for axis, found in group_by(rows, ("against",)).items():
+        lines.append(f"- predicted along {AXIS_NAMES[axis[0]]}: {hit_rate(found)}")
+    return "\n".join(lines)
+
+
+def hit_rate(rows: list[dict]) -> str:
+    """How many measured clocks fell inside their interval, and how many censored ones were consistent with it (a
+    bound that meets the interval is no test of it; one past it is a miss)."""
     measured = [row for row in rows if row["log10_error"] is not None]
     bounds = [row for row in rows if row["log10_error"] is None]
-    text = f"\nHit rate: {sum(row['covered'] for row in measured)} of {len(measured)} measured clocks inside their 95% " \
+    text = f"{sum(row['covered'] for row in measured)} of {len(measured)} measured clocks inside their 95% " \
            f"prediction interval"
     if measured:
         text += f" (median |log10 error| {median(row['log10_error'] for row in measured):.2f})"
-    if bounds:  # a bound that meets the interval is no test of it; one past it is a miss
+    if bounds:
         text += f"; {sum(row['covered'] for row in bounds)} of {len(bounds)} censored clocks consistent with theirs"
-    lines.append(text + ".")
-    return "\n".join(lines)
+    return text
 
 
 def main(argv=None) -> int:
