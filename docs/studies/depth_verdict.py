@@ -8,7 +8,8 @@ until tau_rule": the log-rank statistic (observed minus expected learnings at th
 steps where some run learned), with an exact p-value from every relabelling of the runs between the two depths
 (the seeds are few, so the normal approximation is not used). The verdict is three-valued: "falls" (the deeper
 learns sooner) or "rises" where p < 0.05 two-sided, else "unresolved". Beside it, for the effect size, each
-depth's runs that learned by the budget every run of the pair reached, and the censored maximum-likelihood
+depth's runs that learned by the shortest budget of a run that never learned (so every run is known there), and the
+censored maximum-likelihood
 tau_rule ∝ depth^alpha of the pair where both depths have a run that learned.
 
 --earlier adds runs that are no longer in a store, from the numbers published for them: a JSON list of
@@ -70,7 +71,9 @@ def exact_p(first: list[Run], second: list[Run]) -> float:
 
 
 def compare(shallow: list[Run], deep: list[Run]) -> dict:
-    budget = min(r.last_step for r in shallow + deep)
+    # the steps every run of the pair is known at: the shortest run that never learned (one that learned is known)
+    budget = min((r.last_step for r in shallow + deep if r.tau is None),
+                 default=max(r.tau for r in shallow + deep if r.tau is not None))
     learned = [sum(r.tau is not None and r.tau <= budget for r in group) for group in (shallow, deep)]
     statistic, p = log_rank(shallow, deep), exact_p(shallow, deep)
     verdict = "unresolved" if p >= LEVEL else ("falls" if statistic < 0 else "rises")
