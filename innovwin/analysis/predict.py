@@ -45,7 +45,8 @@ from innovwin.config import POOLED, canonical_name, parse_value
 
 MIN_RUNS = 4  # a prediction interval needs n - 2 >= 2 degrees of freedom
 SAFETY = 1.5  # the suggested budget: the later clock's upper end times this
-AXIS_NAMES = {"n_train": "N", "complexity": "complexity", "depth": "depth", "width": "width"}
+AXIS_NAMES = {"n_train": "N", "complexity": "complexity", "depth": "depth", "width": "width"}  # FIT_PLAN's axes
+AXES_TEXT = ", ".join(list(AXIS_NAMES.values())[:-1]) + " or " + list(AXIS_NAMES.values())[-1]  # "N, ... or width"
 RECORD_FIELDS = ("task", "arch", "depth", "width", "n_train")  # config fields a record holds as its own axes
 
 
@@ -179,9 +180,9 @@ def predict_clock(records: list[RunRecord], new: dict, clock: str, level: float 
     if not reasons:
         tasks = ", ".join(sorted({r.task for r in records})[:3])
         varied = any(varying_groups(records, against, by) for _, against, by in FIT_PLAN)
-        reasons.append(f"no group of runs that varies N, complexity, depth or width matches the new run's task and "
-                       f"settings (the store's tasks: {tasks})" if varied
-                       else "no group of runs has more than one value of N, complexity, depth or width to fit")
+        reasons.append(f"no group of runs that varies {AXES_TEXT} matches the new run's task and settings (the "
+                       f"store's tasks: {tasks})" if varied else f"no group of runs has more than one value of "
+                                                                 f"{AXES_TEXT} to fit")
     raise ValueError(f"no prediction of {CLOCK_SYMBOLS[clock]}: {'; '.join(reasons)}")
 
 
@@ -278,7 +279,7 @@ def check_lines(summary: list[dict], level: float = CI_LEVEL) -> list[str]:
     """One line per fit: ``τ_mem against N: 70 of 72 runs inside their 95% prediction interval (97%); median
     |log10 error| 0.05 (x1.12) over 60 measured runs``."""
     if not summary:
-        return ["no check: no group of runs varies N, complexity, depth or width"]
+        return [f"no check: no group of runs varies {AXES_TEXT}"]
     lines = []
     for item in summary:
         head = f"{CLOCK_SYMBOLS[item['clock']]} against {AXIS_NAMES[item['against']]}: "

@@ -10,6 +10,7 @@ their intervals overlap, neither clock crossed, or both crossed by the first eva
 from __future__ import annotations
 
 from innovwin.analysis.fits import CLOCK_SYMBOLS, law_text
+from innovwin.analysis.predict import AXIS_NAMES
 from innovwin.analysis.records import RunRecord
 
 WINDOW_KINDS = ("open", "open at the end", "closed", "unresolved")
@@ -54,7 +55,7 @@ def headline(records: list[RunRecord], fits: list[dict], *, failed: int = 0, pen
                      + (f" ({never} never crossed)" if never else ""))
     else:
         lines.append(f"τ_rule never crossed in any of {len(records)} runs")
-    lines += [f"{fit_text(fit, {'n_train': 'N'}.get(fit['against'], fit['against']))}  [{group_text(fit)}]"
+    lines += [f"{fit_text(fit, AXIS_NAMES[fit['against']])}  [{group_text(fit)}]"
               for fit in fits if fit["clock"] == "tau_rule" or (fit["clock"], fit["against"]) == ("tau_mem", "width")]
     kinds = [r.window.kind for r in records]
     widths = [r.window.width for r in records if r.window.kind == "open"]
